@@ -1,0 +1,1 @@
+//! ebs2azure
