@@ -1,1 +1,35 @@
-//! ebs2azure
+//! ebs2azure moves whole disks from AWS to Azure the offline way: it reads
+//! disks block by block, skips what is zero, and writes images Azure takes.
+//!
+//! The flow is `source` -> `pipeline` -> `sink`: a [`source::BlockSource`]
+//! lists the blocks that may hold data, the [`pipeline`] copies them with
+//! bounded concurrency and memory, and a [`sink::BlockSink`] takes positional
+//! writes. Operations sit on top: [`convert`] and [`info`].
+//!
+//! # Example
+//!
+//! Convert a sparse raw image to a fixed VHD ready for Azure:
+//!
+//! ```
+//! use ebs2azure::convert::{convert, Options};
+//! # let dir = tempfile::tempdir()?;
+//! # let raw = dir.path().join("disk.raw");
+//! # let f = std::fs::File::create(&raw)?;
+//! # f.set_len(30_000_000)?; // not a whole MiB
+//! # std::os::unix::fs::FileExt::write_all_at(&f, b"data", 4096)?;
+//! let vhd = dir.path().join("disk.vhd");
+//! let report = convert(&raw, &vhd, &Options::default())?;
+//! assert!(report.rounded_up);                       // 30 MB -> 29 MiB (whole MiB)
+//! assert_eq!(report.virtual_size, 29 << 20);
+//! assert_eq!(report.stats.bytes_written, 4096);     // only the non-zero page
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod convert;
+pub mod info;
+pub mod limits;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+
+pub use diskformats;

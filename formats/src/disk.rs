@@ -18,6 +18,13 @@ pub trait Disk: Send + Sync {
     /// only zeros follow. Everything between `offset` and the range's start is
     /// zero. Ranges are clipped to the disk and never empty.
     fn next_data(&self, offset: u64) -> Result<Option<Range<u64>>>;
+
+    /// The bytes at `offset` without copying, where the image is memory-mapped
+    /// and the range is stored as it is (raw and fixed VHD); `None` otherwise,
+    /// and then [`Disk::read_at`] is the way to read.
+    fn slice_at(&self, _offset: u64, _len: usize) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// Iterates over the ranges of a disk that may hold data, in order.

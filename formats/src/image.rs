@@ -138,6 +138,9 @@ impl Disk for Image {
     fn next_data(&self, offset: u64) -> Result<Option<Range<u64>>> {
         self.disk().next_data(offset)
     }
+    fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.disk().slice_at(offset, len)
+    }
 }
 
 #[cfg(test)]

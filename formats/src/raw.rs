@@ -11,10 +11,15 @@ use crate::disk::{check_range, Disk};
 use crate::{Error, Result};
 
 /// A raw disk image or block device.
+///
+/// The image is memory-mapped when the system allows it, so that copies can
+/// read it without a copy into a buffer. The file must not be truncated while
+/// it is open (that is true of any image being converted).
 #[derive(Debug)]
 pub struct RawImage {
     file: File,
     size: u64,
+    map: Option<memmap2::Mmap>,
 }
 
 impl RawImage {
@@ -23,12 +28,13 @@ impl RawImage {
         let size = file
             .seek(SeekFrom::End(0))
             .map_err(|e| Error::io("finding the size of the raw image", e))?;
-        Ok(RawImage { file, size })
+        Ok(RawImage::with_size(file, size))
     }
 
     /// A raw view of the first `size` bytes of `file` (the data of a fixed VHD).
     pub(crate) fn with_size(file: File, size: u64) -> RawImage {
-        RawImage { file, size }
+        let map = map_read_only(&file, size);
+        RawImage { file, size, map }
     }
 
     /// The underlying file.
@@ -55,6 +61,22 @@ impl Disk for RawImage {
     fn next_data(&self, offset: u64) -> Result<Option<Range<u64>>> {
         next_data_in_file(&self.file, offset, self.size)
     }
+
+    fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        check_range(offset, len, self.size).ok()?;
+        let start = usize::try_from(offset).ok()?;
+        self.map.as_ref()?.get(start..start.checked_add(len)?)
+    }
+}
+
+/// Maps the first `size` bytes of `file` read-only; `None` where that is not
+/// possible (empty files, pipes, 32-bit address spaces too small).
+fn map_read_only(file: &File, size: u64) -> Option<memmap2::Mmap> {
+    let len = usize::try_from(size).ok().filter(|&l| l > 0)?;
+    // SAFETY: the mapping is read-only and private to this process; its
+    // contents change only if another process writes or truncates the file
+    // while it is converted, which the type's documentation rules out.
+    unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`; a short file is a truncation error.
@@ -145,6 +167,9 @@ mod tests {
         f.flush().unwrap();
         let img = RawImage::new(f).unwrap();
         assert_eq!(img.size(), 8 << 20);
+        let view = img.slice_at((3 << 20) - 1, 2).unwrap();
+        assert_eq!(view, &[0, 0xab]);
+        assert!(img.slice_at((8 << 20) - 1, 2).is_none());
         let ranges: Vec<_> = data_ranges(&img).collect::<Result<_>>().unwrap();
         // The file system may report data at a coarser grain, never finer.
         assert!(!ranges.is_empty());

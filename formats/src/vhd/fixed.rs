@@ -74,6 +74,9 @@ impl Disk for FixedVhd {
     fn next_data(&self, offset: u64) -> Result<Option<Range<u64>>> {
         self.data.next_data(offset)
     }
+    fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        self.data.slice_at(offset, len)
+    }
 }
 
 /// Writes a fixed VHD: positional writes in any order, from many threads,

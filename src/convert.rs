@@ -1,0 +1,238 @@
+//! Local conversion: any supported image (raw file, block device, fixed or
+//! dynamic VHD) to a fixed VHD ready for Azure, a dynamic VHD, or raw.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use diskformats::{Disk, Format, PartitionTable};
+use serde::Serialize;
+
+use crate::limits;
+use crate::pipeline::{self, Stats};
+use crate::sink::{self, vhd_file::FileOptions, BlockSink, VhdFileSink};
+use crate::source::{self, ImageSource};
+
+/// How to convert.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Output format; a fixed VHD is what Azure takes.
+    pub output_format: Format,
+    /// How to open the input.
+    pub open: diskformats::OpenOptions,
+    /// Copy engine settings.
+    pub pipeline: pipeline::Options,
+    /// Output file settings.
+    pub file: FileOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            output_format: Format::VhdFixed,
+            open: diskformats::OpenOptions::default(),
+            pipeline: pipeline::Options::default(),
+            file: FileOptions::default(),
+        }
+    }
+}
+
+/// What a conversion did, for people (`Display`-free: the CLI formats it) and machines (JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Input path.
+    pub input: String,
+    /// Detected input format.
+    pub input_format: String,
+    /// Output path.
+    pub output: String,
+    /// Output format.
+    pub output_format: String,
+    /// Size of the input disk in bytes.
+    pub source_size: u64,
+    /// Virtual size of the output disk in bytes.
+    pub virtual_size: u64,
+    /// True when the size was rounded up to a whole MiB for Azure.
+    pub rounded_up: bool,
+    /// True when the backup GPT was moved to the new end of the disk.
+    pub gpt_backup_moved: bool,
+    /// Bytes and blocks moved.
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Wall time from start to the renamed output, in seconds.
+    pub seconds: f64,
+    /// Bytes read per second, in MiB/s.
+    pub throughput_mib_s: f64,
+    /// Things the user should know about the output.
+    pub warnings: Vec<String>,
+}
+
+/// Why a conversion failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input could not be opened or read.
+    #[error("{0}")]
+    Source(#[from] source::Error),
+    /// The output could not be created or finished.
+    #[error("{0}")]
+    Sink(#[from] sink::Error),
+    /// The copy failed.
+    #[error("{0}")]
+    Copy(#[from] pipeline::Error),
+    /// The input holds no bytes.
+    #[error("{0} is empty (0 bytes): there is no disk to convert; check the path")]
+    EmptyInput(String),
+    /// Input and output are the same file.
+    #[error("the output {0} is the input itself; choose another output path")]
+    SameFile(String),
+    /// Reading the input's partition table failed.
+    #[error("cannot read the partition table of {path}: {source}")]
+    PartitionTable {
+        /// The input.
+        path: String,
+        /// What the reader reported.
+        source: diskformats::Error,
+    },
+}
+
+/// A conversion ready to run: the input is open and checked, the output size
+/// and the partition-table fix-ups are known.
+#[derive(Debug)]
+pub struct Conversion {
+    source: ImageSource,
+    input: PathBuf,
+    output: PathBuf,
+    opts: Options,
+    virtual_size: u64,
+    gpt_writes: Vec<(u64, Vec<u8>)>,
+    warnings: Vec<String>,
+}
+
+impl Conversion {
+    /// Opens and checks the input and plans the output; nothing is written yet.
+    pub fn prepare(input: &Path, output: &Path, opts: &Options) -> Result<Conversion, Error> {
+        let source = ImageSource::open(input, &opts.open)?;
+        for candidate in [output.to_path_buf(), partial_path(output)] {
+            if same_file(input, &candidate) {
+                return Err(Error::SameFile(candidate.display().to_string()));
+            }
+        }
+        let size = source.image().size();
+        if size == 0 {
+            return Err(Error::EmptyInput(input.display().to_string()));
+        }
+        let virtual_size = match opts.output_format {
+            Format::Raw => size,
+            Format::VhdFixed | Format::VhdDynamic => diskformats::round_up_to_mib(size),
+        };
+        let mut warnings = Vec::new();
+        let table = PartitionTable::read(source.image()).map_err(|e| Error::PartitionTable {
+            path: input.display().to_string(),
+            source: e,
+        })?;
+        warnings.extend(
+            table
+                .problems()
+                .into_iter()
+                .map(|p| format!("partition table: {p}")),
+        );
+        let mut gpt_writes = Vec::new();
+        if let PartitionTable::Gpt { gpt, .. } = &table {
+            let new_last = virtual_size / gpt.sector_size - 1;
+            if virtual_size > size && gpt.header.alternate_lba < new_last {
+                if gpt.primary_ok {
+                    let mut sector0 = [0u8; 512];
+                    source
+                        .image()
+                        .read_at(&mut sector0, 0)
+                        .and_then(|()| gpt.grow_writes(&sector0, virtual_size))
+                        .map(|w| gpt_writes = w)
+                        .map_err(|e| Error::PartitionTable {
+                            path: input.display().to_string(),
+                            source: e,
+                        })?;
+                } else {
+                    warnings.push(
+                        "the backup GPT was left where it was because the primary table is damaged; repair the table (for example `sgdisk -e`) before booting".into(),
+                    );
+                }
+            }
+        }
+        if opts.output_format == Format::VhdFixed {
+            warnings.extend(limits::azure_size_problems(virtual_size));
+        }
+        Ok(Conversion {
+            source,
+            input: input.to_owned(),
+            output: output.to_owned(),
+            opts: opts.clone(),
+            virtual_size,
+            gpt_writes,
+            warnings,
+        })
+    }
+
+    /// Bytes the copy will read (the input's allocated blocks), for progress.
+    pub fn bytes_to_read(&self) -> Result<u64, Error> {
+        Ok(self.source.listed_bytes()?)
+    }
+
+    /// Virtual size of the output.
+    pub fn virtual_size(&self) -> u64 {
+        self.virtual_size
+    }
+
+    /// Runs the conversion; `progress` gets the bytes of each block done.
+    pub fn run(self, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, Error> {
+        let started = Instant::now();
+        let fmt = self.opts.output_format;
+        let sink = VhdFileSink::create(&self.output, fmt, self.virtual_size, self.opts.file)?;
+        let (stats, _) = pipeline::copy(&self.source, &sink, &self.opts.pipeline, progress)?;
+        for (offset, bytes) in &self.gpt_writes {
+            sink.write_at(*offset, bytes)?;
+        }
+        sink.commit()?;
+        let seconds = started.elapsed().as_secs_f64();
+        let size = self.source.image().size();
+        Ok(Report {
+            input: self.input.display().to_string(),
+            input_format: self.source.image().format().to_string(),
+            output: self.output.display().to_string(),
+            output_format: fmt.to_string(),
+            source_size: size,
+            virtual_size: self.virtual_size,
+            rounded_up: self.virtual_size > size,
+            gpt_backup_moved: !self.gpt_writes.is_empty(),
+            stats,
+            seconds,
+            throughput_mib_s: stats.bytes_read as f64 / (1 << 20) as f64 / seconds.max(1e-9),
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// Converts `input` to `output` in one call.
+///
+/// ```no_run
+/// use ebs2azure::convert::{convert, Options};
+/// let report = convert("disk.raw".as_ref(), "disk.vhd".as_ref(), &Options::default())?;
+/// println!("wrote {} bytes", report.stats.bytes_written);
+/// # Ok::<(), ebs2azure::convert::Error>(())
+/// ```
+pub fn convert(input: &Path, output: &Path, opts: &Options) -> Result<Report, Error> {
+    Conversion::prepare(input, output, opts)?.run(&|_| {})
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(sink::vhd_file::PARTIAL_SUFFIX);
+    PathBuf::from(p)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}

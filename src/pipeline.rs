@@ -1,0 +1,301 @@
+//! The copy engine: moves a source's listed blocks to a sink with bounded
+//! concurrency and bounded memory (one block buffer per worker), skipping
+//! zeros at a fine grain so that outputs stay sparse.
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::sink::{self, BlockSink};
+use crate::source::{self, BlockSource};
+
+/// Grain of zero detection inside a block: the file system's page size, so
+/// every zero page becomes a hole.
+pub const ZERO_GRANULARITY: usize = 4096;
+
+/// How to run a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Blocks in flight at once (and worker threads).
+    pub concurrency: NonZeroUsize,
+    /// Grain of zero detection inside a block, in bytes.
+    pub zero_granularity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: default_concurrency(),
+            zero_granularity: ZERO_GRANULARITY,
+        }
+    }
+}
+
+/// Workers for local copies: one per core (at least two, so one can wait on
+/// I/O while the other scans), at most 16. Measured by `scripts/bench-convert`:
+/// more workers than cores only add contention in the page cache.
+pub fn default_concurrency() -> NonZeroUsize {
+    let cores = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
+    NonZeroUsize::new(cores.clamp(2, 16)).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// What a copy did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Blocks read from the source.
+    pub blocks_read: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written to the sink.
+    pub bytes_written: u64,
+    /// Bytes read but not written because they were zero.
+    pub bytes_zero: u64,
+}
+
+/// Why a copy stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The source failed.
+    #[error("{0}")]
+    Source(#[from] source::Error),
+    /// The sink failed while block `block` was written.
+    #[error("while writing block {block}: {source}")]
+    Sink {
+        /// Block index.
+        block: u64,
+        /// What the sink reported.
+        source: sink::Error,
+    },
+    /// The source listed a block outside the disk.
+    #[error("the source listed block {block}, past the end of the {size}-byte disk")]
+    BlockOutOfRange {
+        /// Block index.
+        block: u64,
+        /// Disk size.
+        size: u64,
+    },
+    /// The worker pool could not start.
+    #[error("cannot start {threads} worker threads: {detail}")]
+    Pool {
+        /// Threads asked for.
+        threads: usize,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+#[derive(Default)]
+struct Counters {
+    blocks_read: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+    bytes_zero: AtomicU64,
+}
+
+/// Copies every listed block of `source` to `sink` at the same offset.
+///
+/// `progress` is called from the workers with the bytes of each block done.
+/// The first error stops the copy; blocks in flight finish first.
+pub fn copy(
+    source: &dyn BlockSource,
+    sink: &dyn BlockSink,
+    opts: &Options,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Stats, Duration), Error> {
+    let started = Instant::now();
+    let threads = opts.concurrency.get();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("copy-{i}"))
+        .build()
+        .map_err(|e| Error::Pool {
+            threads,
+            detail: e.to_string(),
+        })?;
+    let blocks = Mutex::new(source.blocks());
+    let counters = Counters::default();
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        failed.store(true, Ordering::SeqCst);
+        if let Ok(mut slot) = first_error.lock() {
+            slot.get_or_insert(e);
+        }
+    };
+    pool.scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|_| {
+                let mut buf = vec![0u8; source.block_size() as usize];
+                while !failed.load(Ordering::Relaxed) {
+                    let next = match blocks.lock() {
+                        Ok(mut it) => it.next(),
+                        Err(_) => None,
+                    };
+                    let index = match next {
+                        None => break,
+                        Some(Err(e)) => {
+                            fail(e.into());
+                            break;
+                        }
+                        Some(Ok(index)) => index,
+                    };
+                    match copy_block(source, sink, index, &mut buf, opts, &counters) {
+                        Ok(len) => progress(len),
+                        Err(e) => {
+                            fail(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let stats = Stats {
+        blocks_read: counters.blocks_read.into_inner(),
+        bytes_read: counters.bytes_read.into_inner(),
+        bytes_written: counters.bytes_written.into_inner(),
+        bytes_zero: counters.bytes_zero.into_inner(),
+    };
+    Ok((stats, started.elapsed()))
+}
+
+/// Reads one block and writes its non-zero runs; returns the block's length.
+fn copy_block(
+    source: &dyn BlockSource,
+    sink: &dyn BlockSink,
+    index: u64,
+    buf: &mut [u8],
+    opts: &Options,
+    counters: &Counters,
+) -> Result<u64, Error> {
+    let bs = u64::from(source.block_size());
+    let offset =
+        index
+            .checked_mul(bs)
+            .filter(|&o| o < source.size())
+            .ok_or(Error::BlockOutOfRange {
+                block: index,
+                size: source.size(),
+            })?;
+    let data = source.read_block(index, buf)?;
+    let len = data.len();
+    let mut written = 0u64;
+    if !diskformats::is_zero(data) {
+        for run in diskformats::nonzero_runs(data, opts.zero_granularity) {
+            sink.write_at(offset + run.start as u64, &data[run.clone()])
+                .map_err(|source| Error::Sink {
+                    block: index,
+                    source,
+                })?;
+            written += run.len() as u64;
+        }
+    }
+    counters.blocks_read.fetch_add(1, Ordering::Relaxed);
+    counters.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+    counters.bytes_written.fetch_add(written, Ordering::Relaxed);
+    counters
+        .bytes_zero
+        .fetch_add(len as u64 - written, Ordering::Relaxed);
+    Ok(len as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A source with given block contents; unlisted blocks are zero.
+    struct MemSource {
+        size: u64,
+        blocks: BTreeMap<u64, Vec<u8>>,
+        fail_at: Option<u64>,
+    }
+
+    impl BlockSource for MemSource {
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn block_size(&self) -> u32 {
+            16384
+        }
+        fn blocks(&self) -> Box<dyn Iterator<Item = Result<u64, source::Error>> + Send + '_> {
+            Box::new(self.blocks.keys().map(|&k| Ok(k)))
+        }
+        fn read_block<'a>(
+            &'a self,
+            index: u64,
+            buf: &'a mut [u8],
+        ) -> Result<&'a [u8], source::Error> {
+            if Some(index) == self.fail_at {
+                return Err(source::Error::Image {
+                    path: "mem".into(),
+                    source: diskformats::Error::Truncated {
+                        detail: "test".into(),
+                    },
+                });
+            }
+            let b = &self.blocks[&index];
+            buf[..b.len()].copy_from_slice(b);
+            Ok(&buf[..b.len()])
+        }
+    }
+
+    #[derive(Default)]
+    struct MemSink(Mutex<Vec<(u64, Vec<u8>)>>);
+    impl BlockSink for MemSink {
+        fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), sink::Error> {
+            self.0.lock().unwrap().push((offset, data.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn source(fail_at: Option<u64>) -> MemSource {
+        let mut blocks = BTreeMap::new();
+        blocks.insert(0, vec![0u8; 16384]); // listed but zero
+        let mut b1 = vec![0u8; 16384];
+        b1[5000] = 1; // one 4 KiB page of data
+        blocks.insert(1, b1);
+        blocks.insert(7, vec![9u8; 16384]);
+        MemSource {
+            size: 8 * 16384,
+            blocks,
+            fail_at,
+        }
+    }
+
+    #[test]
+    fn writes_only_non_zero_pages_at_their_offsets() {
+        let src = source(None);
+        let sink = MemSink::default();
+        let done = AtomicU64::new(0);
+        let (stats, _) = copy(&src, &sink, &Options::default(), &|n| {
+            done.fetch_add(n, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert_eq!(done.into_inner(), 3 * 16384);
+        assert_eq!(stats.blocks_read, 3);
+        assert_eq!(stats.bytes_written, 4096 + 16384);
+        assert_eq!(stats.bytes_zero, 3 * 16384 - 4096 - 16384);
+        let mut writes = sink.0.into_inner().unwrap();
+        writes.sort();
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes[0].0, 16384 + 4096);
+        assert_eq!(writes[0].1[5000 - 4096], 1);
+        assert_eq!(writes[1], (7 * 16384, vec![9u8; 16384]));
+    }
+
+    #[test]
+    fn the_first_error_stops_the_copy() {
+        let src = source(Some(7));
+        let sink = MemSink::default();
+        let err = copy(&src, &sink, &Options::default(), &|_| {}).unwrap_err();
+        assert!(matches!(err, Error::Source(_)), "{err}");
+    }
+}

@@ -1,0 +1,55 @@
+//! Block sinks: where a disk's blocks go (a local image file now, an Azure
+//! managed disk next). Writes arrive in any order and from many threads.
+
+pub mod vhd_file;
+
+pub use vhd_file::VhdFileSink;
+
+/// A destination that takes positional writes.
+pub trait BlockSink: Send + Sync {
+    /// Writes `data` at byte `offset` of the disk.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error>;
+}
+
+/// Why a sink could not be prepared, written or finished.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The output exists and replacing it was not asked for.
+    #[error("{0} already exists; pass --force to replace it or choose another output path")]
+    Exists(String),
+
+    /// The output path names something that is not a regular file.
+    #[error("{0} is not a regular file; the output must be a file path")]
+    NotAFile(String),
+
+    /// A file operation on the output failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file concerned.
+        path: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+
+    /// The image writer refused a write or could not finish the image.
+    #[error("cannot write {path}: {source}")]
+    Format {
+        /// The file concerned.
+        path: String,
+        /// What the format writer reported.
+        source: diskformats::Error,
+    },
+}
+
+impl Error {
+    /// True when trying the same call again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::Interrupted,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! A local image file as a sink: a fixed VHD (Azure's format), a dynamic VHD
+//! or a raw image, written sparse under a temporary name and renamed into
+//! place only when complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use diskformats::vhd::{DynamicVhdWriter, FixedVhdWriter};
+use diskformats::Format;
+
+use super::{BlockSink, Error};
+
+/// Suffix of the file being written; it is renamed to the final name on success.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// How to create the output file.
+#[derive(Clone, Copy, Debug)]
+pub struct FileOptions {
+    /// Replace an existing output file.
+    pub overwrite: bool,
+    /// Flush the data to stable storage before the rename (on by default).
+    pub sync: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            overwrite: false,
+            sync: true,
+        }
+    }
+}
+
+enum Writer {
+    Raw { file: File, size: u64 },
+    Fixed(FixedVhdWriter),
+    Dynamic(DynamicVhdWriter),
+}
+
+/// An image file being written.
+///
+/// Created owner-readable only (a disk holds the guest's secrets). Dropped
+/// without [`VhdFileSink::commit`], it removes its partial file.
+pub struct VhdFileSink {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: Option<Writer>,
+    sync: bool,
+}
+
+impl std::fmt::Debug for VhdFileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhdFileSink")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VhdFileSink {
+    /// Starts writing an image of `size` bytes in `format`, to be found at `path` once committed.
+    pub fn create(
+        path: &Path,
+        format: Format,
+        size: u64,
+        opts: FileOptions,
+    ) -> Result<VhdFileSink, Error> {
+        let shown = path.display().to_string();
+        match fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_file() && !m.file_type().is_symlink() => {
+                return Err(Error::NotAFile(shown));
+            }
+            Ok(_) if !opts.overwrite => return Err(Error::Exists(shown)),
+            _ => {}
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(PARTIAL_SUFFIX);
+        let partial = PathBuf::from(partial);
+        let io = |action, source| Error::Io {
+            action,
+            path: partial.display().to_string(),
+            source,
+        };
+        // A partial file left by a killed run is replaced, never trusted.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| io("create", e))?;
+        let mut sink = VhdFileSink {
+            path: path.to_owned(),
+            partial,
+            writer: None,
+            sync: opts.sync,
+        };
+        let format_err = |source| Error::Format {
+            path: sink.partial.display().to_string(),
+            source,
+        };
+        let writer = match format {
+            Format::Raw => {
+                file.set_len(size).map_err(|e| Error::Io {
+                    action: "size",
+                    path: sink.partial.display().to_string(),
+                    source: e,
+                })?;
+                Writer::Raw { file, size }
+            }
+            Format::VhdFixed => {
+                Writer::Fixed(FixedVhdWriter::create(file, size).map_err(format_err)?)
+            }
+            Format::VhdDynamic => {
+                Writer::Dynamic(DynamicVhdWriter::create(file, size).map_err(format_err)?)
+            }
+        };
+        sink.writer = Some(writer);
+        Ok(sink)
+    }
+
+    /// The path the image will have once committed.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes the image (footer, tables), flushes it and renames it into place.
+    pub fn commit(mut self) -> Result<PathBuf, Error> {
+        let shown = self.partial.display().to_string();
+        let format_err = |source| Error::Format {
+            path: shown.clone(),
+            source,
+        };
+        let io = |action, source| Error::Io {
+            action,
+            path: shown.clone(),
+            source,
+        };
+        let file = match self.writer.take() {
+            Some(Writer::Raw { file, .. }) => file,
+            Some(Writer::Fixed(w)) => w.finish().map_err(format_err)?,
+            Some(Writer::Dynamic(w)) => w.finish().map_err(format_err)?,
+            None => return Err(io("finish", std::io::Error::other("already finished"))),
+        };
+        if self.sync {
+            file.sync_all().map_err(|e| io("flush", e))?;
+        }
+        drop(file);
+        fs::rename(&self.partial, &self.path).map_err(|e| io("rename", e))?;
+        if self.sync {
+            let dir = match self.path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            // Make the rename itself durable.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("flush the directory of", e))?;
+        }
+        Ok(self.path.clone())
+    }
+}
+
+impl BlockSink for VhdFileSink {
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        let format_err = |source| Error::Format {
+            path: self.partial.display().to_string(),
+            source,
+        };
+        match &self.writer {
+            Some(Writer::Raw { file, size }) => {
+                if offset
+                    .checked_add(data.len() as u64)
+                    .is_none_or(|end| end > *size)
+                {
+                    return Err(format_err(diskformats::Error::OutOfRange {
+                        offset,
+                        len: data.len() as u64,
+                        size: *size,
+                    }));
+                }
+                file.write_all_at(data, offset).map_err(|e| Error::Io {
+                    action: "write",
+                    path: self.partial.display().to_string(),
+                    source: e,
+                })
+            }
+            Some(Writer::Fixed(w)) => w.write_at(data, offset).map_err(format_err),
+            Some(Writer::Dynamic(w)) => w.write_at(data, offset).map_err(format_err),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for VhdFileSink {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            // Not committed: nothing that looks complete may stay behind.
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn commit_renames_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("disk.vhd");
+        let sink =
+            VhdFileSink::create(&out, Format::VhdFixed, 2 << 20, FileOptions::default()).unwrap();
+        sink.write_at(4096, &[1; 512]).unwrap();
+        let partial = dir.path().join("disk.vhd.partial");
+        assert!(partial.exists() && !out.exists());
+        let mode = fs::metadata(&partial).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        sink.commit().unwrap();
+        assert!(out.exists() && !partial.exists());
+        assert_eq!(fs::metadata(&out).unwrap().len(), (2 << 20) + 512);
+
+        // Refuses to replace without overwrite; cleans up when dropped.
+        let again = VhdFileSink::create(&out, Format::VhdFixed, 2 << 20, FileOptions::default());
+        assert!(matches!(again, Err(Error::Exists(_))));
+        let opts = FileOptions {
+            overwrite: true,
+            ..Default::default()
+        };
+        let sink = VhdFileSink::create(&out, Format::Raw, 2 << 20, opts).unwrap();
+        drop(sink);
+        assert!(!partial.exists());
+        assert_eq!(
+            fs::metadata(&out).unwrap().len(),
+            (2 << 20) + 512,
+            "old output untouched"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_not_an_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = VhdFileSink::create(dir.path(), Format::Raw, 1 << 20, FileOptions::default());
+        assert!(matches!(r, Err(Error::NotAFile(_))));
+    }
+}

@@ -1,0 +1,122 @@
+//! Helpers for end-to-end tests: run the binary, make images, ask qemu-img.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `ebs2azure` with `args`.
+pub fn ebs2azure(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+        .args(args)
+        .output()
+        .expect("run ebs2azure")
+}
+
+/// Runs a tool that the test needs; a missing tool fails the test with how to get it.
+pub fn tool(name: &str, args: &[&str]) -> Output {
+    Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("{name} is needed by this test ({e}); .ci/run installs it (apt-get install qemu-utils gdisk xfsprogs)")
+    })
+}
+
+/// Runs a tool and asserts it succeeded; returns stdout.
+pub fn tool_ok(name: &str, args: &[&str]) -> String {
+    let out = tool(name, args);
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that the binary succeeded; returns stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "ebs2azure failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that the binary failed with one `error:` line; returns that line.
+pub fn fails(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected failure, got {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error expected: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_owned()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Creates a sparse file of `size` bytes with `writes` (offset, bytes) applied.
+pub fn sparse_file(path: &Path, size: u64, writes: &[(u64, Vec<u8>)]) {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (off, data) in writes {
+        f.write_all_at(data, *off).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// Bytes the file system allocated for `path`.
+pub fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// `qemu-img info --output=json` of `path` read as `format`.
+pub fn qemu_info(path: &Path, format: &str) -> serde_json::Value {
+    let out = tool_ok(
+        "qemu-img",
+        &[
+            "info",
+            "-f",
+            format,
+            "--output=json",
+            path.to_str().unwrap(),
+        ],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `qemu-img compare` of two images; true when their contents are identical
+/// (a larger image must be zero past the smaller one's end).
+pub fn qemu_same(a: &Path, a_fmt: &str, b: &Path, b_fmt: &str) -> bool {
+    let out = tool(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            a_fmt,
+            "-F",
+            b_fmt,
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+    );
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("qemu-img compare failed: {out:?}"),
+    }
+}
