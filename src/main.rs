@@ -49,7 +49,7 @@ enum Command {
         /// Open a VHD whose footer checksum is wrong (recovery only).
         #[arg(long)]
         accept_bad_checksum: bool,
-        /// Blocks copied at once [default: one per CPU core, 2 to 16].
+        /// Blocks copied at once [default: one per CPU core, 4 to 16].
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
         /// Replace OUTPUT if it exists.

@@ -25,6 +25,12 @@ pub trait Disk: Send + Sync {
     fn slice_at(&self, _offset: u64, _len: usize) -> Option<&[u8]> {
         None
     }
+
+    /// Says that the bytes of a range seen through [`Disk::slice_at`] are no
+    /// longer needed, so a mapped image can drop them from the process's
+    /// memory (they stay in the page cache). Without it a copy's resident
+    /// memory grows with the data read.
+    fn release(&self, _offset: u64, _len: usize) {}
 }
 
 /// Iterates over the ranges of a disk that may hold data, in order.

@@ -141,6 +141,9 @@ impl Disk for Image {
     fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
         self.disk().slice_at(offset, len)
     }
+    fn release(&self, offset: u64, len: usize) {
+        self.disk().release(offset, len)
+    }
 }
 
 #[cfg(test)]

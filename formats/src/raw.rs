@@ -67,6 +67,20 @@ impl Disk for RawImage {
         let start = usize::try_from(offset).ok()?;
         self.map.as_ref()?.get(start..start.checked_add(len)?)
     }
+
+    fn release(&self, offset: u64, len: usize) {
+        let (Some(map), Ok(start)) = (&self.map, usize::try_from(offset)) else {
+            return;
+        };
+        if start.checked_add(len).is_some_and(|end| end <= map.len()) {
+            // SAFETY: the mapping is read-only and file-backed, so dropping its
+            // pages loses nothing: a later access reads them from the file again.
+            // It is only advice; failure changes nothing but memory use.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+            };
+        }
+    }
 }
 
 /// Maps the first `size` bytes of `file` read-only; `None` where that is not

@@ -80,6 +80,13 @@ impl BlockSource for ImageSource {
         self.image.read_at(buf, start).map_err(|e| self.error(e))?;
         Ok(buf)
     }
+
+    fn release_block(&self, index: u64) {
+        let bs = u64::from(BLOCK_SIZE);
+        let start = index.saturating_mul(bs);
+        let len = bs.min(self.size().saturating_sub(start)) as usize;
+        self.image.release(start, len);
+    }
 }
 
 /// The blocks overlapping an image's data ranges, each once.

@@ -25,6 +25,10 @@ pub trait BlockSource: Send + Sync {
     /// at least a block), or borrowed from the source where it holds them in
     /// memory already (a memory-mapped image), saving a copy.
     fn read_block<'a>(&'a self, index: u64, buf: &'a mut [u8]) -> Result<&'a [u8], Error>;
+
+    /// Called once the bytes of block `index` are written, so that a source
+    /// that lent them from memory can let them go (bounded memory).
+    fn release_block(&self, _index: u64) {}
 }
 
 /// Why a source could not list or read blocks.

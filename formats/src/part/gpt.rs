@@ -565,4 +565,55 @@ pub(crate) mod tests {
         assert!(!gpt.primary_ok);
         assert!(gpt.problems[0].contains("limit"), "{:?}", gpt.problems);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Up to 8 non-overlapping partitions inside 34..=8158 of an 8192-sector disk.
+        fn layouts() -> impl Strategy<Value = Vec<(u64, u64)>> {
+            proptest::collection::btree_set(34u64..8100, 0..16).prop_map(|cuts| {
+                let cuts: Vec<u64> = cuts.into_iter().collect();
+                cuts.chunks_exact(2)
+                    .map(|c| (c[0], c[1] - 1))
+                    .filter(|(a, b)| a <= b)
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn tables_round_trip_and_survive_growth(parts in layouts(), extra in 1u64..5000) {
+                let spec: Vec<(&str, u64, u64)> = parts.iter().map(|&(a, b)| (LINUX, a, b)).collect();
+                let mut disk = build(8192, &spec);
+                let gpt = Gpt::read(&disk).unwrap().unwrap();
+                prop_assert!(gpt.problems.is_empty(), "{:?}", gpt.problems);
+                let got: Vec<(u64, u64)> = gpt.partitions.iter().map(|p| (p.first_lba, p.last_lba)).collect();
+                prop_assert_eq!(&got, &parts);
+
+                let new_size = (8192 + extra) * 512;
+                let mut s0 = [0u8; 512];
+                s0.copy_from_slice(&disk.0[..512]);
+                let writes = gpt.grow_writes(&s0, new_size).unwrap();
+                disk.0.resize(new_size as usize, 0);
+                disk.apply(&writes);
+                let grown = Gpt::read(&disk).unwrap().unwrap();
+                prop_assert!(grown.primary_ok);
+                prop_assert!(grown.problems.is_empty(), "{:?}", grown.problems);
+                prop_assert_eq!(grown.partitions, gpt.partitions);
+                prop_assert_eq!(grown.header.alternate_lba, 8192 + extra - 1);
+            }
+
+            #[test]
+            fn hostile_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 92), count in any::<u32>(), size in any::<u32>()) {
+                let mut disk = build(8192, &[(LINUX, 2048, 4000)]);
+                let h = &mut disk.0[512..604];
+                h[20..].copy_from_slice(&bytes[20..]);
+                G_ENTRY_COUNT.set(h, count);
+                G_ENTRY_SIZE.set(h, size);
+                seal(h);
+                let _ = Gpt::read(&disk);
+            }
+        }
+    }
 }

@@ -510,4 +510,61 @@ mod tests {
             Err(Error::UnsupportedSize { .. })
         ));
     }
+
+    fn rewrite_header(tmp: &tempfile::NamedTempFile, edit: impl FnOnce(&mut DynamicHeader)) {
+        let f = tmp.reopen().unwrap();
+        let mut hb = [0u8; HEADER_SIZE];
+        f.read_exact_at(&mut hb, 512).unwrap();
+        let mut h = DynamicHeader::parse(&hb).unwrap();
+        edit(&mut h);
+        f.write_all_at(&h.to_bytes(), 512).unwrap();
+    }
+
+    type Edit = fn(&mut DynamicHeader);
+
+    #[test]
+    fn absurd_headers_are_errors() {
+        let cases: [(&str, Edit); 4] = [
+            ("zero block size", |h| h.block_size = 0),
+            ("odd block size", |h| h.block_size = 3 << 20),
+            ("too few BAT entries", |h| h.max_table_entries = 1),
+            ("BAT past the end", |h| h.table_offset = u64::MAX - 8),
+        ];
+        for (what, edit) in cases {
+            let tmp = write_sample(8 << 20, &[(0, 5, 512)]);
+            rewrite_header(&tmp, edit);
+            let r = Image::open(tmp.path(), &OpenOptions::default());
+            assert!(r.is_err(), "{what}: opened");
+        }
+    }
+
+    #[test]
+    fn odd_current_size_is_an_error() {
+        let tmp = write_sample(4 << 20, &[]);
+        let f = tmp.reopen().unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut footer = Footer::new(DiskType::Dynamic, (4 << 20) - 100);
+        footer.data_offset = 512;
+        f.write_all_at(&footer.to_bytes(), len - 512).unwrap();
+        let err = Image::open(tmp.path(), &OpenOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("multiple of 512"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_headers_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), HEADER_SIZE)) {
+            let tmp = write_sample(4 << 20, &[(0, 5, 512)]);
+            let mut hb = [0u8; HEADER_SIZE];
+            hb.copy_from_slice(&bytes);
+            hb[..8].copy_from_slice(&HEADER_COOKIE);
+            let sum = checksum(&hb, 36..40);
+            H_CHECKSUM.set(&mut hb, sum);
+            tmp.as_file().write_all_at(&hb, 512).unwrap();
+            if let Ok(img) = Image::open(tmp.path(), &OpenOptions::default()) {
+                let mut b = vec![0u8; 4096];
+                let _ = img.read_at(&mut b, 0);
+                let _ = data_ranges(&img).take(100).count();
+            }
+        }
+    }
 }

@@ -77,6 +77,9 @@ impl Disk for FixedVhd {
     fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
         self.data.slice_at(offset, len)
     }
+    fn release(&self, offset: u64, len: usize) {
+        self.data.release(offset, len)
+    }
 }
 
 /// Writes a fixed VHD: positional writes in any order, from many threads,
