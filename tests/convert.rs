@@ -455,3 +455,31 @@ fn help_describes_every_command() {
         assert!(out.contains(flag), "{flag} missing from: {out}");
     }
 }
+
+#[test]
+fn a_disk_whose_gpts_are_both_damaged_converts_as_is_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("bad-gpt.raw");
+    let r = raw.to_str().unwrap();
+    let size = 50_000_000u64;
+    sparse_file(&raw, size, &[]);
+    tool_ok("sgdisk", &["-n", "1:2048:+10M", "-t", "1:8300", r]);
+    // Flip a byte in both partition entry arrays: no table's CRC matches any more.
+    let f = fs::OpenOptions::new().write(true).open(&raw).unwrap();
+    f.write_all_at(&[0xff], 1024 + 100).unwrap();
+    f.write_all_at(&[0xff], size / 512 * 512 - 33 * 512 + 100)
+        .unwrap();
+    let vhd = dir.path().join("bad-gpt.vhd");
+    let out = ok(&ebs2azure(&["convert", r, "--out", vhd.to_str().unwrap()]));
+    assert!(
+        out.contains("warning: partition table") && out.contains("damaged"),
+        "{out}"
+    );
+    assert!(!out.contains("backup GPT was moved"), "{out}");
+    assert!(
+        qemu_same(&raw, "raw", &vhd, "vpc"),
+        "a damaged table must be copied unchanged"
+    );
+    let info = ok(&ebs2azure(&["info", vhd.to_str().unwrap()]));
+    assert!(info.contains("partition table: gpt (damaged)"), "{info}");
+}

@@ -10,7 +10,7 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O call on the image failed.
-    #[error("I/O error while {context}: {source}")]
+    #[error("{context} failed: {source}")]
     Io {
         /// What was being done when it failed.
         context: String,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::disk::Disk;
@@ -70,14 +71,23 @@ impl Image {
     /// Opens the file at `path` and detects its format.
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Image> {
         let path = path.as_ref();
-        let file =
-            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file = File::open(path).map_err(|e| Error::io("opening the image", e))?;
         Image::from_file(file, opts)
     }
 
     /// Detects the format of an open file: a VHD when it ends with a footer
     /// cookie, raw otherwise.
     pub fn from_file(file: File, opts: &OpenOptions) -> Result<Image> {
+        let kind = file
+            .metadata()
+            .map_err(|e| Error::io("reading the image's metadata", e))?
+            .file_type();
+        if !kind.is_file() && !kind.is_block_device() {
+            return Err(Error::invalid(
+                "image",
+                "it is not a regular file or a block device",
+            ));
+        }
         let raw = RawImage::new(file)?;
         let len = raw.size();
         if opts.force_raw || len < FOOTER_SIZE as u64 {
@@ -86,6 +96,15 @@ impl Image {
         let mut fb = [0u8; FOOTER_SIZE];
         read_exact_at(raw.file(), &mut fb, len - FOOTER_SIZE as u64)?;
         if fb[..8] != COOKIE {
+            // A dynamic VHD starts with a copy of its footer: one that lost its
+            // end must not pass for a raw disk.
+            let mut head = [0u8; FOOTER_SIZE];
+            read_exact_at(raw.file(), &mut head, 0)?;
+            if Footer::parse(&head).is_ok_and(|f| f.disk_type == DiskType::Dynamic) {
+                return Err(Error::truncated(
+                    "the file starts like a dynamic VHD but has no footer at its end (read it as raw only if you know it is one)",
+                ));
+            }
             return Ok(Image::Raw(raw));
         }
         let footer = if opts.accept_bad_checksum {
@@ -179,6 +198,26 @@ mod tests {
             Image::open(tmp.path(), &raw).unwrap().size(),
             (1 << 20) + 512
         );
+    }
+
+    #[test]
+    fn directories_and_headless_dynamic_vhds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Image::open(dir.path(), &OpenOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let w = crate::vhd::DynamicVhdWriter::create(tmp.reopen().unwrap(), 8 << 20).unwrap();
+        w.write_at(&[1; 512], 0).unwrap();
+        w.finish().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        let err = Image::open(tmp.path(), &OpenOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Truncated { .. }), "{err}");
+        let raw = OpenOptions {
+            force_raw: true,
+            ..Default::default()
+        };
+        assert_eq!(Image::open(tmp.path(), &raw).unwrap().format(), Format::Raw);
     }
 
     #[test]

@@ -17,6 +17,13 @@ pub enum PartitionTable {
     None,
     /// An MBR without GPT.
     Mbr(Mbr),
+    /// A GPT signature whose primary and backup tables are both damaged.
+    DamagedGpt {
+        /// Sector 0's MBR.
+        mbr: Option<Mbr>,
+        /// What is wrong.
+        problem: String,
+    },
     /// A GPT (with its protective or hybrid MBR, if any).
     Gpt {
         /// Sector 0's MBR.
@@ -56,8 +63,16 @@ impl PartitionTable {
     /// ```
     pub fn read(disk: &(impl Disk + ?Sized)) -> Result<PartitionTable> {
         let mbr = Mbr::read(disk)?;
-        if let Some(gpt) = Gpt::read(disk)? {
-            return Ok(PartitionTable::Gpt { mbr, gpt });
+        match Gpt::read(disk) {
+            Ok(Some(gpt)) => return Ok(PartitionTable::Gpt { mbr, gpt }),
+            Ok(None) => {}
+            Err(e @ crate::Error::Invalid { .. }) => {
+                return Ok(PartitionTable::DamagedGpt {
+                    mbr,
+                    problem: e.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
         }
         Ok(match mbr {
             Some(m) => PartitionTable::Mbr(m),
@@ -71,13 +86,14 @@ impl PartitionTable {
             PartitionTable::None => "none",
             PartitionTable::Mbr(_) => "mbr",
             PartitionTable::Gpt { .. } => "gpt",
+            PartitionTable::DamagedGpt { .. } => "gpt (damaged)",
         }
     }
 
     /// Every partition, in table order.
     pub fn partitions(&self) -> Vec<Partition> {
         match self {
-            PartitionTable::None => Vec::new(),
+            PartitionTable::None | PartitionTable::DamagedGpt { .. } => Vec::new(),
             PartitionTable::Mbr(m) => m
                 .partitions
                 .iter()
@@ -115,6 +131,31 @@ impl PartitionTable {
             PartitionTable::None => Vec::new(),
             PartitionTable::Mbr(m) => m.problems.clone(),
             PartitionTable::Gpt { gpt, .. } => gpt.problems.clone(),
+            PartitionTable::DamagedGpt { problem, .. } => vec![problem.clone()],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpt_damaged_twice_is_reported_not_fatal() {
+        let mut disk = gpt::tests::build(
+            8192,
+            &[("0FC63DAF-8483-4772-8E79-3D69D8477DE4", 2048, 8000)],
+        );
+        disk.0[1024] ^= 1; // both entry arrays are the same, so both CRCs fail
+        let last = 8191 * 512 - 32 * 512;
+        disk.0[last] ^= 1;
+        let table = PartitionTable::read(&disk).unwrap();
+        assert_eq!(table.kind(), "gpt (damaged)");
+        assert!(
+            table.problems()[0].contains("both tables are damaged"),
+            "{:?}",
+            table.problems()
+        );
+        assert!(table.partitions().is_empty());
     }
 }

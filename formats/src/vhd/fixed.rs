@@ -35,7 +35,9 @@ impl FixedVhd {
                 ),
             ));
         }
-        let data_len = file_len - FOOTER_SIZE as u64;
+        let data_len = file_len.checked_sub(FOOTER_SIZE as u64).ok_or_else(|| {
+            Error::truncated(format!("a {file_len}-byte file cannot hold a VHD footer"))
+        })?;
         if data_len != footer.current_size {
             return Err(if data_len < footer.current_size {
                 Error::truncated(format!(
