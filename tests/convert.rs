@@ -34,12 +34,7 @@ fn raw_to_fixed_vhd_is_identical_sparse_private_and_rounded() {
     let raw = dir.path().join("disk.raw");
     let vhd = dir.path().join("disk.vhd");
     sample_raw(&raw);
-    let out = ok(&ebs2azure(&[
-        "convert",
-        raw.to_str().unwrap(),
-        "--out",
-        vhd.to_str().unwrap(),
-    ]));
+    let out = ok(&convert(&raw, &vhd, &[]));
     assert!(
         out.contains("rounded up from 100000000 to 100663296"),
         "{out}"
@@ -69,13 +64,7 @@ fn json_summary_counts_bytes() {
     let raw = dir.path().join("disk.raw");
     let vhd = dir.path().join("disk.vhd");
     sample_raw(&raw);
-    let out = ok(&ebs2azure(&[
-        "convert",
-        raw.to_str().unwrap(),
-        "--out",
-        vhd.to_str().unwrap(),
-        "--json",
-    ]));
+    let out = ok(&convert(&raw, &vhd, &["--json"]));
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["virtual_size"], 100_663_296u64);
     assert_eq!(j["rounded_up"], true);
@@ -276,19 +265,11 @@ fn disks_past_qemus_2040_gib_limit_convert_sparse() {
         &[(0, noise(1, 4096)), (size - 4096, noise(2, 4096))],
     );
     let vhd = dir.path().join("big.vhd");
-    let j: serde_json::Value = serde_json::from_str(&ok(&ebs2azure(&[
-        "convert",
-        raw.to_str().unwrap(),
-        "--out",
-        vhd.to_str().unwrap(),
-        "--json",
-    ])))
-    .unwrap();
+    let j: serde_json::Value = convert_json(&raw, &vhd, &[]);
     assert_eq!(j["bytes_written"], 8192);
     assert_eq!(fs::metadata(&vhd).unwrap().len(), size + 512);
     assert!(allocated(&vhd) < MIB);
-    let info: serde_json::Value =
-        serde_json::from_str(&ok(&ebs2azure(&["info", vhd.to_str().unwrap(), "--json"]))).unwrap();
+    let info: serde_json::Value = info_json(&vhd);
     assert_eq!(info["virtual_size"], size);
     assert_eq!(info["footer"]["cylinders"], 65535);
     assert_eq!(info["footer"]["heads"], 16);
@@ -421,12 +402,7 @@ fn odd_sized_and_tiny_inputs_convert() {
         };
         sparse_file(&raw, size, &data);
         let vhd = dir.path().join(format!("{name}.vhd"));
-        let out = ok(&ebs2azure(&[
-            "convert",
-            raw.to_str().unwrap(),
-            "--out",
-            vhd.to_str().unwrap(),
-        ]));
+        let out = ok(&convert(&raw, &vhd, &[]));
         assert!(
             out.contains("at least 20 MiB"),
             "{name}: tiny disks get Azure's minimum as a warning: {out}"

@@ -123,15 +123,9 @@ fn a_32_tib_fixed_vhd_is_written_and_read() {
         &[(0, noise(1, 4096)), (size - 8192, noise(2, 8192))],
     );
     let vhd = mnt.join("big.vhd");
-    ok(&ebs2azure(&[
-        "convert",
-        raw.to_str().unwrap(),
-        "--out",
-        vhd.to_str().unwrap(),
-    ]));
+    ok(&convert(&raw, &vhd, &[]));
     assert_eq!(fs::metadata(&vhd).unwrap().len(), size + 512);
-    let info: serde_json::Value =
-        serde_json::from_str(&ok(&ebs2azure(&["info", vhd.to_str().unwrap(), "--json"]))).unwrap();
+    let info: serde_json::Value = info_json(&vhd);
     assert_eq!(info["virtual_size"], size);
     assert_eq!(info["footer"]["current_size"], size);
     assert_eq!(info["allocated_bytes"].as_u64().unwrap() % 4096, 0);

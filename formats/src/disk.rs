@@ -33,6 +33,39 @@ pub trait Disk: Send + Sync {
     fn release(&self, _offset: u64, _len: usize) {}
 }
 
+/// An image held in memory is a disk: all of it counts as data. Handy for
+/// tables read or built in memory, tests and fuzzing.
+///
+/// ```
+/// use diskformats::{Disk, PartitionTable};
+/// let blank = vec![0u8; 1 << 20];
+/// assert_eq!(blank[..].size(), 1 << 20);
+/// assert!(matches!(PartitionTable::read(&blank[..])?, PartitionTable::None));
+/// # Ok::<(), diskformats::Error>(())
+/// ```
+impl Disk for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(offset, buf.len(), self.size())?;
+        // In range, so the offset fits in usize.
+        let start = offset as usize;
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+
+    fn next_data(&self, offset: u64) -> Result<Option<Range<u64>>> {
+        Ok((offset < self.size()).then(|| offset..self.size()))
+    }
+
+    fn slice_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        check_range(offset, len, self.size()).ok()?;
+        self.get(offset as usize..offset as usize + len)
+    }
+}
+
 /// Iterates over the ranges of a disk that may hold data, in order.
 ///
 /// ```no_run

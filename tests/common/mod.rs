@@ -120,3 +120,27 @@ pub fn qemu_same(a: &Path, a_fmt: &str, b: &Path, b_fmt: &str) -> bool {
         _ => panic!("qemu-img compare failed: {out:?}"),
     }
 }
+
+/// Runs `ebs2azure convert INPUT --out OUTPUT EXTRA...`.
+pub fn convert(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["convert", path_str(input), "--out", path_str(output)];
+    args.extend_from_slice(extra);
+    ebs2azure(&args)
+}
+
+/// Runs a successful `convert ... --json` and returns its summary.
+pub fn convert_json(input: &Path, output: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut all = extra.to_vec();
+    all.push("--json");
+    serde_json::from_str(&ok(&convert(input, output, &all))).unwrap()
+}
+
+/// Runs a successful `info PATH --json` and returns it.
+pub fn info_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&ebs2azure(&["info", path_str(path), "--json"]))).unwrap()
+}
+
+/// A path as the `&str` a command line takes.
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}

@@ -414,39 +414,21 @@ fn utf16_name(b: &[u8]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::disk::check_range;
 
-    /// An in-memory disk for table tests.
-    pub(crate) struct Mem(pub Vec<u8>);
-    impl Disk for Mem {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-            check_range(offset, buf.len(), self.size())?;
-            buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
-            Ok(())
-        }
-        fn next_data(&self, o: u64) -> Result<Option<Range<u64>>> {
-            Ok((o < self.size()).then(|| o..self.size()))
-        }
-    }
-
-    impl Mem {
-        pub(crate) fn apply(&mut self, writes: &[(u64, Vec<u8>)]) {
-            for (off, data) in writes {
-                let o = *off as usize;
-                if self.0.len() < o + data.len() {
-                    self.0.resize(o + data.len(), 0);
-                }
-                self.0[o..o + data.len()].copy_from_slice(data);
+    /// Applies `writes` to an in-memory disk, growing it as needed.
+    pub(crate) fn apply(disk: &mut Vec<u8>, writes: &[(u64, Vec<u8>)]) {
+        for (off, data) in writes {
+            let o = *off as usize;
+            if disk.len() < o + data.len() {
+                disk.resize(o + data.len(), 0);
             }
+            disk[o..o + data.len()].copy_from_slice(data);
         }
     }
 
     /// Builds a GPT disk of `sectors` 512-byte sectors with the given partitions
     /// (type, first, last), 128 entries of 128 bytes.
-    pub(crate) fn build(sectors: u64, parts: &[(&str, u64, u64)]) -> Mem {
+    pub(crate) fn build(sectors: u64, parts: &[(&str, u64, u64)]) -> Vec<u8> {
         let ss = 512u64;
         let mut d = vec![0u8; (sectors * ss) as usize];
         let mut s0 = [0u8; 512];
@@ -488,7 +470,7 @@ pub(crate) mod tests {
         let be = ((last - 32) * ss) as usize;
         d[be..be + entries.len()].copy_from_slice(&entries);
         d[(last * ss) as usize..(last * ss) as usize + 92].copy_from_slice(&b);
-        Mem(d)
+        d
     }
 
     const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
@@ -497,7 +479,7 @@ pub(crate) mod tests {
     #[test]
     fn reads_partitions_and_checks_crcs() {
         let disk = build(8192, &[(ESP, 2048, 4095), (LINUX, 4096, 8158)]);
-        let gpt = Gpt::read(&disk).unwrap().unwrap();
+        let gpt = Gpt::read(&disk[..]).unwrap().unwrap();
         assert!(gpt.problems.is_empty(), "{:?}", gpt.problems);
         assert_eq!(gpt.partitions.len(), 2);
         assert_eq!(gpt.partitions[0].type_guid.type_name(), Some("EFI system"));
@@ -508,8 +490,8 @@ pub(crate) mod tests {
     #[test]
     fn damaged_primary_falls_back_to_backup() {
         let mut disk = build(8192, &[(LINUX, 2048, 8000)]);
-        disk.0[1024] ^= 0xff; // entry array CRC no longer matches
-        let gpt = Gpt::read(&disk).unwrap().unwrap();
+        disk[1024] ^= 0xff; // entry array CRC no longer matches
+        let gpt = Gpt::read(&disk[..]).unwrap().unwrap();
         assert!(!gpt.primary_ok);
         assert!(
             gpt.problems[0].contains("primary GPT is damaged"),
@@ -523,7 +505,7 @@ pub(crate) mod tests {
     #[test]
     fn overlaps_and_out_of_range_partitions_are_reported() {
         let disk = build(8192, &[(LINUX, 2048, 5000), (LINUX, 4000, 9000)]);
-        let gpt = Gpt::read(&disk).unwrap().unwrap();
+        let gpt = Gpt::read(&disk[..]).unwrap().unwrap();
         let all = gpt.problems.join("; ");
         assert!(all.contains("overlap"), "{all}");
         assert!(all.contains("outside the usable range"), "{all}");
@@ -532,34 +514,34 @@ pub(crate) mod tests {
     #[test]
     fn growing_moves_the_backup_and_keeps_a_valid_table() {
         let mut disk = build(8192, &[(LINUX, 2048, 8158)]);
-        let before = Gpt::read(&disk).unwrap().unwrap();
+        let before = Gpt::read(&disk[..]).unwrap().unwrap();
         let new_size = 12288 * 512;
         let mut s0 = [0u8; 512];
-        s0.copy_from_slice(&disk.0[..512]);
+        s0.copy_from_slice(&disk[..512]);
         let writes = before.grow_writes(&s0, new_size).unwrap();
-        disk.0.resize(new_size as usize, 0);
-        disk.apply(&writes);
-        let after = Gpt::read(&disk).unwrap().unwrap();
+        disk.resize(new_size as usize, 0);
+        apply(&mut disk, &writes);
+        let after = Gpt::read(&disk[..]).unwrap().unwrap();
         assert!(after.primary_ok);
         assert!(after.problems.is_empty(), "{:?}", after.problems);
         assert_eq!(after.header.alternate_lba, 12287);
         assert_eq!(after.header.last_usable_lba, 12287 - 33);
         assert_eq!(after.partitions, before.partitions);
         // The old backup header is gone.
-        assert_ne!(&disk.0[8191 * 512..8191 * 512 + 8], b"EFI PART");
-        let backup = Gpt::read_at(&disk, 512, 12287).unwrap();
+        assert_ne!(&disk[8191 * 512..8191 * 512 + 8], b"EFI PART");
+        let backup = Gpt::read_at(&disk[..], 512, 12287).unwrap();
         assert_eq!(backup.header.entries_lba, 12287 - 32);
-        let mbr = crate::part::mbr::Mbr::read(&disk).unwrap().unwrap();
+        let mbr = crate::part::mbr::Mbr::read(&disk[..]).unwrap().unwrap();
         assert_eq!(mbr.partitions[0].sectors, 12287);
     }
 
     #[test]
     fn absurd_entry_counts_are_refused() {
         let mut disk = build(8192, &[(LINUX, 2048, 8000)]);
-        let h = &mut disk.0[512..604];
+        let h = &mut disk[512..604];
         G_ENTRY_COUNT.set(h, u32::MAX);
         seal(h);
-        let r = Gpt::read(&disk);
+        let r = Gpt::read(&disk[..]);
         // Primary refused; the intact backup still gives a table.
         let gpt = r.unwrap().unwrap();
         assert!(!gpt.primary_ok);
@@ -586,18 +568,18 @@ pub(crate) mod tests {
             fn tables_round_trip_and_survive_growth(parts in layouts(), extra in 1u64..5000) {
                 let spec: Vec<(&str, u64, u64)> = parts.iter().map(|&(a, b)| (LINUX, a, b)).collect();
                 let mut disk = build(8192, &spec);
-                let gpt = Gpt::read(&disk).unwrap().unwrap();
+                let gpt = Gpt::read(&disk[..]).unwrap().unwrap();
                 prop_assert!(gpt.problems.is_empty(), "{:?}", gpt.problems);
                 let got: Vec<(u64, u64)> = gpt.partitions.iter().map(|p| (p.first_lba, p.last_lba)).collect();
                 prop_assert_eq!(&got, &parts);
 
                 let new_size = (8192 + extra) * 512;
                 let mut s0 = [0u8; 512];
-                s0.copy_from_slice(&disk.0[..512]);
+                s0.copy_from_slice(&disk[..512]);
                 let writes = gpt.grow_writes(&s0, new_size).unwrap();
-                disk.0.resize(new_size as usize, 0);
-                disk.apply(&writes);
-                let grown = Gpt::read(&disk).unwrap().unwrap();
+                disk.resize(new_size as usize, 0);
+                apply(&mut disk, &writes);
+                let grown = Gpt::read(&disk[..]).unwrap().unwrap();
                 prop_assert!(grown.primary_ok);
                 prop_assert!(grown.problems.is_empty(), "{:?}", grown.problems);
                 prop_assert_eq!(grown.partitions, gpt.partitions);
@@ -607,12 +589,12 @@ pub(crate) mod tests {
             #[test]
             fn hostile_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 92), count in any::<u32>(), size in any::<u32>()) {
                 let mut disk = build(8192, &[(LINUX, 2048, 4000)]);
-                let h = &mut disk.0[512..604];
+                let h = &mut disk[512..604];
                 h[20..].copy_from_slice(&bytes[20..]);
                 G_ENTRY_COUNT.set(h, count);
                 G_ENTRY_SIZE.set(h, size);
                 seal(h);
-                let _ = Gpt::read(&disk);
+                let _ = Gpt::read(&disk[..]);
             }
         }
     }

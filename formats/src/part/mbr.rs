@@ -229,21 +229,6 @@ pub(crate) mod tests {
         s[511] = 0xaa;
     }
 
-    struct Mem(Vec<u8>);
-    impl Disk for Mem {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-            crate::disk::check_range(offset, buf.len(), self.size())?;
-            buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
-            Ok(())
-        }
-        fn next_data(&self, o: u64) -> Result<Option<std::ops::Range<u64>>> {
-            Ok((o < self.size()).then(|| o..self.size()))
-        }
-    }
-
     #[test]
     fn primaries_and_logicals() {
         let mut d = vec![0u8; 4096 * 512];
@@ -253,7 +238,7 @@ pub(crate) mod tests {
         set_entry(&mut d[3072 * 512..3073 * 512], 0, 0x82, 63, 100);
         set_entry(&mut d[3072 * 512..3073 * 512], 1, 0x05, 500, 400);
         set_entry(&mut d[3572 * 512..3573 * 512], 0, 0x83, 63, 200);
-        let mbr = Mbr::read(&Mem(d)).unwrap().unwrap();
+        let mbr = Mbr::read(&d[..]).unwrap().unwrap();
         let nums: Vec<_> = mbr
             .partitions
             .iter()
@@ -277,7 +262,7 @@ pub(crate) mod tests {
         set_entry(&mut d[..512], 0, 0x05, 100, 1000);
         set_entry(&mut d[100 * 512..101 * 512], 0, 0x83, 1, 10);
         set_entry(&mut d[100 * 512..101 * 512], 1, 0x05, 0, 10); // points at itself
-        let mbr = Mbr::read(&Mem(d)).unwrap().unwrap();
+        let mbr = Mbr::read(&d[..]).unwrap().unwrap();
         assert_eq!(mbr.partitions.len(), 2);
         assert!(mbr.problems[0].contains("loops"), "{:?}", mbr.problems);
     }

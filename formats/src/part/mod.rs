@@ -146,10 +146,10 @@ mod tests {
             8192,
             &[("0FC63DAF-8483-4772-8E79-3D69D8477DE4", 2048, 8000)],
         );
-        disk.0[1024] ^= 1; // both entry arrays are the same, so both CRCs fail
+        disk[1024] ^= 1; // both entry arrays are the same, so both CRCs fail
         let last = 8191 * 512 - 32 * 512;
-        disk.0[last] ^= 1;
-        let table = PartitionTable::read(&disk).unwrap();
+        disk[last] ^= 1;
+        let table = PartitionTable::read(&disk[..]).unwrap();
         assert_eq!(table.kind(), "gpt (damaged)");
         assert!(
             table.problems()[0].contains("both tables are damaged"),
