@@ -188,7 +188,7 @@ impl Conversion {
         let started = Instant::now();
         let fmt = self.opts.output_format;
         let sink = VhdFileSink::create(&self.output, fmt, self.virtual_size, self.opts.file)?;
-        let (stats, _) = pipeline::copy(&self.source, &sink, &self.opts.pipeline, progress)?;
+        let stats = pipeline::copy(&self.source, &sink, &self.opts.pipeline, progress)?;
         for (offset, bytes) in &self.gpt_writes {
             sink.write_at(*offset, bytes)?;
         }

@@ -5,7 +5,6 @@
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -105,8 +104,7 @@ pub fn copy(
     sink: &dyn BlockSink,
     opts: &Options,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Stats, Duration), Error> {
-    let started = Instant::now();
+) -> Result<Stats, Error> {
     let threads = opts.concurrency.get();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -170,7 +168,7 @@ pub fn copy(
         bytes_written: counters.bytes_written.into_inner(),
         bytes_zero: counters.bytes_zero.into_inner(),
     };
-    Ok((stats, started.elapsed()))
+    Ok(stats)
 }
 
 /// Reads one block and writes its non-zero runs; returns the block's length.
@@ -287,7 +285,7 @@ mod tests {
         let src = source(None);
         let sink = MemSink::default();
         let done = AtomicU64::new(0);
-        let (stats, _) = copy(&src, &sink, &Options::default(), &|n| {
+        let stats = copy(&src, &sink, &Options::default(), &|n| {
             done.fetch_add(n, Ordering::Relaxed);
         })
         .unwrap();

@@ -57,6 +57,7 @@ pub struct VhdFileSink {
     direct: Option<File>,
     size: u64,
     sync: bool,
+    committed: bool,
 }
 
 impl std::fmt::Debug for VhdFileSink {
@@ -107,6 +108,7 @@ impl VhdFileSink {
             direct: None,
             size,
             sync: opts.sync,
+            committed: false,
         };
         let format_err = |source| Error::Format {
             path: sink.partial.display().to_string(),
@@ -197,6 +199,7 @@ impl VhdFileSink {
         }
         drop(file);
         fs::rename(&self.partial, &self.path).map_err(|e| io("rename", e))?;
+        self.committed = true;
         if self.sync {
             let dir = match self.path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
@@ -247,8 +250,8 @@ impl BlockSink for VhdFileSink {
 
 impl Drop for VhdFileSink {
     fn drop(&mut self) {
-        if self.writer.is_some() {
-            // Not committed: nothing that looks complete may stay behind.
+        if !self.committed {
+            // Failed or abandoned: nothing that looks complete may stay behind.
             let _ = fs::remove_file(&self.partial);
         }
     }
@@ -319,6 +322,15 @@ mod tests {
         assert_eq!(&bytes[8202..8207], &[3; 5]);
         assert_eq!(&bytes[8207..8192 + 4096], &[0xaa; 4096 - 15][..]);
         assert_eq!(&bytes[1 << 20..], &[2; 1000][..]);
+    }
+
+    #[test]
+    fn a_refused_size_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("disk.vhd");
+        let r = VhdFileSink::create(&out, Format::VhdDynamic, 4 << 40, FileOptions::default());
+        assert!(matches!(r, Err(Error::Format { .. })), "{r:?}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
