@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ebs2azure::convert::{convert, Options};
+use ebs2azure::convert::{convert, Input, Options};
 use ebs2azure::sink::vhd_file::FileOptions;
 
 const SIZE: u64 = 256 << 20;
@@ -23,7 +23,7 @@ fn make_image(path: &Path) -> u64 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 4 == 0 {
+        if x.is_multiple_of(4) {
             for (j, b) in block.iter_mut().enumerate() {
                 *b = (x >> (j % 8)) as u8 ^ j as u8;
             }
@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.throughput(Throughput::Bytes(filled));
     g.bench_function("raw-256MiB-25pct-to-vhd-fixed", |b| {
-        b.iter(|| convert(&raw, &out, &opts).expect("convert"))
+        b.iter(|| convert(&Input::Image(raw.clone()), &out, &opts).expect("convert"))
     });
     g.finish();
 }

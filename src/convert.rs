@@ -1,8 +1,11 @@
 //! Local conversion: any supported image (raw file, block device, fixed or
 //! dynamic VHD) to a fixed VHD ready for Azure, a dynamic VHD, or raw.
 
+use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use diskformats::{Disk, Format, PartitionTable};
@@ -11,7 +14,53 @@ use serde::Serialize;
 use crate::limits;
 use crate::pipeline::{self, Stats};
 use crate::sink::{self, vhd_file::FileOptions, BlockSink, VhdFileSink};
-use crate::source::{self, ImageSource};
+use crate::source::ebs::{self, EbsSource, Quotas};
+use crate::source::{self, BlockSource, ImageSource};
+
+/// What to convert: a local image or device, or an EBS snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A raw image, block device or VHD.
+    Image(PathBuf),
+    /// An EBS snapshot id.
+    Snapshot(String),
+}
+
+impl Input {
+    /// A snapshot id (`snap-...`) names a snapshot unless a file of that name exists.
+    pub fn parse(s: &str) -> Input {
+        if ebs::is_snapshot_id(s) && !Path::new(s).exists() {
+            Input::Snapshot(s.to_owned())
+        } else {
+            Input::Image(PathBuf::from(s))
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Image(p) => write!(f, "{}", p.display()),
+            Input::Snapshot(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The opened input.
+#[derive(Debug)]
+enum Source {
+    Image(ImageSource),
+    Ebs(Box<EbsSource>),
+}
+
+impl Source {
+    fn blocks(&self) -> &dyn BlockSource {
+        match self {
+            Source::Image(s) => s,
+            Source::Ebs(s) => s.as_ref(),
+        }
+    }
+}
 
 /// How to convert.
 #[derive(Clone, Debug)]
@@ -24,6 +73,10 @@ pub struct Options {
     pub pipeline: pipeline::Options,
     /// Output file settings.
     pub file: FileOptions,
+    /// How to reach EBS, for snapshot inputs.
+    pub ebs: ebs::Settings,
+    /// Request quotas shared by every snapshot of the run.
+    pub quotas: Arc<Quotas>,
 }
 
 impl Default for Options {
@@ -33,6 +86,8 @@ impl Default for Options {
             open: diskformats::OpenOptions::default(),
             pipeline: pipeline::Options::default(),
             file: FileOptions::default(),
+            ebs: ebs::Settings::default(),
+            quotas: Quotas::published(),
         }
     }
 }
@@ -65,6 +120,24 @@ pub struct Report {
     pub throughput_mib_s: f64,
     /// Things the user should know about the output.
     pub warnings: Vec<String>,
+    /// What reading a snapshot took, for snapshot inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ebs: Option<EbsReport>,
+}
+
+/// Retries and throttling seen while reading a snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct EbsReport {
+    /// The region read from.
+    pub region: String,
+    /// Requests retried.
+    pub retries: u64,
+    /// Throttling answers.
+    pub throttled: u64,
+    /// Block tokens refreshed after expiring.
+    pub tokens_refreshed: u64,
+    /// Blocks that failed their checksum and were fetched again.
+    pub checksum_mismatches: u64,
 }
 
 /// Why a conversion failed.
@@ -100,8 +173,8 @@ pub enum Error {
 /// and the partition-table fix-ups are known.
 #[derive(Debug)]
 pub struct Conversion {
-    source: ImageSource,
-    input: PathBuf,
+    source: Source,
+    input: Input,
     output: PathBuf,
     opts: Options,
     virtual_size: u64,
@@ -111,16 +184,37 @@ pub struct Conversion {
 
 impl Conversion {
     /// Opens and checks the input and plans the output; nothing is written yet.
-    pub fn prepare(input: &Path, output: &Path, opts: &Options) -> Result<Conversion, Error> {
-        let source = ImageSource::open(input, &opts.open)?;
+    pub fn prepare(input: &Input, output: &Path, opts: &Options) -> Result<Conversion, Error> {
+        let path = match input {
+            Input::Image(path) => path,
+            Input::Snapshot(id) => {
+                // Snapshot sizes are whole GiB: no rounding, no table to move.
+                let src = EbsSource::open(id, &opts.ebs, opts.quotas.clone())?;
+                let virtual_size = src.size();
+                let mut warnings = Vec::new();
+                if opts.output_format == Format::VhdFixed {
+                    warnings.extend(limits::azure_size_problems(virtual_size));
+                }
+                return Ok(Conversion {
+                    source: Source::Ebs(Box::new(src)),
+                    input: input.clone(),
+                    output: output.to_owned(),
+                    opts: opts.clone(),
+                    virtual_size,
+                    gpt_writes: Vec::new(),
+                    warnings,
+                });
+            }
+        };
+        let source = ImageSource::open(path, &opts.open)?;
         for candidate in [output.to_path_buf(), partial_path(output)] {
-            if same_file(input, &candidate) {
+            if same_file(path, &candidate) {
                 return Err(Error::SameFile(candidate.display().to_string()));
             }
         }
         let size = source.image().size();
         if size == 0 {
-            return Err(Error::EmptyInput(input.display().to_string()));
+            return Err(Error::EmptyInput(path.display().to_string()));
         }
         let virtual_size = match opts.output_format {
             Format::Raw => size,
@@ -128,7 +222,7 @@ impl Conversion {
         };
         let mut warnings = Vec::new();
         let table = PartitionTable::read(source.image()).map_err(|e| Error::PartitionTable {
-            path: input.display().to_string(),
+            path: path.display().to_string(),
             source: e,
         })?;
         warnings.extend(
@@ -149,7 +243,7 @@ impl Conversion {
                         .and_then(|()| gpt.grow_writes(&sector0, virtual_size))
                         .map(|w| gpt_writes = w)
                         .map_err(|e| Error::PartitionTable {
-                            path: input.display().to_string(),
+                            path: path.display().to_string(),
                             source: e,
                         })?;
                 } else {
@@ -163,8 +257,8 @@ impl Conversion {
             warnings.extend(limits::azure_size_problems(virtual_size));
         }
         Ok(Conversion {
-            source,
-            input: input.to_owned(),
+            source: Source::Image(source),
+            input: input.clone(),
             output: output.to_owned(),
             opts: opts.clone(),
             virtual_size,
@@ -173,9 +267,13 @@ impl Conversion {
         })
     }
 
-    /// Bytes the copy will read (the input's allocated blocks), for progress.
-    pub fn bytes_to_read(&self) -> Result<u64, Error> {
-        Ok(self.source.listed_bytes()?)
+    /// Bytes the copy will read (the input's allocated blocks), for progress;
+    /// `None` for snapshots, whose listing is read as the copy goes.
+    pub fn bytes_to_read(&self) -> Result<Option<u64>, Error> {
+        match &self.source {
+            Source::Image(s) => Ok(Some(s.listed_bytes()?)),
+            Source::Ebs(_) => Ok(None),
+        }
     }
 
     /// Virtual size of the output.
@@ -188,16 +286,30 @@ impl Conversion {
         let started = Instant::now();
         let fmt = self.opts.output_format;
         let sink = VhdFileSink::create(&self.output, fmt, self.virtual_size, self.opts.file)?;
-        let stats = pipeline::copy(&self.source, &sink, &self.opts.pipeline, progress)?;
+        let stats = pipeline::copy(self.source.blocks(), &sink, &self.opts.pipeline, progress)?;
         for (offset, bytes) in &self.gpt_writes {
             sink.write_at(*offset, bytes)?;
         }
         sink.commit()?;
         let seconds = started.elapsed().as_secs_f64();
-        let size = self.source.image().size();
+        let size = self.source.blocks().size();
+        let (input_format, ebs) = match &self.source {
+            Source::Image(s) => (s.image().format().to_string(), None),
+            Source::Ebs(s) => {
+                let c = &s.counters;
+                let report = EbsReport {
+                    region: s.region().to_owned(),
+                    retries: c.retries.load(Ordering::Relaxed),
+                    throttled: c.throttled.load(Ordering::Relaxed),
+                    tokens_refreshed: c.tokens_refreshed.load(Ordering::Relaxed),
+                    checksum_mismatches: c.checksum_mismatches.load(Ordering::Relaxed),
+                };
+                ("ebs-snapshot".to_owned(), Some(report))
+            }
+        };
         Ok(Report {
-            input: self.input.display().to_string(),
-            input_format: self.source.image().format().to_string(),
+            input: self.input.to_string(),
+            input_format,
             output: self.output.display().to_string(),
             output_format: fmt.to_string(),
             source_size: size,
@@ -208,6 +320,7 @@ impl Conversion {
             seconds,
             throughput_mib_s: stats.bytes_read as f64 / (1 << 20) as f64 / seconds.max(1e-9),
             warnings: self.warnings,
+            ebs,
         })
     }
 }
@@ -216,11 +329,12 @@ impl Conversion {
 ///
 /// ```no_run
 /// use ebs2azure::convert::{convert, Options};
-/// let report = convert("disk.raw".as_ref(), "disk.vhd".as_ref(), &Options::default())?;
+/// use ebs2azure::convert::Input;
+/// let report = convert(&Input::parse("disk.raw"), "disk.vhd".as_ref(), &Options::default())?;
 /// println!("wrote {} bytes", report.stats.bytes_written);
 /// # Ok::<(), ebs2azure::convert::Error>(())
 /// ```
-pub fn convert(input: &Path, output: &Path, opts: &Options) -> Result<Report, Error> {
+pub fn convert(input: &Input, output: &Path, opts: &Options) -> Result<Report, Error> {
     Conversion::prepare(input, output, opts)?.run(&|_| {})
 }
 

@@ -8,6 +8,39 @@ use diskformats::{data_ranges, Disk, Format, Image, OpenOptions, PartitionTable}
 use serde::Serialize;
 
 use crate::limits;
+use crate::source::ebs::{EbsSource, Quotas, Settings};
+use crate::source::{self, BlockSource};
+
+/// What `info` reports about an EBS snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotInfo {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Region read.
+    pub region: String,
+    /// Volume size in bytes.
+    pub volume_size: u64,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks written in the snapshot (the only ones that will be read).
+    pub blocks: u64,
+    /// Bytes in those blocks.
+    pub allocated_bytes: u64,
+}
+
+/// Lists an EBS snapshot (no block data is read).
+pub fn snapshot_info(snapshot: &str, settings: &Settings) -> Result<SnapshotInfo, source::Error> {
+    let src = EbsSource::open(snapshot, settings, Quotas::published())?;
+    let blocks = src.count_blocks()?;
+    Ok(SnapshotInfo {
+        snapshot: snapshot.to_owned(),
+        region: src.region().to_owned(),
+        volume_size: src.size(),
+        block_size: src.block_size(),
+        blocks,
+        allocated_bytes: blocks * u64::from(src.block_size()),
+    })
+}
 
 /// Everything `info` reports about an image.
 #[derive(Clone, Debug, Serialize)]

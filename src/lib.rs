@@ -11,14 +11,14 @@
 //! Convert a sparse raw image to a fixed VHD ready for Azure:
 //!
 //! ```
-//! use ebs2azure::convert::{convert, Options};
+//! use ebs2azure::convert::{convert, Input, Options};
 //! # let dir = tempfile::tempdir()?;
 //! # let raw = dir.path().join("disk.raw");
 //! # let f = std::fs::File::create(&raw)?;
 //! # f.set_len(30_000_000)?; // not a whole MiB
 //! # std::os::unix::fs::FileExt::write_all_at(&f, b"data", 4096)?;
 //! let vhd = dir.path().join("disk.vhd");
-//! let report = convert(&raw, &vhd, &Options::default())?;
+//! let report = convert(&Input::Image(raw), &vhd, &Options::default())?;
 //! assert!(report.rounded_up);                       // 30 MB -> 29 MiB (whole MiB)
 //! assert_eq!(report.virtual_size, 29 << 20);
 //! assert_eq!(report.stats.bytes_written, 4096);     // only the non-zero page

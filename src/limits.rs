@@ -9,7 +9,7 @@ pub const AZURE_MAX_DISK_SIZE: u64 = 32 << 40;
 /// by Azure; empty when it would be taken.
 pub fn azure_size_problems(virtual_size: u64) -> Vec<String> {
     let mut out = Vec::new();
-    if virtual_size % (1 << 20) != 0 {
+    if !virtual_size.is_multiple_of(1 << 20) {
         out.push(format!(
             "Azure takes only VHDs whose virtual size is a whole number of MiB ({virtual_size} bytes is not); convert it again with ebs2azure"
         ));

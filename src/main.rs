@@ -7,15 +7,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ebs2azure::convert::{Conversion, Options, Report};
+use ebs2azure::convert::{Conversion, Input, Options, Report};
 use ebs2azure::diskformats::{Format, OpenOptions};
-use ebs2azure::info::Info;
+use ebs2azure::info::{Info, SnapshotInfo};
 use ebs2azure::pipeline;
 use ebs2azure::sink::vhd_file::FileOptions;
+use ebs2azure::source::ebs;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
-/// Move whole disks from AWS to Azure, offline: convert disk images to the
-/// fixed VHDs Azure takes, skipping holes and zeros.
+/// Move whole disks from AWS to Azure, offline: read EBS snapshots or disk
+/// images and write the fixed VHDs Azure takes, skipping holes and zeros.
 #[derive(Parser)]
 #[command(name = "ebs2azure", version, propagate_version = true)]
 struct Cli {
@@ -25,18 +26,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert a raw image, block device or VHD to a fixed VHD (default), dynamic VHD or raw image.
+    /// Convert an EBS snapshot, raw image, block device or VHD to a fixed VHD (default), dynamic VHD or raw image.
     ///
     /// The output is written sparse under OUTPUT.partial and renamed to OUTPUT
     /// when complete; it is readable by its owner only. A fixed VHD's size is
     /// rounded up to a whole MiB, as Azure requires, and a GPT's backup table
-    /// is moved to the new end of the disk.
+    /// is moved to the new end of the disk. A snapshot is read through the EBS
+    /// direct APIs with the default AWS credential chain; only its written
+    /// blocks are fetched.
     #[command(
-        after_help = "Examples:\n  ebs2azure convert disk.raw --out disk.vhd\n  ebs2azure convert /dev/nvme1n1 --out data.vhd --json\n  ebs2azure convert old.vhd --out disk.img --output-format raw"
+        after_help = "Examples:\n  ebs2azure convert snap-0123456789abcdef0 --out disk.vhd --region eu-west-1\n  ebs2azure convert disk.raw --out disk.vhd\n  ebs2azure convert /dev/nvme1n1 --out data.vhd --json\n  ebs2azure convert old.vhd --out disk.img --output-format raw"
     )]
     Convert {
-        /// Image to read: raw file, block device, or VHD (fixed or dynamic, detected from its footer).
-        input: PathBuf,
+        /// What to read: an EBS snapshot id (snap-...), a raw file, a block device, or a VHD (fixed or dynamic, detected from its footer).
+        input: String,
         /// Path of the image to write.
         #[arg(long, short)]
         out: PathBuf,
@@ -49,9 +52,11 @@ enum Command {
         /// Open a VHD whose footer checksum is wrong (recovery only).
         #[arg(long)]
         accept_bad_checksum: bool,
-        /// Blocks copied at once [default: one per CPU core, 4 to 16].
+        /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots 64, lowered while throttled].
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
+        #[command(flatten)]
+        aws: AwsArgs,
         /// Replace OUTPUT if it exists.
         #[arg(long)]
         force: bool,
@@ -63,13 +68,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show an image's format, VHD footer, geometry, sizes and partitions.
+    /// Show an image's format, VHD footer, geometry, sizes and partitions, or a snapshot's size and written blocks.
     #[command(
-        after_help = "Examples:\n  ebs2azure info disk.vhd\n  ebs2azure info /dev/nvme1n1 --json"
+        after_help = "Examples:\n  ebs2azure info disk.vhd\n  ebs2azure info /dev/nvme1n1 --json\n  ebs2azure info snap-0123456789abcdef0 --region eu-west-1"
     )]
     Info {
-        /// Image to inspect: raw file, block device or VHD.
-        file: PathBuf,
+        /// What to inspect: an EBS snapshot id, a raw file, a block device or a VHD.
+        file: String,
         /// Read FILE as raw even if it ends with a VHD footer.
         #[arg(long)]
         input_raw: bool,
@@ -79,7 +84,45 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
     },
+}
+
+/// Where and how to reach AWS, for snapshot inputs.
+#[derive(clap::Args)]
+#[command(next_help_heading = "AWS (snapshot inputs)")]
+struct AwsArgs {
+    /// Region of the snapshot [default: AWS_REGION, or the profile's].
+    #[arg(long)]
+    region: Option<String>,
+    /// Named profile from ~/.aws/config [default: AWS_PROFILE, or `default`].
+    #[arg(long)]
+    profile: Option<String>,
+    /// EBS endpoint, such as a local emulator (AWS_ENDPOINT_URL_EBS and AWS_ENDPOINT_URL work too).
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Limit on one request, in seconds; a stalled request is retried.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Retries allowed for the whole run, all requests together.
+    #[arg(long, default_value_t = 1000)]
+    retry_budget: u64,
+}
+
+impl AwsArgs {
+    fn settings(&self, concurrency: Option<NonZeroUsize>) -> ebs::Settings {
+        let defaults = ebs::Settings::default();
+        ebs::Settings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            request_timeout: Duration::from_secs(self.request_timeout.max(1)),
+            retry_budget: self.retry_budget,
+            max_in_flight: concurrency.map_or(defaults.max_in_flight, NonZeroUsize::get),
+            ..defaults
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -115,6 +158,7 @@ fn main() -> ExitCode {
             force,
             no_sync,
             json,
+            aws,
         } => {
             let opts = Options {
                 output_format: output_format.into(),
@@ -123,30 +167,38 @@ fn main() -> ExitCode {
                     force_raw: input_raw,
                 },
                 pipeline: pipeline::Options {
-                    concurrency: concurrency.unwrap_or_else(pipeline::default_concurrency),
+                    concurrency,
                     ..Default::default()
                 },
                 file: FileOptions {
                     overwrite: force,
                     sync: !no_sync,
                 },
+                ebs: aws.settings(concurrency),
+                ..Default::default()
             };
-            run_convert(input, out, &opts, json)
+            run_convert(&Input::parse(&input), out, &opts, json)
         }
         Command::Info {
             file,
             input_raw,
             accept_bad_checksum,
             json,
-        } => {
-            let opts = OpenOptions {
-                accept_bad_checksum,
-                force_raw: input_raw,
-            };
-            ebs2azure::info::info(&file, &opts)
+            aws,
+        } => match Input::parse(&file) {
+            Input::Snapshot(id) => ebs2azure::info::snapshot_info(&id, &aws.settings(None))
                 .map_err(|e| e.to_string())
-                .and_then(|info| print_info(&info, json))
-        }
+                .and_then(|info| print_snapshot_info(&info, json)),
+            Input::Image(path) => {
+                let opts = OpenOptions {
+                    accept_bad_checksum,
+                    force_raw: input_raw,
+                };
+                ebs2azure::info::info(&path, &opts)
+                    .map_err(|e| e.to_string())
+                    .and_then(|info| print_info(&info, json))
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,16 +209,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_convert(input: PathBuf, out: PathBuf, opts: &Options, json: bool) -> Result<(), String> {
-    let conversion = Conversion::prepare(&input, &out, opts).map_err(|e| e.to_string())?;
+fn run_convert(input: &Input, out: PathBuf, opts: &Options, json: bool) -> Result<(), String> {
+    let conversion = Conversion::prepare(input, &out, opts).map_err(|e| e.to_string())?;
     let bar = if std::io::stderr().is_terminal() {
-        let total = conversion.bytes_to_read().map_err(|e| e.to_string())?;
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
+        let (bar, template) = match conversion.bytes_to_read().map_err(|e| e.to_string())? {
+            Some(total) => (
+                ProgressBar::new(total),
                 "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            // A snapshot's listing is read as the copy goes: no total to show.
+            None => (
+                ProgressBar::no_length(),
+                "{spinner} [{elapsed_precise}] {bytes} read ({bytes_per_sec})",
+            ),
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
@@ -199,6 +257,16 @@ fn print_report(r: &Report) {
     }
     for w in &r.warnings {
         println!("warning: {w}");
+    }
+    if let Some(e) = r
+        .ebs
+        .as_ref()
+        .filter(|e| e.retries + e.tokens_refreshed > 0)
+    {
+        println!(
+            "note: {} retries ({} throttled), {} block tokens refreshed, {} checksum mismatches fetched again",
+            e.retries, e.throttled, e.tokens_refreshed, e.checksum_mismatches
+        );
     }
     println!(
         "{} -> {} ({}, {}): read {}, wrote {}, skipped {} of zeros, in {:.2} s ({:.0} MiB/s)",
@@ -295,6 +363,27 @@ fn print_info(i: &Info, json: bool) -> Result<(), String> {
             println!("azure:           {p}");
         }
     }
+    Ok(())
+}
+
+fn print_snapshot_info(i: &SnapshotInfo, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(i)?);
+        return Ok(());
+    }
+    println!("snapshot:        {} ({})", i.snapshot, i.region);
+    println!(
+        "volume size:     {} ({} bytes)",
+        HumanBytes(i.volume_size),
+        i.volume_size
+    );
+    println!("block size:      {} bytes", i.block_size);
+    println!(
+        "written blocks:  {} ({}, {:.1}% of the volume)",
+        i.blocks,
+        HumanBytes(i.allocated_bytes),
+        100.0 * i.allocated_bytes as f64 / i.volume_size.max(1) as f64
+    );
     Ok(())
 }
 

@@ -18,8 +18,8 @@ pub const ZERO_GRANULARITY: usize = 4096;
 /// How to run a copy.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// Blocks in flight at once (and worker threads).
-    pub concurrency: NonZeroUsize,
+    /// Blocks in flight at once (and worker threads); `None` lets the source choose.
+    pub concurrency: Option<NonZeroUsize>,
     /// Grain of zero detection inside a block, in bytes.
     pub zero_granularity: usize,
 }
@@ -27,7 +27,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            concurrency: default_concurrency(),
+            concurrency: None,
             zero_granularity: ZERO_GRANULARITY,
         }
     }
@@ -105,7 +105,10 @@ pub fn copy(
     opts: &Options,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Stats, Error> {
-    let threads = opts.concurrency.get();
+    let threads = opts
+        .concurrency
+        .unwrap_or_else(|| source.preferred_concurrency())
+        .get();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("copy-{i}"))

@@ -149,9 +149,9 @@ impl VhdFileSink {
             return Ok(false);
         };
         let align = DIRECT_IO_ALIGN as u64;
-        let aligned = offset % align == 0
-            && data.len() % DIRECT_IO_ALIGN == 0
-            && (data.as_ptr() as usize) % DIRECT_IO_ALIGN == 0;
+        let aligned = offset.is_multiple_of(align)
+            && data.len().is_multiple_of(DIRECT_IO_ALIGN)
+            && (data.as_ptr() as usize).is_multiple_of(DIRECT_IO_ALIGN);
         let inside = offset
             .checked_add(data.len() as u64)
             .is_some_and(|end| end <= self.size);

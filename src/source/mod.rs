@@ -2,8 +2,10 @@
 //! snapshots next). A source lists the blocks that may hold data and reads
 //! one block on demand; every block it does not list is zero.
 
+pub mod ebs;
 pub mod image;
 
+pub use ebs::EbsSource;
 pub use image::ImageSource;
 
 /// The block size of the whole flow: EBS's 512 KiB.
@@ -29,6 +31,12 @@ pub trait BlockSource: Send + Sync {
     /// Called once the bytes of block `index` are written, so that a source
     /// that lent them from memory can let them go (bounded memory).
     fn release_block(&self, _index: u64) {}
+
+    /// Blocks to keep in flight when the caller does not say: a local image
+    /// wants about one per core, a network source enough to cover its latency.
+    fn preferred_concurrency(&self) -> std::num::NonZeroUsize {
+        crate::pipeline::default_concurrency()
+    }
 }
 
 /// Why a source could not list or read blocks.
@@ -43,10 +51,95 @@ pub enum Error {
         /// What the format reader reported.
         source: diskformats::Error,
     },
+
+    /// The input looks like a snapshot id but is not one.
+    #[error("{0} is not a snapshot id (snap- followed by lower-case hex digits)")]
+    BadSnapshotId(String),
+
+    /// The snapshot does not exist where we looked.
+    #[error("snapshot {snapshot} was not found in region {region}: check the id and pass the snapshot's region with --region")]
+    SnapshotNotFound {
+        /// Snapshot id.
+        snapshot: String,
+        /// Region asked.
+        region: String,
+    },
+
+    /// The caller may not read the snapshot.
+    #[error("reading snapshot {snapshot} was denied ({message}): the caller needs ebs:ListSnapshotBlocks and ebs:GetSnapshotBlock, and kms:Decrypt for encrypted snapshots")]
+    AccessDenied {
+        /// Snapshot id.
+        snapshot: String,
+        /// The service's message.
+        message: String,
+    },
+
+    /// AWS did not accept the credentials, or there were none.
+    #[error("AWS did not accept the credentials ({message}): check AWS_PROFILE or AWS_ACCESS_KEY_ID, or run `aws sso login`")]
+    Credentials {
+        /// What AWS or the SDK said (never the keys).
+        message: String,
+    },
+
+    /// The AWS client could not be set up.
+    #[error("AWS client setup failed: {0}")]
+    Config(String),
+
+    /// A block kept failing its SHA-256 check.
+    #[error("snapshot {snapshot}: block {block} failed its SHA-256 check {attempts} times; the data is corrupt on the way or at the source")]
+    Checksum {
+        /// Snapshot id.
+        snapshot: String,
+        /// Block index.
+        block: u64,
+        /// Attempts made.
+        attempts: u32,
+    },
+
+    /// The run's retries are used up.
+    #[error("snapshot {snapshot}: gave up after the run's {retries} retries{}; last error: {last}", block.map(|b| format!(" (at block {b})")).unwrap_or_default())]
+    RetryBudget {
+        /// Snapshot id.
+        snapshot: String,
+        /// The block being read, if any.
+        block: Option<u64>,
+        /// The budget.
+        retries: u64,
+        /// The last failure.
+        last: String,
+    },
+
+    /// A page token expired (handled inside the listing).
+    #[error("the listing's page token expired")]
+    PageTokenExpired,
+
+    /// The service's answers contradict each other.
+    #[error("snapshot {snapshot}: the service's answer contradicts itself: {detail}")]
+    Inconsistent {
+        /// Snapshot id.
+        snapshot: String,
+        /// What contradicts what.
+        detail: String,
+    },
+
+    /// Any other service error.
+    #[error("snapshot {snapshot}{}: {code}: {message}", block.map(|b| format!(", block {b}")).unwrap_or_default())]
+    Service {
+        /// Snapshot id.
+        snapshot: String,
+        /// The block being read, if any.
+        block: Option<u64>,
+        /// Error code.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
 }
 
 impl Error {
     /// True when trying the same call again may succeed.
+    /// (Sources retry what can be retried themselves; this says whether a
+    /// caller may try the whole operation again later.)
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Image { source, .. } => matches!(
@@ -54,6 +147,8 @@ impl Error {
                 diskformats::Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::Interrupted
             ),
+            Error::RetryBudget { .. } | Error::PageTokenExpired => true,
+            _ => false,
         }
     }
 }
