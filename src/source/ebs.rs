@@ -522,24 +522,19 @@ impl EbsSource {
                     }),
                 }
             }
+            _ if missing_credentials(&err) => Failure::Fatal(Error::Credentials {
+                message: "no usable AWS credentials were found".into(),
+            }),
             SdkError::TimeoutError(_) => Failure::Transient("the request timed out".into()),
             SdkError::ResponseError(_) => Failure::Transient(format!(
                 "the answer was cut off: {}",
                 DisplayErrorContext(&err)
             )),
-            SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            // Refused, reset or dropped connections: anything but a mistake of ours.
+            SdkError::DispatchFailure(d) if !d.is_user() => {
                 Failure::Transient(format!("connection failed: {}", DisplayErrorContext(&err)))
             }
-            _ => {
-                let text = DisplayErrorContext(&err).to_string();
-                if text.contains("credentials") || text.contains("identity") {
-                    Failure::Fatal(Error::Credentials {
-                        message: "no usable AWS credentials were found".into(),
-                    })
-                } else {
-                    Failure::Fatal(Error::Config(text))
-                }
-            }
+            _ => Failure::Fatal(Error::Config(DisplayErrorContext(&err).to_string())),
         }
     }
 
@@ -607,6 +602,17 @@ async fn load_config(s: &Settings) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// True when the SDK could not find or load credentials (its messages say so).
+fn missing_credentials<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    err: &SdkError<E, R>,
+) -> bool {
+    let text = DisplayErrorContext(err).to_string();
+    matches!(
+        err,
+        SdkError::ConstructionFailure(_) | SdkError::DispatchFailure(_)
+    ) && (text.contains("credentials") || text.contains("identity"))
+}
+
 /// A number in [0, 1) from the standard library's randomly keyed hasher.
 fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
@@ -620,7 +626,7 @@ fn jitter() -> f64 {
 struct Listing<'a> {
     src: &'a EbsSource,
     keep_tokens: bool,
-    queue: VecDeque<(u64, String)>,
+    queue: VecDeque<u64>,
     next: Option<String>,
     last: Option<u64>,
     started: bool,
@@ -666,7 +672,13 @@ impl<'a> Listing<'a> {
         }
         self.next = page.next;
         self.done = self.next.is_none();
-        self.queue.extend(page.blocks);
+        // The page's tokens go where a refresh can renew them, until each block is read.
+        if self.keep_tokens {
+            if let Ok(mut t) = self.src.tokens.lock() {
+                t.extend(page.blocks.iter().map(|(i, tok)| (*i, tok.clone())));
+            }
+        }
+        self.queue.extend(page.blocks.into_iter().map(|(i, _)| i));
         Ok(())
     }
 }
@@ -686,13 +698,8 @@ impl Iterator for Listing<'_> {
                 return Some(Err(e));
             }
         }
-        let (index, token) = self.queue.pop_front()?;
+        let index = self.queue.pop_front()?;
         self.last = Some(index);
-        if self.keep_tokens {
-            if let Ok(mut t) = self.src.tokens.lock() {
-                t.insert(index, token);
-            }
-        }
         Some(Ok(index))
     }
 }

@@ -75,7 +75,7 @@ pub enum Error {
     },
 
     /// AWS did not accept the credentials, or there were none.
-    #[error("AWS did not accept the credentials ({message}): check AWS_PROFILE or AWS_ACCESS_KEY_ID, or run `aws sso login`")]
+    #[error("AWS credentials are missing or were refused ({message}): check AWS_PROFILE or AWS_ACCESS_KEY_ID, or run `aws sso login`")]
     Credentials {
         /// What AWS or the SDK said (never the keys).
         message: String,

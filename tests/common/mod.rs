@@ -144,3 +144,122 @@ pub fn info_json(path: &Path) -> serde_json::Value {
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
+
+/// The EBS emulator (`scripts/ebs-emulator`) on a free loopback port, killed on drop.
+pub struct Emulator {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Credentials the emulator accepts; the secret must never show up in any output.
+pub const AWS_KEY_ID: &str = "AKIDEMULATOR";
+pub const AWS_SECRET: &str = "secret-9f8e7d6c5b4a-never-print";
+pub const AWS_SESSION_TOKEN: &str = "session-token-0a1b2c3d-never-print";
+
+impl Emulator {
+    /// Starts the emulator with extra `serve` flags.
+    pub fn start(flags: &[&str]) -> Emulator {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ebs-emulator");
+        let child = Command::new("python3")
+            .arg(&script)
+            .args([
+                "serve",
+                "--data",
+                path_str(&dir.path().join("data")),
+                "--port-file",
+                path_str(&port_file),
+            ])
+            .args(flags)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the EBS emulator");
+        for _ in 0..200 {
+            if port_file.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let port = std::fs::read_to_string(&port_file)
+            .expect("the emulator started")
+            .trim()
+            .to_owned();
+        Emulator {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Uploads `image` as a snapshot and returns its id.
+    pub fn seed(&self, image: &Path, extra: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ebs-emulator");
+        let out = Command::new("python3")
+            .arg(&script)
+            .args(["seed", "--endpoint", &self.endpoint])
+            .args(extra)
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "seeding failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Sets fault switches at run time (`{"throttle_every": 3}`).
+    pub fn faults(&self, json: &str) {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /__admin/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    /// Runs `ebs2azure` against this emulator with the test credentials.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+            .args(args)
+            .args(["--endpoint-url", &self.endpoint])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+            .env("AWS_SESSION_TOKEN", AWS_SESSION_TOKEN)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts that no secret appears in a command's output.
+pub fn no_secrets(out: &Output) {
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(
+            !text.contains(AWS_SECRET) && !text.contains(AWS_SESSION_TOKEN),
+            "a secret was printed: {text}"
+        );
+    }
+}

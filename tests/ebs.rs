@@ -1,0 +1,218 @@
+//! End-to-end runs of `ebs2azure convert snap-...` and `info snap-...`
+//! against the EBS emulator on loopback, with the faults the real service
+//! shows: throttling, 5xx, dropped and stalled connections, expiring tokens,
+//! bad checksums, missing snapshots, wrong credentials.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+const BLOCK: u64 = 512 * 1024;
+const GIB: u64 = 1 << 30;
+
+/// A 1 GiB disk with 120 random blocks, plus one written all-zero block.
+fn disk(dir: &Path) -> (PathBuf, u64) {
+    let raw = dir.join("disk.raw");
+    let mut writes = Vec::new();
+    for i in 0..120u64 {
+        let index = (i * 7919) % 2048;
+        writes.push((index * BLOCK, noise(index + 1, BLOCK as usize)));
+    }
+    writes.push((2047 * BLOCK, vec![0u8; BLOCK as usize]));
+    sparse_file(&raw, GIB, &writes);
+    (raw, 120 * BLOCK)
+}
+
+struct Setup {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    raw: PathBuf,
+    data: u64,
+    snap: String,
+}
+
+fn setup(flags: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, data) = disk(dir.path());
+    let emu = Emulator::start(flags);
+    // --keep-zero: the all-zero block is listed, as on a real volume where zeros were written.
+    let snap = emu.seed(&raw, &["--keep-zero"]);
+    Setup {
+        emu,
+        dir,
+        raw,
+        data,
+        snap,
+    }
+}
+
+impl Setup {
+    fn convert(&self, extra: &[&str]) -> (std::process::Output, PathBuf) {
+        let out = self.dir.path().join("out.vhd");
+        let mut args = vec![
+            "convert",
+            &self.snap,
+            "--out",
+            path_str(&out),
+            "--json",
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        let o = self.emu.run(&args);
+        no_secrets(&o);
+        (o, out)
+    }
+
+    fn converts_identically(&self, extra: &[&str]) -> serde_json::Value {
+        let (o, out) = self.convert(extra);
+        let j: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+        assert!(qemu_same(&self.raw, "raw", &out, "vpc"), "contents differ");
+        assert_eq!(j["virtual_size"], GIB);
+        assert_eq!(j["input_format"], "ebs-snapshot");
+        assert_eq!(
+            j["bytes_read"],
+            self.data + BLOCK,
+            "listed blocks only, the zero one included"
+        );
+        assert_eq!(
+            j["bytes_written"], self.data,
+            "the all-zero block is not written"
+        );
+        j
+    }
+}
+
+#[test]
+fn a_snapshot_converts_byte_identical_and_sparse() {
+    let s = setup(&[]);
+    let j = s.converts_identically(&[]);
+    assert_eq!(j["ebs"]["retries"], 0);
+    let out = s.dir.path().join("out.vhd");
+    assert!(
+        allocated(&out) <= s.data + (1 << 20),
+        "not sparse: {}",
+        allocated(&out)
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&s.emu.run(&["info", &s.snap, "--json"]))).unwrap();
+    assert_eq!(info["volume_size"], GIB);
+    assert_eq!(info["block_size"], BLOCK);
+    assert_eq!(info["blocks"], 121);
+}
+
+#[test]
+fn listings_of_many_pages_are_followed() {
+    let s = setup(&["--max-page", "7"]);
+    s.converts_identically(&[]);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&s.emu.run(&["info", &s.snap, "--json"]))).unwrap();
+    assert_eq!(info["blocks"], 121);
+}
+
+#[test]
+fn expired_tokens_are_refreshed_mid_run() {
+    // One block at a time, 10 ms each, 20 blocks a page: each page outlives its 0.2 s tokens,
+    // while a refreshed token easily outlives the next request.
+    let s = setup(&["--max-page", "20"]);
+    s.emu
+        .faults(r#"{"block_token_ttl": 0.12, "page_token_ttl": 0.12, "latency_ms": 25}"#);
+    let j = s.converts_identically(&["--concurrency", "1"]);
+    assert!(j["ebs"]["tokens_refreshed"].as_u64().unwrap() > 0, "{j}");
+}
+
+#[test]
+fn throttling_5xx_and_dropped_connections_are_ridden_out() {
+    let s = setup(&[]);
+    // 64 in flight against a 40 requests/s quota: throttled until the client backs off.
+    s.emu
+        .faults(r#"{"get_rate": 40, "error_5xx_every": 9, "drop_every": 13, "quota_every": 29}"#);
+    let j = s.converts_identically(&[]);
+    assert!(j["ebs"]["throttled"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["ebs"]["retries"].as_u64().unwrap() >= j["ebs"]["throttled"].as_u64().unwrap());
+}
+
+#[test]
+fn stalled_requests_time_out_and_are_retried() {
+    let s = setup(&[]);
+    s.emu.faults(r#"{"stall_every": 25, "stall_seconds": 20}"#);
+    let j = s.converts_identically(&["--request-timeout", "1"]);
+    assert!(j["ebs"]["retries"].as_u64().unwrap() > 0, "{j}");
+}
+
+#[test]
+fn a_checksum_mismatch_is_retried_then_fails_with_the_block() {
+    let s = setup(&[]);
+    // Every 5th block index comes with a wrong checksum twice, then right: retried, identical.
+    s.emu
+        .faults(r#"{"corrupt_checksum_every": 5, "corrupt_checksum_times": 2}"#);
+    let j = s.converts_identically(&[]);
+    let corrupted = (0..120u64)
+        .map(|i| (i * 7919) % 2048)
+        .filter(|b| b % 5 == 0)
+        .count() as u64;
+    assert_eq!(j["ebs"]["checksum_mismatches"], 2 * corrupted, "{j}");
+
+    // Block 0 always comes corrupted: the run stops and names it.
+    s.emu
+        .faults(r#"{"corrupt_checksum_every": 2048, "corrupt_checksum_times": 1000}"#);
+    std::fs::remove_file(s.dir.path().join("out.vhd")).unwrap();
+    let (o, out) = s.convert(&[]);
+    let err = fails(&o);
+    assert!(
+        err.contains("block 0 failed its SHA-256 check 3 times"),
+        "{err}"
+    );
+    assert!(!out.exists() && !s.dir.path().join("out.vhd.partial").exists());
+}
+
+#[test]
+fn a_spent_retry_budget_stops_the_run() {
+    let s = setup(&[]);
+    s.emu.faults(r#"{"error_5xx_every": 1}"#);
+    let (o, out) = s.convert(&["--retry-budget", "3"]);
+    let err = fails(&o);
+    assert!(err.contains("gave up after the run's 3 retries"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn missing_snapshots_bad_ids_and_wrong_credentials_say_so() {
+    let s = setup(&[]);
+    let out = s.dir.path().join("x.vhd");
+    let o = s
+        .emu
+        .run(&["convert", "snap-0123456789abcdef0", "--out", path_str(&out)]);
+    no_secrets(&o);
+    let err = fails(&o);
+    assert!(
+        err.contains("snap-0123456789abcdef0 was not found in region us-east-1"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    let o = s.emu.run(&["info", "snap-0123456789abcdef0"]);
+    assert!(fails(&o).contains("not found"));
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+        .args([
+            "convert",
+            &s.snap,
+            "--out",
+            path_str(&out),
+            "--endpoint-url",
+            &s.emu.endpoint,
+        ])
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    no_secrets(&o);
+    let err = fails(&o);
+    assert!(err.contains("credentials"), "{err}");
+    assert!(!out.exists());
+}
