@@ -538,8 +538,9 @@ impl EbsSource {
         }
     }
 
-    /// One GetSnapshotBlock attempt: the data, or what went wrong.
-    fn get_once(&self, index: u64, token: &str) -> Result<Fetched, Failure> {
+    /// One GetSnapshotBlock attempt, streamed into `buf` and hashed as it
+    /// arrives (no second copy of the block is held).
+    fn get_once(&self, index: u64, token: &str, buf: &mut [u8]) -> Result<Fetched, Failure> {
         let call = self
             .client
             .get_snapshot_block()
@@ -547,7 +548,7 @@ impl EbsSource {
             .block_index(index as i32)
             .block_token(token);
         self.rt.block_on(async {
-            let out = match call.send().await {
+            let mut out = match call.send().await {
                 Ok(o) => o,
                 Err(e) => {
                     return Err(self.classify(e, Some(index), |e| match e {
@@ -558,27 +559,39 @@ impl EbsSource {
                     }))
                 }
             };
-            let checksum = out.checksum().map(str::to_owned);
-            let sha256 =
-                out.checksum_algorithm() == Some(&ChecksumAlgorithm::ChecksumAlgorithmSha256);
-            let data =
-                out.block_data.collect().await.map_err(|e| {
+            let (mut len, mut hasher) = (0usize, Sha256::new());
+            while let Some(chunk) = out.block_data.next().await {
+                let chunk = chunk.map_err(|e| {
                     Failure::Transient(format!("the block's data was cut off: {e}"))
                 })?;
+                let end = len + chunk.len();
+                if end > buf.len() {
+                    return Err(Failure::Transient(format!(
+                        "block {index} came with more than {} bytes",
+                        buf.len()
+                    )));
+                }
+                buf[len..end].copy_from_slice(&chunk);
+                hasher.update(&chunk);
+                len = end;
+            }
+            let expected = out.checksum().unwrap_or("");
+            let sha256 =
+                out.checksum_algorithm() == Some(&ChecksumAlgorithm::ChecksumAlgorithmSha256);
+            let actual = base64::engine::general_purpose::STANDARD.encode(hasher.finalize());
             Ok(Fetched {
-                data,
-                checksum,
-                sha256,
+                len,
+                checksum_ok: sha256 && expected == actual,
             })
         })
     }
 }
 
-/// The data of one block with the checksum the service claims for it.
+/// What one fetch put into the buffer.
 struct Fetched {
-    data: aws_sdk_ebs::primitives::AggregatedBytes,
-    checksum: Option<String>,
-    sha256: bool,
+    len: usize,
+    /// The SHA-256 of the bytes matches the service's checksum.
+    checksum_ok: bool,
 }
 
 async fn load_config(s: &Settings) -> aws_config::SdkConfig {
@@ -734,45 +747,30 @@ impl BlockSource for EbsSource {
                 let _permit = self.in_flight.acquire();
                 self.quotas
                     .wait(&self.snapshot, self.quotas.get_per_snapshot);
-                self.get_once(index, &token)
+                self.get_once(index, &token, buf)
             };
             let failure = match result {
-                Ok(block) => {
-                    // Hash and copy the segments as they came: no contiguous copy in between.
-                    let (mut len, mut hasher) = (0usize, Sha256::new());
-                    for segment in block.data.into_segments() {
-                        let end = len + segment.len();
-                        if end <= buf.len() {
-                            buf[len..end].copy_from_slice(&segment);
-                        }
-                        hasher.update(&segment);
-                        len = end;
+                Ok(f) if f.len != self.block_size as usize => Failure::Transient(format!(
+                    "block {index} came with {} bytes, not {}",
+                    f.len, self.block_size
+                )),
+                Ok(f) if !f.checksum_ok => {
+                    self.counters
+                        .checksum_mismatches
+                        .fetch_add(1, Ordering::Relaxed);
+                    mismatches += 1;
+                    if mismatches >= CHECKSUM_ATTEMPTS {
+                        return Err(Error::Checksum {
+                            snapshot: self.snapshot.clone(),
+                            block: index,
+                            attempts: mismatches,
+                        });
                     }
-                    let expected = block.checksum.as_deref().unwrap_or("");
-                    let actual =
-                        base64::engine::general_purpose::STANDARD.encode(hasher.finalize());
-                    if len != self.block_size as usize {
-                        Failure::Transient(format!(
-                            "block {index} came with {len} bytes, not {}",
-                            self.block_size
-                        ))
-                    } else if !block.sha256 || expected != actual {
-                        self.counters
-                            .checksum_mismatches
-                            .fetch_add(1, Ordering::Relaxed);
-                        mismatches += 1;
-                        if mismatches >= CHECKSUM_ATTEMPTS {
-                            return Err(Error::Checksum {
-                                snapshot: self.snapshot.clone(),
-                                block: index,
-                                attempts: mismatches,
-                            });
-                        }
-                        Failure::Transient(format!("block {index} failed its SHA-256 check"))
-                    } else {
-                        self.in_flight.succeeded();
-                        return Ok(&buf[..len]);
-                    }
+                    Failure::Transient(format!("block {index} failed its SHA-256 check"))
+                }
+                Ok(f) => {
+                    self.in_flight.succeeded();
+                    return Ok(&buf[..f.len]);
                 }
                 Err(f) => f,
             };
