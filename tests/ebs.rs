@@ -204,7 +204,7 @@ fn missing_snapshots_bad_ids_and_wrong_credentials_say_so() {
             &s.emu.endpoint,
         ])
         .env_clear()
-        .env("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+        .env("AWS_ACCESS_KEY_ID", "AKIDNOTTHEEMULATORS")
         .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -168,7 +168,7 @@ class EbsEmulatorTest(unittest.TestCase):
         self.assertNotEqual(base64.b64decode(g["Checksum"]), hashlib.sha256(g["BlockData"].read()).digest())
 
     def test_wrong_credentials_are_refused(self):
-        code, status, _ = error_of(lambda: self.client(key="AKIAWRONG").list_snapshot_blocks(SnapshotId=self.snap))
+        code, status, _ = error_of(lambda: self.client(key="AKIDWRONG").list_snapshot_blocks(SnapshotId=self.snap))
         self.assertEqual((code, status), ("UnrecognizedClientException", 403))
 
     def test_children_inherit_blocks_and_changed_blocks_are_the_difference(self):
