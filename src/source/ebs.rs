@@ -30,6 +30,8 @@ const REFRESH_PAGE: i32 = 100;
 const CHECKSUM_ATTEMPTS: u32 = 3;
 /// Times one block's token may be refreshed.
 const TOKEN_REFRESHES: u32 = 3;
+/// Empty list pages in a row accepted before the listing is deemed broken.
+const MAX_EMPTY_PAGES: u32 = 1000;
 
 /// How to reach EBS and how hard to push it.
 #[derive(Clone, Debug)]
@@ -700,12 +702,22 @@ impl Iterator for Listing<'_> {
     type Item = Result<u64, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // Empty pages are allowed ("can return an empty array"): keep going while a token remains.
+        // Empty pages are allowed ("can return an empty array"): keep going while
+        // a token remains, but not forever.
+        let mut empty_pages = 0;
         while self.queue.is_empty() {
             if self.done && self.started {
                 return None;
             }
-            if let Err(e) = self.fetch() {
+            empty_pages += 1;
+            let result = if empty_pages > MAX_EMPTY_PAGES {
+                Err(self
+                    .src
+                    .inconsistent(format!("{MAX_EMPTY_PAGES} pages in a row listed no block")))
+            } else {
+                self.fetch()
+            };
+            if let Err(e) = result {
                 self.done = true;
                 self.started = true;
                 return Some(Err(e));
