@@ -111,6 +111,13 @@ fn listings_of_many_pages_are_followed() {
 }
 
 #[test]
+fn empty_pages_with_a_next_token_are_followed() {
+    let s = setup(&["--max-page", "50"]);
+    s.emu.faults(r#"{"empty_pages": 6}"#);
+    s.converts_identically(&[]);
+}
+
+#[test]
 fn expired_tokens_are_refreshed_mid_run() {
     // One block at a time, 10 ms each, 20 blocks a page: each page outlives its 0.2 s tokens,
     // while a refreshed token easily outlives the next request.

@@ -85,7 +85,7 @@ class EbsEmulatorTest(unittest.TestCase):
             return json.loads(r.read())
 
     def tearDown(self):
-        self.faults(throttle_every=0, error_5xx_every=0, quota_every=0, corrupt_checksum_every=0,
+        self.faults(throttle_every=0, error_5xx_every=0, quota_every=0, corrupt_checksum_every=0, empty_pages=0,
                     block_token_ttl=7 * 24 * 3600, page_token_ttl=3600)
 
     def test_listing_pages_in_index_order_with_real_sizes(self):
@@ -107,6 +107,15 @@ class EbsEmulatorTest(unittest.TestCase):
         self.assertEqual(seen, sorted(seen))
         self.assertEqual(seen, [i for i in self.indexes if any(self.blocks[i])])
         self.assertEqual(pages, 3)
+
+    def test_empty_pages_carry_a_next_token(self):
+        self.faults(empty_pages=2)
+        first = self.ebs.list_snapshot_blocks(SnapshotId=self.snap, MaxResults=100)
+        self.assertEqual(first["Blocks"], [])
+        second = self.ebs.list_snapshot_blocks(SnapshotId=self.snap, MaxResults=100, NextToken=first["NextToken"])
+        self.assertEqual(second["Blocks"], [])
+        third = self.ebs.list_snapshot_blocks(SnapshotId=self.snap, MaxResults=100, NextToken=second["NextToken"])
+        self.assertEqual(third["Blocks"][0]["BlockIndex"], min(i for i in self.indexes if any(self.blocks[i])))
 
     def test_starting_block_index_is_honoured(self):
         start = self.indexes[150]
