@@ -207,7 +207,7 @@ impl Conversion {
             }
         };
         let source = ImageSource::open(path, &opts.open)?;
-        for candidate in [output.to_path_buf(), partial_path(output)] {
+        for candidate in [output.to_path_buf(), sink::vhd_file::partial_path(output)] {
             if same_file(path, &candidate) {
                 return Err(Error::SameFile(candidate.display().to_string()));
             }
@@ -336,12 +336,6 @@ impl Conversion {
 /// ```
 pub fn convert(input: &Input, output: &Path, opts: &Options) -> Result<Report, Error> {
     Conversion::prepare(input, output, opts)?.run(&|_| {})
-}
-
-fn partial_path(output: &Path) -> PathBuf {
-    let mut p = output.as_os_str().to_owned();
-    p.push(sink::vhd_file::PARTIAL_SUFFIX);
-    PathBuf::from(p)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -119,11 +119,11 @@ fn empty_pages_with_a_next_token_are_followed() {
 
 #[test]
 fn expired_tokens_are_refreshed_mid_run() {
-    // One block at a time, 10 ms each, 20 blocks a page: each page outlives its 0.2 s tokens,
-    // while a refreshed token easily outlives the next request.
-    let s = setup(&["--max-page", "20"]);
+    // One block at a time, at least 10 ms each, 40 blocks a page: each page takes at least
+    // 0.4 s, twice its tokens' 0.2 s life, while a refreshed token outlives 20 requests.
+    let s = setup(&["--max-page", "40"]);
     s.emu
-        .faults(r#"{"block_token_ttl": 0.12, "page_token_ttl": 0.12, "latency_ms": 25}"#);
+        .faults(r#"{"block_token_ttl": 0.2, "page_token_ttl": 0.2, "latency_ms": 10}"#);
     let j = s.converts_identically(&["--concurrency", "1"]);
     assert!(j["ebs"]["tokens_refreshed"].as_u64().unwrap() > 0, "{j}");
 }
@@ -201,7 +201,9 @@ fn missing_snapshots_bad_ids_and_wrong_credentials_say_so() {
     let o = s.emu.run(&["info", "snap-0123456789abcdef0"]);
     assert!(fails(&o).contains("not found"));
 
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+    let o = s
+        .emu
+        .command("AKIDNOTTHEEMULATORS")
         .args([
             "convert",
             &s.snap,
@@ -210,12 +212,6 @@ fn missing_snapshots_bad_ids_and_wrong_credentials_say_so() {
             "--endpoint-url",
             &s.emu.endpoint,
         ])
-        .env_clear()
-        .env("AWS_ACCESS_KEY_ID", "AKIDNOTTHEEMULATORS")
-        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("HOME", "/nonexistent")
         .output()
         .unwrap();
     no_secrets(&o);

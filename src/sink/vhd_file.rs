@@ -14,6 +14,13 @@ use super::{BlockSink, Error};
 /// Suffix of the file being written; it is renamed to the final name on success.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
+/// Where the image for `path` is written until it is complete.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(PARTIAL_SUFFIX);
+    PathBuf::from(p)
+}
+
 /// Alignment of offset, length and memory that direct I/O needs (the largest
 /// logical block size in use).
 pub const DIRECT_IO_ALIGN: usize = 4096;
@@ -84,9 +91,7 @@ impl VhdFileSink {
             Ok(_) if !opts.overwrite => return Err(Error::Exists(shown)),
             _ => {}
         }
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(PARTIAL_SUFFIX);
-        let partial = PathBuf::from(partial);
+        let partial = partial_path(path);
         let io = |action, source| Error::Io {
             action,
             path: partial.display().to_string(),

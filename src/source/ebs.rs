@@ -114,10 +114,19 @@ impl Quotas {
                 return;
             };
             let now = Instant::now();
-            let b = buckets.entry(key.to_owned()).or_insert(Bucket {
-                tokens: rate,
-                at: now,
-            });
+            // Looked up by &str: no allocation per request once the bucket exists.
+            if !buckets.contains_key(key) {
+                buckets.insert(
+                    key.to_owned(),
+                    Bucket {
+                        tokens: rate,
+                        at: now,
+                    },
+                );
+            }
+            let Some(b) = buckets.get_mut(key) else {
+                return;
+            };
             b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
             b.at = now;
             b.tokens -= 1.0; // reserve: later callers queue behind
@@ -176,6 +185,7 @@ impl InFlight {
         }
     }
 
+    #[cfg(test)]
     fn limit(&self) -> usize {
         self.state.lock().map(|st| st.0 as usize).unwrap_or(1)
     }
@@ -798,13 +808,6 @@ impl BlockSource for EbsSource {
             }
             self.pause(failure, &mut attempt, Some(index))?;
         }
-    }
-}
-
-impl EbsSource {
-    /// The in-flight limit now (lowered while throttled).
-    pub fn in_flight_limit(&self) -> usize {
-        self.in_flight.limit()
     }
 }
 

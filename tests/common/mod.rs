@@ -230,19 +230,26 @@ impl Emulator {
 
     /// Runs `ebs2azure` against this emulator with the test credentials.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+        self.command(AWS_KEY_ID)
             .args(args)
             .args(["--endpoint-url", &self.endpoint])
-            .env_clear()
+            .output()
+            .unwrap()
+    }
+
+    /// `ebs2azure` with a clean environment holding only test credentials
+    /// (access key id `key_id`), so no host AWS configuration leaks in.
+    pub fn command(&self, key_id: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ebs2azure"));
+        c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", "/nonexistent")
-            .env("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+            .env("AWS_ACCESS_KEY_ID", key_id)
             .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
             .env("AWS_SESSION_TOKEN", AWS_SESSION_TOKEN)
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap()
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        c
     }
 }
 
