@@ -296,7 +296,7 @@ impl Conversion {
         let (input_format, ebs) = match &self.source {
             Source::Image(s) => (s.image().format().to_string(), None),
             Source::Ebs(s) => {
-                let c = &s.counters;
+                let c = s.counters();
                 let report = EbsReport {
                     region: s.region().to_owned(),
                     retries: c.retries.load(Ordering::Relaxed),

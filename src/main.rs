@@ -52,7 +52,7 @@ enum Command {
         /// Open a VHD whose footer checksum is wrong (recovery only).
         #[arg(long)]
         accept_bad_checksum: bool,
-        /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots 64, lowered while throttled].
+        /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots 96 requests in flight, lowered while throttled].
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
         #[command(flatten)]
@@ -160,6 +160,12 @@ fn main() -> ExitCode {
             json,
             aws,
         } => {
+            let input = Input::parse(&input);
+            // For a snapshot it bounds the requests in flight; a few copy workers suffice.
+            let workers = match input {
+                Input::Image(_) => concurrency,
+                Input::Snapshot(_) => None,
+            };
             let opts = Options {
                 output_format: output_format.into(),
                 open: OpenOptions {
@@ -167,7 +173,7 @@ fn main() -> ExitCode {
                     force_raw: input_raw,
                 },
                 pipeline: pipeline::Options {
-                    concurrency,
+                    concurrency: workers,
                     ..Default::default()
                 },
                 file: FileOptions {
@@ -177,7 +183,7 @@ fn main() -> ExitCode {
                 ebs: aws.settings(concurrency),
                 ..Default::default()
             };
-            run_convert(&Input::parse(&input), out, &opts, json)
+            run_convert(&input, out, &opts, json)
         }
         Command::Info {
             file,

@@ -19,8 +19,10 @@ pub trait BlockSource: Send + Sync {
     /// Size of one block in bytes (the last block of the disk may be shorter).
     fn block_size(&self) -> u32;
 
-    /// Indexes of the blocks that may hold data, ascending and without repeats.
-    /// Sources that track changes yield the changed blocks instead.
+    /// Indexes of the blocks that may hold data, without repeats: ascending
+    /// for local images, in arrival order for network sources, which fetch
+    /// ahead as they list. Sources that track changes yield the changed
+    /// blocks instead.
     fn blocks(&self) -> Box<dyn Iterator<Item = Result<u64, Error>> + Send + '_>;
 
     /// The bytes of block `index`: read into the front of `buf` (which holds
