@@ -50,14 +50,14 @@ impl fmt::Display for Input {
 #[derive(Debug)]
 enum Source {
     Image(ImageSource),
-    Ebs(Box<EbsSource>),
+    Ebs(EbsSource),
 }
 
 impl Source {
     fn blocks(&self) -> &dyn BlockSource {
         match self {
             Source::Image(s) => s,
-            Source::Ebs(s) => s.as_ref(),
+            Source::Ebs(s) => s,
         }
     }
 }
@@ -196,7 +196,7 @@ impl Conversion {
                     warnings.extend(limits::azure_size_problems(virtual_size));
                 }
                 return Ok(Conversion {
-                    source: Source::Ebs(Box::new(src)),
+                    source: Source::Ebs(src),
                     input: input.clone(),
                     output: output.to_owned(),
                     opts: opts.clone(),

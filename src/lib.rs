@@ -25,11 +25,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod azure;
 pub mod convert;
 pub mod info;
 pub mod limits;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod upload;
 
 pub use diskformats;

@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ebs2azure::azure::arm::{DiskRef, HyperVGeneration, OsType};
 use ebs2azure::convert::{Conversion, Input, Options, Report};
 use ebs2azure::diskformats::{Format, OpenOptions};
 use ebs2azure::info::{Info, SnapshotInfo};
 use ebs2azure::pipeline;
 use ebs2azure::sink::vhd_file::FileOptions;
 use ebs2azure::source::ebs;
+use ebs2azure::upload;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 /// Move whole disks from AWS to Azure, offline: read EBS snapshots or disk
@@ -57,6 +59,8 @@ enum Command {
         concurrency: Option<NonZeroUsize>,
         #[command(flatten)]
         aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Replace OUTPUT if it exists.
         #[arg(long)]
         force: bool,
@@ -86,7 +90,190 @@ enum Command {
         json: bool,
         #[command(flatten)]
         aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
+    /// Upload a fixed VHD to a new Azure managed disk (direct upload).
+    ///
+    /// Checks the VHD first (fixed, valid footer, whole MiB, within Azure's
+    /// limits), creates the disk for upload, sends only the non-zero pages in
+    /// Put Page requests of up to 4 MiB, writes the footer and ends the
+    /// upload. If it fails, the disk is left for `--resume`, which skips what
+    /// is already written; `--cleanup` deletes it instead.
+    #[command(
+        after_help = "Examples:\n  ebs2azure upload disk.vhd --subscription $SUB --resource-group rg --disk-name web01-os --location westeurope --os-type linux --hyper-v-generation V2\n  ebs2azure upload data.vhd --subscription $SUB -g rg --disk-name web01-data --location westeurope --resume\n\nAzure rights needed: create disks and call beginGetAccess/endGetAccess on them (e.g. the Disk Contributor-level\nMicrosoft.Compute/disks/write, beginGetAccess/action and endGetAccess/action, as in \"Data Operator for Managed Disks\")."
+    )]
+    Upload {
+        /// The fixed VHD to upload (`ebs2azure convert` makes one).
+        vhd: PathBuf,
+        #[command(flatten)]
+        azure: AzureArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Put Page requests in flight [default: 16].
+        #[arg(long)]
+        concurrency: Option<NonZeroUsize>,
+        /// Print the summary as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream an EBS snapshot into a new Azure managed disk, with no local copy (data disks).
+    ///
+    /// Reads the snapshot's written blocks through the EBS direct APIs and
+    /// sends their non-zero pages straight to the disk; the VHD footer is
+    /// made here. OS disks need fix-ups first: convert, fix up, then upload.
+    #[command(
+        after_help = "Example:\n  ebs2azure migrate snap-0123456789abcdef0 --region eu-west-1 --subscription $SUB -g rg --disk-name db01-data --location westeurope"
+    )]
+    Migrate {
+        /// The EBS snapshot id (snap-...).
+        snapshot: String,
+        #[command(flatten)]
+        azure: AzureArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// GetSnapshotBlock requests in flight [default: 96, lowered while throttled].
+        #[arg(long)]
+        concurrency: Option<NonZeroUsize>,
+        /// Print the summary as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a managed disk back and compare it with its source, range by range.
+    ///
+    /// Takes a read SAS, compares SHA-256 digests of every non-zero range of
+    /// the source (a fixed VHD or a snapshot) with the disk's bytes there, and
+    /// checks the VHD footer. Exits non-zero on any difference.
+    #[command(
+        after_help = "Example:\n  ebs2azure verify disk.vhd --subscription $SUB -g rg --disk-name web01-os"
+    )]
+    Verify {
+        /// The source: a fixed VHD or an EBS snapshot id.
+        source: String,
+        #[command(flatten)]
+        azure: AzureArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print every range, not only the differing ones.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Print the result as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which managed disk, and how to reach Azure.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Azure")]
+struct AzureArgs {
+    /// Subscription id.
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+    subscription: String,
+    /// Resource group.
+    #[arg(long, short = 'g')]
+    resource_group: String,
+    /// Name of the managed disk.
+    #[arg(long)]
+    disk_name: String,
+    /// Azure region of a new disk, e.g. westeurope.
+    #[arg(long)]
+    location: Option<String>,
+    /// Disk SKU.
+    #[arg(long, default_value = "Premium_LRS")]
+    sku: String,
+    /// OS of an OS disk (leave out for data disks).
+    #[arg(long, value_enum)]
+    os_type: Option<OsTypeArg>,
+    /// Hyper-V generation of an OS disk: V1 boots BIOS guests, V2 UEFI ones.
+    #[arg(long, value_enum)]
+    hyper_v_generation: Option<GenerationArg>,
+    /// Availability zone.
+    #[arg(long)]
+    zone: Option<String>,
+    /// A tag KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Continue an interrupted upload into the existing disk.
+    #[arg(long, conflicts_with = "cleanup")]
+    resume: bool,
+    /// Delete the disk if the upload fails.
+    #[arg(long)]
+    cleanup: bool,
+    /// Resource Manager endpoint, e.g. an emulator's.
+    #[arg(long, env = "EBS2AZURE_ARM_ENDPOINT", default_value = ebs2azure::azure::ARM_ENDPOINT)]
+    arm_endpoint: String,
+    /// A file with an ARM bearer token, bare or as `az account get-access-token` prints it
+    /// [otherwise EBS2AZURE_ARM_TOKEN, then: client secret from AZURE_* variables,
+    /// workload identity, managed identity, Azure CLI].
+    #[arg(long, env = "EBS2AZURE_ARM_TOKEN_FILE")]
+    arm_token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OsTypeArg {
+    Linux,
+    Windows,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[allow(clippy::upper_case_acronyms)]
+enum GenerationArg {
+    #[value(name = "V1", alias = "v1")]
+    V1,
+    #[value(name = "V2", alias = "v2")]
+    V2,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("tag {s:?} is not KEY=VALUE")),
+    }
+}
+
+impl AzureArgs {
+    fn target(&self) -> upload::Target {
+        upload::Target {
+            disk: DiskRef {
+                subscription: self.subscription.clone(),
+                resource_group: self.resource_group.clone(),
+                name: self.disk_name.clone(),
+            },
+            location: self.location.clone(),
+            sku: self.sku.clone(),
+            os_type: self.os_type.map(|o| match o {
+                OsTypeArg::Linux => OsType::Linux,
+                OsTypeArg::Windows => OsType::Windows,
+            }),
+            hyper_v_generation: self.hyper_v_generation.map(|g| match g {
+                GenerationArg::V1 => HyperVGeneration::V1,
+                GenerationArg::V2 => HyperVGeneration::V2,
+            }),
+            zone: self.zone.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    fn options(&self, limits: &LimitArgs, concurrency: Option<NonZeroUsize>) -> upload::Options {
+        upload::Options {
+            azure: ebs2azure::azure::Settings {
+                arm_endpoint: self.arm_endpoint.clone(),
+                request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
+                retry_budget: limits.retry_budget,
+                ..Default::default()
+            },
+            token_file: self.arm_token_file.clone(),
+            resume: self.resume,
+            cleanup: self.cleanup,
+            concurrency,
+            ..Default::default()
+        }
+    }
 }
 
 /// Where and how to reach AWS, for snapshot inputs.
@@ -102,6 +289,12 @@ struct AwsArgs {
     /// EBS endpoint, such as a local emulator (AWS_ENDPOINT_URL_EBS and AWS_ENDPOINT_URL work too).
     #[arg(long)]
     endpoint_url: Option<String>,
+}
+
+/// Time limits and retries, for every cloud call of a run.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
     /// Limit on one request, in seconds; a stalled request is retried.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
@@ -111,14 +304,14 @@ struct AwsArgs {
 }
 
 impl AwsArgs {
-    fn settings(&self, concurrency: Option<NonZeroUsize>) -> ebs::Settings {
+    fn settings(&self, limits: &LimitArgs, concurrency: Option<NonZeroUsize>) -> ebs::Settings {
         let defaults = ebs::Settings::default();
         ebs::Settings {
             region: self.region.clone(),
             profile: self.profile.clone(),
             endpoint_url: self.endpoint_url.clone(),
-            request_timeout: Duration::from_secs(self.request_timeout.max(1)),
-            retry_budget: self.retry_budget,
+            request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
+            retry_budget: limits.retry_budget,
             max_in_flight: concurrency.map_or(defaults.max_in_flight, NonZeroUsize::get),
             ..defaults
         }
@@ -159,6 +352,7 @@ fn main() -> ExitCode {
             no_sync,
             json,
             aws,
+            limits,
         } => {
             let input = Input::parse(&input);
             // For a snapshot it bounds the requests in flight; a few copy workers suffice.
@@ -180,7 +374,7 @@ fn main() -> ExitCode {
                     overwrite: force,
                     sync: !no_sync,
                 },
-                ebs: aws.settings(concurrency),
+                ebs: aws.settings(&limits, concurrency),
                 ..Default::default()
             };
             run_convert(&input, out, &opts, json)
@@ -191,10 +385,13 @@ fn main() -> ExitCode {
             accept_bad_checksum,
             json,
             aws,
+            limits,
         } => match Input::parse(&file) {
-            Input::Snapshot(id) => ebs2azure::info::snapshot_info(&id, &aws.settings(None))
-                .map_err(|e| e.to_string())
-                .and_then(|info| print_snapshot_info(&info, json)),
+            Input::Snapshot(id) => {
+                ebs2azure::info::snapshot_info(&id, &aws.settings(&limits, None))
+                    .map_err(|e| e.to_string())
+                    .and_then(|info| print_snapshot_info(&info, json))
+            }
             Input::Image(path) => {
                 let opts = OpenOptions {
                     accept_bad_checksum,
@@ -205,6 +402,53 @@ fn main() -> ExitCode {
                     .and_then(|info| print_info(&info, json))
             }
         },
+        Command::Upload {
+            vhd,
+            azure,
+            limits,
+            concurrency,
+            json,
+        } => {
+            let opts = azure.options(&limits, concurrency);
+            let total = std::fs::metadata(&vhd).map(|m| m.len()).ok();
+            with_progress(total, "sent", |p| {
+                upload::upload(&vhd, &azure.target(), &opts, p)
+            })
+            .and_then(|r| print_upload(&r, json))
+        }
+        Command::Migrate {
+            snapshot,
+            azure,
+            aws,
+            limits,
+            concurrency,
+            json,
+        } => {
+            let opts = upload::Options {
+                ebs: aws.settings(&limits, concurrency),
+                ..azure.options(&limits, None)
+            };
+            with_progress(None, "read", |p| {
+                upload::migrate(&snapshot, &azure.target(), &opts, p)
+            })
+            .and_then(|r| print_upload(&r, json))
+        }
+        Command::Verify {
+            source,
+            azure,
+            aws,
+            limits,
+            verbose,
+            json,
+        } => {
+            let opts = upload::Options {
+                ebs: aws.settings(&limits, None),
+                ..azure.options(&limits, None)
+            };
+            upload::verify(&Input::parse(&source), &azure.target(), &opts)
+                .map_err(|e| e.to_string())
+                .and_then(|r| print_verify(&r, &azure.disk_name, verbose, json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,4 +639,101 @@ fn print_snapshot_info(i: &SnapshotInfo, json: bool) -> Result<(), String> {
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, String> {
     serde_json::to_string_pretty(v).map_err(|e| format!("cannot print JSON: {e}"))
+}
+
+/// Runs `work` with a progress bar on terminals (bytes, with a total when known).
+fn with_progress<T, E: std::fmt::Display>(
+    total: Option<u64>,
+    verb: &str,
+    work: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<T, E>,
+) -> Result<T, String> {
+    let bar = if std::io::stderr().is_terminal() {
+        let (bar, template) = match total {
+            Some(t) => (
+                ProgressBar::new(t),
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})".to_owned(),
+            ),
+            None => (
+                ProgressBar::no_length(),
+                format!("{{spinner}} [{{elapsed_precise}}] {{bytes}} {verb} ({{bytes_per_sec}})"),
+            ),
+        };
+        bar.set_style(
+            ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let result = work(&|n| bar.inc(n));
+    bar.finish_and_clear();
+    result.map_err(|e| e.to_string())
+}
+
+fn print_upload(r: &upload::Report, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(r)?);
+        return Ok(());
+    }
+    println!(
+        "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s, {:.0} MiB/s; disk {} ({}); credential: {}",
+        r.source,
+        r.disk,
+        HumanBytes(r.upload.bytes_sent),
+        r.upload.put_requests,
+        HumanBytes(r.copy.bytes_zero + (r.virtual_size - r.copy.bytes_read.min(r.virtual_size))),
+        if r.resumed {
+            format!(", {} already there", HumanBytes(r.upload.bytes_already_there))
+        } else {
+            String::new()
+        },
+        r.seconds,
+        r.throughput_mib_s,
+        r.state,
+        HumanBytes(r.virtual_size),
+        r.credential
+    );
+    Ok(())
+}
+
+fn print_verify(
+    r: &upload::VerifyReport,
+    name: &str,
+    verbose: bool,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(r)?);
+    } else {
+        for c in upload::coalesce(&r.ranges) {
+            if verbose || !c.matches {
+                println!(
+                    "{} {}..{} ({})",
+                    if c.matches { "match   " } else { "MISMATCH" },
+                    c.offset,
+                    c.offset + c.len,
+                    HumanBytes(c.len)
+                );
+            }
+        }
+        println!(
+            "{}: {} ranges, {} compared, {} differ; footer {}",
+            name,
+            r.ranges.len(),
+            HumanBytes(r.bytes_compared),
+            r.mismatches,
+            if r.footer_ok { "ok" } else { "WRONG" }
+        );
+    }
+    if r.mismatches > 0 || !r.footer_ok {
+        return Err(format!(
+            "disk {name} differs from {} ({} ranges differ{})",
+            r.source,
+            r.mismatches,
+            if r.footer_ok { "" } else { ", footer wrong" }
+        ));
+    }
+    Ok(())
 }

@@ -1,8 +1,10 @@
-//! Block sinks: where a disk's blocks go (a local image file now, an Azure
-//! managed disk next). Writes arrive in any order and from many threads.
+//! Block sinks: where a disk's blocks go (a local image file, an Azure
+//! managed disk). Writes arrive in any order and from many threads.
 
+pub mod managed_disk;
 pub mod vhd_file;
 
+pub use managed_disk::ManagedDiskSink;
 pub use vhd_file::VhdFileSink;
 
 /// A destination that takes positional writes.
@@ -34,6 +36,26 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Azure refused a write or could not finish the upload.
+    #[error("disk {disk}: {source}")]
+    Azure {
+        /// The managed disk's name.
+        disk: String,
+        /// What Azure or the transport reported.
+        source: crate::azure::Error,
+    },
+
+    /// A write does not fit the page blob's 512-byte pages.
+    #[error("disk {disk}: a write of {len} bytes at offset {offset} is not 512-byte aligned")]
+    Unaligned {
+        /// The managed disk's name.
+        disk: String,
+        /// Offset of the write.
+        offset: u64,
+        /// Its length.
+        len: usize,
+    },
+
     /// The image writer refused a write or could not finish the image.
     #[error("cannot write {path}: {source}")]
     Format {
@@ -49,6 +71,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Io { source, .. } => source.kind() == std::io::ErrorKind::Interrupted,
+            Error::Azure { source, .. } => source.is_retryable(),
             _ => false,
         }
     }

@@ -784,7 +784,7 @@ fn missing_credentials<E: std::error::Error + 'static, R: std::fmt::Debug>(
 }
 
 /// A number in [0, 1) from the standard library's randomly keyed hasher.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());

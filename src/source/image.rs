@@ -13,6 +13,7 @@ use super::{BlockSource, Error, BLOCK_SIZE};
 pub struct ImageSource {
     image: Image,
     path: PathBuf,
+    block_size: u32,
 }
 
 impl ImageSource {
@@ -25,7 +26,17 @@ impl ImageSource {
         Ok(ImageSource {
             image,
             path: path.to_owned(),
+            block_size: BLOCK_SIZE,
         })
+    }
+
+    /// The same source read in blocks of `size` bytes (a power of two, 4 KiB
+    /// to 64 MiB), for sinks that gain from larger writes, such as page blobs.
+    pub fn with_block_size(mut self, size: u32) -> ImageSource {
+        if size.is_power_of_two() && (4096..=(64 << 20)).contains(&size) {
+            self.block_size = size;
+        }
+        self
     }
 
     /// The opened image.
@@ -37,8 +48,9 @@ impl ImageSource {
     pub fn listed_bytes(&self) -> Result<u64, Error> {
         let mut total = 0u64;
         for index in self.blocks() {
-            let start = index? * u64::from(BLOCK_SIZE);
-            total += u64::from(BLOCK_SIZE).min(self.size() - start);
+            let bs = u64::from(self.block_size);
+            let start = index? * bs;
+            total += bs.min(self.size() - start);
         }
         Ok(total)
     }
@@ -57,7 +69,7 @@ impl BlockSource for ImageSource {
     }
 
     fn block_size(&self) -> u32 {
-        BLOCK_SIZE
+        self.block_size
     }
 
     fn blocks(&self) -> Box<dyn Iterator<Item = Result<u64, Error>> + Send + '_> {
@@ -70,7 +82,7 @@ impl BlockSource for ImageSource {
     }
 
     fn read_block<'a>(&'a self, index: u64, buf: &'a mut [u8]) -> Result<&'a [u8], Error> {
-        let bs = u64::from(BLOCK_SIZE);
+        let bs = u64::from(self.block_size);
         let start = index.saturating_mul(bs);
         let len = bs.min(self.size().saturating_sub(start)) as usize;
         if let Some(mapped) = self.image.slice_at(start, len) {
@@ -82,7 +94,7 @@ impl BlockSource for ImageSource {
     }
 
     fn release_block(&self, index: u64) {
-        let bs = u64::from(BLOCK_SIZE);
+        let bs = u64::from(self.block_size);
         let start = index.saturating_mul(bs);
         let len = bs.min(self.size().saturating_sub(start)) as usize;
         self.image.release(start, len);
@@ -101,7 +113,7 @@ impl Iterator for ListedBlocks<'_> {
     type Item = Result<u64, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let bs = u64::from(BLOCK_SIZE);
+        let bs = u64::from(self.source.block_size);
         loop {
             if let Some(index) = self.current.next() {
                 return Some(Ok(index));

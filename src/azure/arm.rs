@@ -1,0 +1,422 @@
+//! Resource Manager calls of a direct upload: create a disk for upload,
+//! read its state, grant and revoke SAS access, delete it. Long-running
+//! operations are followed through `Azure-AsyncOperation` or `Location`,
+//! honouring `Retry-After`, under a deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::token::TokenSource;
+use super::COMPUTE_API_VERSION;
+use super::{backoff, check_endpoint, transport, Error, RetryBudget, Secret, Settings};
+
+/// Most polls of one long-running operation.
+const MAX_POLLS: u32 = 10_000;
+
+/// Which managed disk.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskRef {
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Disk name.
+    pub name: String,
+}
+
+impl DiskRef {
+    fn path(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+/// The OS a disk boots, when it is an OS disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum OsType {
+    /// Linux.
+    Linux,
+    /// Windows.
+    Windows,
+}
+
+/// Hyper-V generation: V1 boots BIOS guests, V2 UEFI ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum HyperVGeneration {
+    /// BIOS.
+    V1,
+    /// UEFI.
+    V2,
+}
+
+/// What the disk to create looks like.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskSpec {
+    /// Azure region, e.g. westeurope.
+    pub location: String,
+    /// SKU, e.g. Premium_LRS.
+    pub sku: String,
+    /// Set for OS disks.
+    pub os_type: Option<OsType>,
+    /// Hyper-V generation (OS disks).
+    pub hyper_v_generation: Option<HyperVGeneration>,
+    /// Availability zone.
+    pub zone: Option<String>,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// The VHD's size including its 512-byte footer.
+    pub upload_size_bytes: u64,
+}
+
+/// SAS access kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Upload.
+    Write,
+    /// Read back.
+    Read,
+}
+
+/// A disk as Resource Manager reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskInfo {
+    /// ReadyToUpload, ActiveUpload, Unattached, ActiveSAS, ...
+    pub state: String,
+    /// uploadSizeBytes it was created with, if any.
+    pub upload_size_bytes: Option<u64>,
+    /// Its resource id.
+    pub id: String,
+}
+
+/// A Resource Manager client for managed disks.
+pub struct Arm {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Arc<dyn TokenSource>,
+    settings: Settings,
+    budget: Arc<RetryBudget>,
+}
+
+impl Arm {
+    /// A client for `settings.arm_endpoint` with tokens from `token`.
+    pub fn new(
+        settings: &Settings,
+        token: Arc<dyn TokenSource>,
+        budget: Arc<RetryBudget>,
+    ) -> Result<Arm, Error> {
+        let endpoint = check_endpoint(&settings.arm_endpoint)?;
+        Ok(Arm {
+            http: super::http_client(settings)?,
+            endpoint: endpoint.as_str().trim_end_matches('/').to_owned(),
+            token,
+            settings: settings.clone(),
+            budget,
+        })
+    }
+
+    /// The credential in use, for the report.
+    pub fn credential(&self) -> String {
+        self.token.describe()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}?api-version={COMPUTE_API_VERSION}", self.endpoint)
+    }
+
+    /// One call, retried on throttling, 5xx and transport errors.
+    async fn call(
+        &self,
+        what: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, Error> {
+        let mut attempt = 0;
+        loop {
+            let token = self.token.token().await?;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(token.expose());
+            if let Some(b) = body {
+                req = req
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string());
+            } else if method == Method::POST {
+                req = req.header("Content-Length", "0");
+            }
+            let e = match req.send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => arm_error(what, r).await,
+                Err(e) => transport(what, e),
+            };
+            if !e.is_retryable() {
+                return Err(e);
+            }
+            self.budget.take(&e)?;
+            tokio::time::sleep(backoff(&self.settings, attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Follows a long-running operation to its end; returns its output, if any.
+    async fn follow(&self, what: &str, resp: reqwest::Response) -> Result<Option<Value>, Error> {
+        let status = resp.status();
+        let async_op = header(&resp, "azure-asyncoperation");
+        let location = header(&resp, "location");
+        let mut wait = retry_after(&resp);
+        if status != StatusCode::ACCEPTED && status != StatusCode::CREATED {
+            return Ok(body_json(resp).await);
+        }
+        if async_op.is_none() && location.is_none() {
+            return Ok(body_json(resp).await);
+        }
+        let deadline = Instant::now() + self.settings.operation_timeout;
+        for _ in 0..MAX_POLLS {
+            if Instant::now() >= deadline {
+                return Err(Error::Operation {
+                    what: what.into(),
+                    detail: format!(
+                        "not finished after {} s",
+                        self.settings.operation_timeout.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(wait).await;
+            if let Some(op) = &async_op {
+                check_endpoint(op)?;
+                let r = self.call(what, Method::GET, op, None).await?;
+                wait = retry_after(&r);
+                let v = body_json(r).await.unwrap_or(Value::Null);
+                match v.get("status").and_then(Value::as_str).unwrap_or("") {
+                    "Succeeded" => {
+                        if let Some(out) = v.pointer("/properties/output") {
+                            return Ok(Some(out.clone()));
+                        }
+                        return match &location {
+                            Some(loc) => self.result(what, loc).await,
+                            None => Ok(None),
+                        };
+                    }
+                    "Failed" | "Canceled" => {
+                        let code = v.pointer("/error/code").and_then(Value::as_str);
+                        let msg = v.pointer("/error/message").and_then(Value::as_str);
+                        return Err(Error::Operation {
+                            what: what.into(),
+                            detail: format!(
+                                "{}: {}",
+                                code.unwrap_or("operation failed"),
+                                msg.unwrap_or("")
+                            ),
+                        });
+                    }
+                    _ => continue,
+                }
+            } else if let Some(loc) = &location {
+                check_endpoint(loc)?;
+                let r = self.call(what, Method::GET, loc, None).await?;
+                if r.status() == StatusCode::ACCEPTED {
+                    wait = retry_after(&r);
+                    continue;
+                }
+                return Ok(body_json(r).await);
+            }
+        }
+        Err(Error::Operation {
+            what: what.into(),
+            detail: format!("still running after {MAX_POLLS} polls"),
+        })
+    }
+
+    /// The result at an operation's `Location`, once it is there.
+    async fn result(&self, what: &str, loc: &str) -> Result<Option<Value>, Error> {
+        check_endpoint(loc)?;
+        for _ in 0..MAX_POLLS {
+            let r = self.call(what, Method::GET, loc, None).await?;
+            if r.status() != StatusCode::ACCEPTED {
+                return Ok(body_json(r).await);
+            }
+            tokio::time::sleep(retry_after(&r)).await;
+        }
+        Err(Error::Operation {
+            what: what.into(),
+            detail: "no result".into(),
+        })
+    }
+
+    /// The disk, or `None` when it does not exist.
+    pub async fn get(&self, disk: &DiskRef) -> Result<Option<DiskInfo>, Error> {
+        let what = format!("reading disk {}", disk.name);
+        match self
+            .call(&what, Method::GET, &self.url(&disk.path()), None)
+            .await
+        {
+            Ok(r) => {
+                let v = body_json(r).await.unwrap_or(Value::Null);
+                Ok(Some(DiskInfo {
+                    state: v
+                        .pointer("/properties/diskState")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Unknown")
+                        .to_owned(),
+                    upload_size_bytes: v
+                        .pointer("/properties/creationData/uploadSizeBytes")
+                        .and_then(Value::as_u64),
+                    id: v
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                }))
+            }
+            Err(Error::Arm { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an empty disk to upload into and waits until it is ReadyToUpload.
+    pub async fn create_for_upload(
+        &self,
+        disk: &DiskRef,
+        spec: &DiskSpec,
+    ) -> Result<DiskInfo, Error> {
+        let what = format!("creating disk {}", disk.name);
+        let mut props = json!({
+            "creationData": {"createOption": "Upload", "uploadSizeBytes": spec.upload_size_bytes},
+        });
+        if let Some(os) = spec.os_type {
+            props["osType"] = json!(format!("{os:?}"));
+        }
+        if let Some(g) = spec.hyper_v_generation {
+            props["hyperVGeneration"] = json!(format!("{g:?}"));
+        }
+        let mut body = json!({
+            "location": spec.location,
+            "sku": {"name": spec.sku},
+            "properties": props,
+        });
+        if let Some(z) = &spec.zone {
+            body["zones"] = json!([z]);
+        }
+        if !spec.tags.is_empty() {
+            let tags: serde_json::Map<String, Value> = spec
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            body["tags"] = Value::Object(tags);
+        }
+        let r = self
+            .call(&what, Method::PUT, &self.url(&disk.path()), Some(&body))
+            .await?;
+        self.follow(&what, r).await?;
+        let info = self.get(disk).await?.ok_or_else(|| Error::Operation {
+            what: what.clone(),
+            detail: "the disk is gone after its creation".into(),
+        })?;
+        if info.state != "ReadyToUpload" {
+            return Err(Error::State {
+                disk: disk.name.clone(),
+                state: info.state,
+                advice: "a new upload needs ReadyToUpload; delete the disk or choose another name"
+                    .into(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Grants SAS access to the disk's blob and returns the SAS URL.
+    pub async fn begin_access(&self, disk: &DiskRef, access: Access) -> Result<Secret, Error> {
+        let what = format!("granting {access:?} access to disk {}", disk.name);
+        let body = json!({
+            "access": format!("{access:?}"),
+            "durationInSeconds": self.settings.sas_duration.as_secs(),
+        });
+        let url = self.url(&format!("{}/beginGetAccess", disk.path()));
+        let r = self.call(&what, Method::POST, &url, Some(&body)).await?;
+        let out = self.follow(&what, r).await?.unwrap_or(Value::Null);
+        let sas = out
+            .get("accessSAS")
+            .or_else(|| out.get("accessSas"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Protocol {
+                what: what.clone(),
+                detail: "no accessSAS in the result".into(),
+            })?;
+        check_endpoint(sas).map_err(|_| Error::Protocol {
+            what,
+            detail: "the SAS URL is not https (nor loopback http)".into(),
+        })?;
+        Ok(Secret::new(sas))
+    }
+
+    /// Revokes SAS access; for an upload this also checks the footer and ends it.
+    pub async fn end_access(&self, disk: &DiskRef) -> Result<(), Error> {
+        let what = format!("ending access to disk {}", disk.name);
+        let url = self.url(&format!("{}/endGetAccess", disk.path()));
+        let r = self.call(&what, Method::POST, &url, None).await?;
+        self.follow(&what, r).await?;
+        Ok(())
+    }
+
+    /// Deletes the disk (nothing happens if it does not exist).
+    pub async fn delete(&self, disk: &DiskRef) -> Result<(), Error> {
+        let what = format!("deleting disk {}", disk.name);
+        let r = self
+            .call(&what, Method::DELETE, &self.url(&disk.path()), None)
+            .await;
+        match r {
+            Ok(r) => self.follow(&what, r).await.map(|_| ()),
+            Err(Error::Arm { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The wait an answer asks for (`Retry-After` seconds, at most a minute; one second if absent).
+fn retry_after(r: &reqwest::Response) -> Duration {
+    let secs = header(r, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs.min(60))
+}
+
+async fn body_json(r: reqwest::Response) -> Option<Value> {
+    let bytes = r.bytes().await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// ARM's error answer as an [`Error`].
+async fn arm_error(what: &str, r: reqwest::Response) -> Error {
+    let status = r.status().as_u16();
+    let v = body_json(r).await.unwrap_or(Value::Null);
+    let code = v
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    Error::Arm {
+        what: what.into(),
+        status,
+        code,
+        message,
+    }
+}

@@ -1,0 +1,311 @@
+//! Azure: managed disks through the Resource Manager (create for upload,
+//! grant and revoke SAS access) and their page blobs through a SAS (Put
+//! Page, Get Page Ranges, ranged reads). Tokens and SAS URLs are [`Secret`]s:
+//! they never reach a log, an error or a report.
+
+pub mod arm;
+pub mod page_blob;
+pub mod token;
+
+use std::time::Duration;
+
+/// The Compute API version every disk call uses.
+pub const COMPUTE_API_VERSION: &str = "2024-03-02";
+/// The storage `x-ms-version` of every blob call (the newest Azurite 3.35 accepts).
+pub const STORAGE_VERSION: &str = "2025-11-05";
+/// Azure Resource Manager in Azure's public cloud.
+pub const ARM_ENDPOINT: &str = "https://management.azure.com";
+/// The scope of ARM tokens.
+pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+
+/// A bearer token or SAS URL: printable only as `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How hard to try, and for how long.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Resource Manager endpoint (an emulator's for tests).
+    pub arm_endpoint: String,
+    /// Limit on one request, from connect to the last byte.
+    pub request_timeout: Duration,
+    /// Limit on connecting.
+    pub connect_timeout: Duration,
+    /// Longest wait for a long-running operation.
+    pub operation_timeout: Duration,
+    /// Retries allowed for the whole run, all requests together.
+    pub retry_budget: u64,
+    /// First backoff delay; doubles per retry of a call, with jitter.
+    pub backoff_base: Duration,
+    /// Longest backoff delay.
+    pub backoff_max: Duration,
+    /// Lifetime asked for each SAS.
+    pub sas_duration: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            arm_endpoint: ARM_ENDPOINT.to_owned(),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30 * 60),
+            retry_budget: 1000,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            sas_duration: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Why an Azure call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No credential could produce a token.
+    #[error("cannot get an Azure token: {0}")]
+    Token(String),
+
+    /// The ARM endpoint is not usable.
+    #[error("{0}")]
+    Endpoint(String),
+
+    /// Resource Manager refused a call.
+    #[error("{what}: {code} (HTTP {status}): {message}")]
+    Arm {
+        /// What was being done.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// ARM's error code.
+        code: String,
+        /// ARM's message.
+        message: String,
+    },
+
+    /// A long-running operation failed or took too long.
+    #[error("{what}: {detail}")]
+    Operation {
+        /// What was being done.
+        what: String,
+        /// How it ended.
+        detail: String,
+    },
+
+    /// The disk is not in the state the step needs.
+    #[error("disk {disk} is {state}; {advice}")]
+    State {
+        /// Disk name.
+        disk: String,
+        /// Its state.
+        state: String,
+        /// What to do.
+        advice: String,
+    },
+
+    /// The storage service refused a blob call.
+    #[error("{what}: {code} (HTTP {status})")]
+    Blob {
+        /// What was being done.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// Storage error code.
+        code: String,
+    },
+
+    /// A request could not be sent or its answer was cut off.
+    #[error("{what}: {detail}")]
+    Transport {
+        /// What was being done.
+        what: String,
+        /// What the HTTP client said (without the URL).
+        detail: String,
+    },
+
+    /// The run's retries are used up.
+    #[error("gave up after the run's {retries} retries; last error: {last}")]
+    RetryBudget {
+        /// The budget.
+        retries: u64,
+        /// The last failure.
+        last: String,
+    },
+
+    /// An answer did not have the expected shape.
+    #[error("{what}: unexpected answer: {detail}")]
+    Protocol {
+        /// What was being done.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// True when the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Arm { status, .. } | Error::Blob { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            Error::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when a blob call failed because its SAS expired or was revoked.
+    pub fn is_sas_refused(&self) -> bool {
+        matches!(self, Error::Blob { status: 403, .. })
+    }
+}
+
+/// An HTTP client with the settings' timeouts (no redirects: a SAS is never
+/// sent anywhere but where it points).
+pub(crate) fn http_client(s: &Settings) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(s.connect_timeout)
+        .timeout(s.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| {
+            Error::Endpoint(format!(
+                "cannot set up the HTTP client: {}",
+                e.without_url()
+            ))
+        })
+}
+
+/// A transport error, worded without the URL (which may hold a SAS).
+pub(crate) fn transport(what: &str, e: reqwest::Error) -> Error {
+    let e = e.without_url();
+    let detail = if e.is_timeout() {
+        "the request timed out".to_owned()
+    } else {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(inner) = src {
+            s.push_str(": ");
+            s.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        s
+    };
+    Error::Transport {
+        what: what.to_owned(),
+        detail,
+    }
+}
+
+/// Backoff with equal jitter for retry `attempt` (0-based).
+pub(crate) fn backoff(s: &Settings, attempt: u32) -> Duration {
+    let exp = s.backoff_base.saturating_mul(1u32 << attempt.min(16));
+    let cap = exp.min(s.backoff_max);
+    cap / 2 + cap.mul_f64(crate::source::ebs::jitter() / 2.0)
+}
+
+/// The run's shared retry budget.
+#[derive(Debug)]
+pub struct RetryBudget {
+    left: std::sync::atomic::AtomicU64,
+    total: u64,
+}
+
+impl RetryBudget {
+    /// A budget of `total` retries.
+    pub fn new(total: u64) -> RetryBudget {
+        RetryBudget {
+            left: std::sync::atomic::AtomicU64::new(total),
+            total,
+        }
+    }
+
+    /// Takes one retry, or says the run must stop with `last` as the reason.
+    pub fn take(&self, last: &Error) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map(|_| ())
+            .map_err(|_| Error::RetryBudget {
+                retries: self.total,
+                last: last.to_string(),
+            })
+    }
+
+    /// Retries used so far.
+    pub fn used(&self) -> u64 {
+        self.total - self.left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Checks that an endpoint is https, or plain http on loopback only (an emulator).
+pub fn check_endpoint(url: &str) -> Result<reqwest::Url, Error> {
+    let u = reqwest::Url::parse(url)
+        .map_err(|e| Error::Endpoint(format!("the endpoint {url} is not a URL ({e})")))?;
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" if loopback => Ok(u),
+        _ => Err(Error::Endpoint(format!(
+            "the endpoint {url} must use https (plain http only on 127.0.0.1 or ::1, for emulators)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("sig=abc");
+        assert_eq!(format!("{s:?}"), "***");
+        assert_eq!(s.expose(), "sig=abc");
+    }
+
+    #[test]
+    fn endpoints_need_https_off_loopback() {
+        assert!(check_endpoint("https://management.azure.com").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(check_endpoint("http://[::1]:8080").is_ok());
+        assert!(check_endpoint("http://example.com").is_err());
+        assert!(check_endpoint("not a url").is_err());
+    }
+
+    #[test]
+    fn the_budget_runs_out() {
+        let b = RetryBudget::new(2);
+        let e = Error::Token("x".into());
+        assert!(b.take(&e).is_ok());
+        assert!(b.take(&e).is_ok());
+        assert!(matches!(
+            b.take(&e),
+            Err(Error::RetryBudget { retries: 2, .. })
+        ));
+        assert_eq!(b.used(), 2);
+    }
+}

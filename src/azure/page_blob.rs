@@ -1,0 +1,232 @@
+//! A page blob reached through a SAS URL: Put Page, Get Page Ranges and
+//! ranged reads, one attempt each (callers own retries and SAS renewal).
+
+use std::ops::Range;
+
+use super::{transport, Error, Secret, STORAGE_VERSION};
+
+/// The largest Put Page the service takes.
+pub const MAX_PUT_PAGE: usize = 4 << 20;
+/// Page size: every write starts and ends on it.
+pub const PAGE: u64 = 512;
+/// Most page-range listing pages followed.
+const MAX_LIST_PAGES: u32 = 100_000;
+
+/// Page blob calls over one HTTP client.
+#[derive(Clone)]
+pub struct PageBlob {
+    http: reqwest::Client,
+}
+
+/// `sas` with more query parameters.
+fn url(sas: &Secret, extra: &str) -> String {
+    let s = sas.expose();
+    let sep = if s.contains('?') { '&' } else { '?' };
+    format!("{s}{sep}{extra}")
+}
+
+async fn blob_error(what: &str, r: reqwest::Response) -> Error {
+    let status = r.status().as_u16();
+    let code = r
+        .headers()
+        .get("x-ms-error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| r.status().canonical_reason().unwrap_or("error").to_owned());
+    Error::Blob {
+        what: what.to_owned(),
+        status,
+        code,
+    }
+}
+
+impl PageBlob {
+    /// Page blob calls with `settings`' timeouts.
+    pub fn new(settings: &super::Settings) -> Result<PageBlob, Error> {
+        Ok(PageBlob {
+            http: super::http_client(settings)?,
+        })
+    }
+
+    /// Writes `data` (512-byte aligned, at most 4 MiB) at `offset`.
+    pub async fn put_page(
+        &self,
+        sas: &Secret,
+        offset: u64,
+        data: bytes::Bytes,
+    ) -> Result<(), Error> {
+        let what = format!("writing {} bytes at offset {offset}", data.len());
+        let len = data.len() as u64;
+        if !offset.is_multiple_of(PAGE)
+            || !len.is_multiple_of(PAGE)
+            || len == 0
+            || data.len() > MAX_PUT_PAGE
+        {
+            return Err(Error::Protocol {
+                what,
+                detail: "Put Page needs 512-byte aligned ranges of at most 4 MiB".into(),
+            });
+        }
+        let r = self
+            .http
+            .put(url(sas, "comp=page"))
+            .header("x-ms-version", STORAGE_VERSION)
+            .header("x-ms-page-write", "update")
+            .header(
+                "x-ms-range",
+                format!("bytes={}-{}", offset, offset + len - 1),
+            )
+            .header("Content-Length", len)
+            .body(data)
+            .send()
+            .await
+            .map_err(|e| transport(&what, e))?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        Err(blob_error(&what, r).await)
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub async fn read(&self, sas: &Secret, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        let what = format!("reading {len} bytes at offset {offset}");
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let r = self
+            .http
+            .get(sas.expose())
+            .header("x-ms-version", STORAGE_VERSION)
+            .header(
+                "x-ms-range",
+                format!("bytes={}-{}", offset, offset + len - 1),
+            )
+            .send()
+            .await
+            .map_err(|e| transport(&what, e))?;
+        if !r.status().is_success() {
+            return Err(blob_error(&what, r).await);
+        }
+        let body = r.bytes().await.map_err(|e| transport(&what, e))?;
+        if body.len() as u64 != len {
+            return Err(Error::Protocol {
+                what,
+                detail: format!("{} bytes came back", body.len()),
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// The written page ranges, in order and merged where they touch.
+    pub async fn page_ranges(&self, sas: &Secret) -> Result<Vec<Range<u64>>, Error> {
+        let what = "listing the written page ranges";
+        let mut ranges = Vec::new();
+        let mut marker: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut q = "comp=pagelist".to_owned();
+            if let Some(m) = &marker {
+                q.push_str("&marker=");
+                q.push_str(&url::form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>());
+            }
+            let r = self
+                .http
+                .get(url(sas, &q))
+                .header("x-ms-version", STORAGE_VERSION)
+                .send()
+                .await
+                .map_err(|e| transport(what, e))?;
+            if !r.status().is_success() {
+                return Err(blob_error(what, r).await);
+            }
+            let body = r.text().await.map_err(|e| transport(what, e))?;
+            let (page, next) = parse_page_list(&body).ok_or_else(|| Error::Protocol {
+                what: what.into(),
+                detail: "the page list is not the XML expected".into(),
+            })?;
+            ranges.extend(page);
+            marker = next;
+            if marker.is_none() {
+                return Ok(merge(ranges));
+            }
+        }
+        Err(Error::Protocol {
+            what: what.into(),
+            detail: format!("more than {MAX_LIST_PAGES} pages of ranges"),
+        })
+    }
+}
+
+/// Sorts ranges and merges those that overlap or touch.
+pub fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The `PageRange` elements (as half-open ranges) and `NextMarker` of a page list.
+fn parse_page_list(xml: &str) -> Option<(Vec<Range<u64>>, Option<String>)> {
+    if !xml.contains("<PageList") {
+        return None;
+    }
+    let mut ranges = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<PageRange>") {
+        rest = &rest[i + "<PageRange>".len()..];
+        let end = rest.find("</PageRange>")?;
+        let item = &rest[..end];
+        let start: u64 = element(item, "Start")?.parse().ok()?;
+        let last: u64 = element(item, "End")?.parse().ok()?;
+        if last < start {
+            return None;
+        }
+        ranges.push(start..last + 1);
+        rest = &rest[end..];
+    }
+    let next = element(xml, "NextMarker")
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned);
+    Some((ranges, next))
+}
+
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let i = xml.find(&open)? + open.len();
+    let j = xml[i..].find(&format!("</{name}>"))?;
+    Some(xml[i..i + j].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_lists_parse_and_merge() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><PageList><PageRange><Start>512</Start><End>1023</End></PageRange><PageRange><Start>0</Start><End>511</End></PageRange><PageRange><Start>4096</Start><End>8191</End></PageRange><NextMarker>abc</NextMarker></PageList>"#;
+        let (ranges, next) = parse_page_list(xml).unwrap();
+        assert_eq!(ranges, vec![512..1024, 0..512, 4096..8192]);
+        assert_eq!(next.as_deref(), Some("abc"));
+        assert_eq!(merge(ranges), vec![0..1024, 4096..8192]);
+        let (none, next) = parse_page_list("<PageList />").unwrap();
+        assert!(none.is_empty() && next.is_none());
+        assert!(parse_page_list("<Error/>").is_none());
+        assert!(parse_page_list(
+            "<PageList><PageRange><Start>9</Start><End>1</End></PageRange></PageList>"
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn sas_urls_get_more_parameters() {
+        let s = Secret::new("http://127.0.0.1/c/b?sv=1&sig=x");
+        assert_eq!(
+            url(&s, "comp=page"),
+            "http://127.0.0.1/c/b?sv=1&sig=x&comp=page"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! An Azure managed disk in its upload state as a block sink: each write
+//! becomes Put Page requests of at most 4 MiB through the disk's write SAS,
+//! retried on 5xx and timeouts under the run's budget, with the SAS renewed
+//! when it expires. `finish` writes the VHD footer and ends the upload.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use super::{BlockSink, Error};
+use crate::azure::arm::{Access, Arm, DiskRef};
+use crate::azure::page_blob::{PageBlob, MAX_PUT_PAGE, PAGE};
+use crate::azure::{backoff, RetryBudget, Secret, Settings};
+
+/// Most SAS renewals in one run (each is an ARM call; a SAS refused right
+/// after renewal means something else is wrong).
+const MAX_SAS_RENEWALS: u64 = 100;
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UploadStats {
+    /// Put Page requests that succeeded.
+    pub put_requests: u64,
+    /// Bytes those requests carried (the footer included).
+    pub bytes_sent: u64,
+    /// Bytes not sent because a resumed upload had written them already.
+    pub bytes_already_there: u64,
+    /// Times the SAS was renewed.
+    pub sas_renewals: u64,
+}
+
+/// A managed disk being uploaded.
+pub struct ManagedDiskSink {
+    rt: tokio::runtime::Handle,
+    arm: Arc<Arm>,
+    disk: DiskRef,
+    blob: PageBlob,
+    /// The write SAS and its generation (bumped on each renewal).
+    sas: RwLock<(Secret, u64)>,
+    renewing: tokio::sync::Mutex<()>,
+    /// Ranges a resumed upload finds written; writes inside them are skipped.
+    written: Vec<Range<u64>>,
+    settings: Settings,
+    budget: Arc<RetryBudget>,
+    put_requests: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_already_there: AtomicU64,
+    sas_renewals: AtomicU64,
+}
+
+impl ManagedDiskSink {
+    /// A sink writing through `sas`; `written` lists ranges already there (resume).
+    pub fn new(
+        rt: tokio::runtime::Handle,
+        arm: Arc<Arm>,
+        disk: DiskRef,
+        sas: Secret,
+        written: Vec<Range<u64>>,
+        settings: &Settings,
+        budget: Arc<RetryBudget>,
+    ) -> Result<ManagedDiskSink, Error> {
+        let blob = PageBlob::new(settings).map_err(|source| Error::Azure {
+            disk: disk.name.clone(),
+            source,
+        })?;
+        Ok(ManagedDiskSink {
+            rt,
+            arm,
+            disk,
+            blob,
+            sas: RwLock::new((sas, 0)),
+            renewing: tokio::sync::Mutex::new(()),
+            written: crate::azure::page_blob::merge(written),
+            settings: settings.clone(),
+            budget,
+            put_requests: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_already_there: AtomicU64::new(0),
+            sas_renewals: AtomicU64::new(0),
+        })
+    }
+
+    /// What was sent so far.
+    pub fn stats(&self) -> UploadStats {
+        UploadStats {
+            put_requests: self.put_requests.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_already_there: self.bytes_already_there.load(Ordering::Relaxed),
+            sas_renewals: self.sas_renewals.load(Ordering::Relaxed),
+        }
+    }
+
+    fn azure(&self, source: crate::azure::Error) -> Error {
+        Error::Azure {
+            disk: self.disk.name.clone(),
+            source,
+        }
+    }
+
+    fn current_sas(&self) -> (Secret, u64) {
+        match self.sas.read() {
+            Ok(g) => (g.0.clone(), g.1),
+            Err(p) => {
+                let g = p.into_inner();
+                (g.0.clone(), g.1)
+            }
+        }
+    }
+
+    /// Replaces SAS generation `seen` with a fresh one (once, however many
+    /// writers saw it refused).
+    async fn renew(&self, seen: u64) -> Result<(), crate::azure::Error> {
+        let _one = self.renewing.lock().await;
+        if self.current_sas().1 != seen {
+            return Ok(());
+        }
+        let n = self.sas_renewals.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > MAX_SAS_RENEWALS {
+            return Err(crate::azure::Error::Operation {
+                what: "renewing the write SAS".into(),
+                detail: format!("it was refused after {MAX_SAS_RENEWALS} renewals"),
+            });
+        }
+        let fresh = self.arm.begin_access(&self.disk, Access::Write).await?;
+        if let Ok(mut g) = self.sas.write() {
+            *g = (fresh, seen + 1);
+        }
+        Ok(())
+    }
+
+    /// One Put Page, retried and with the SAS renewed as needed.
+    async fn put(&self, offset: u64, data: bytes::Bytes) -> Result<(), crate::azure::Error> {
+        let mut attempt = 0;
+        loop {
+            let (sas, generation) = self.current_sas();
+            match self.blob.put_page(&sas, offset, data.clone()).await {
+                Ok(()) => {
+                    self.put_requests.fetch_add(1, Ordering::Relaxed);
+                    self.bytes_sent
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) if e.is_sas_refused() => self.renew(generation).await?,
+                Err(e) if e.is_retryable() => {
+                    self.budget.take(&e)?;
+                    tokio::time::sleep(backoff(&self.settings, attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// True when a resumed upload already holds `range`.
+    fn already_written(&self, range: &Range<u64>) -> bool {
+        let i = self.written.partition_point(|r| r.end < range.end);
+        self.written
+            .get(i)
+            .is_some_and(|r| r.start <= range.start && range.end <= r.end)
+    }
+
+    /// Writes the footer at `size`, ends the upload and checks the disk is Unattached.
+    pub fn finish(&self, size: u64, footer: &[u8; 512]) -> Result<UploadStats, Error> {
+        self.rt
+            .block_on(async {
+                self.put(size, bytes::Bytes::copy_from_slice(footer))
+                    .await?;
+                self.arm.end_access(&self.disk).await?;
+                let state = self
+                    .arm
+                    .get(&self.disk)
+                    .await?
+                    .map(|d| d.state)
+                    .unwrap_or_else(|| "gone".into());
+                if state != "Unattached" {
+                    return Err(crate::azure::Error::State {
+                        disk: self.disk.name.clone(),
+                        state,
+                        advice: "the upload ended but the disk is not Unattached; look at it in the portal".into(),
+                    });
+                }
+                Ok(())
+            })
+            .map_err(|e| self.azure(e))?;
+        Ok(self.stats())
+    }
+}
+
+impl BlockSink for ManagedDiskSink {
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        if !offset.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
+            return Err(Error::Unaligned {
+                disk: self.disk.name.clone(),
+                offset,
+                len: data.len(),
+            });
+        }
+        for (i, chunk) in data.chunks(MAX_PUT_PAGE).enumerate() {
+            let at = offset + (i * MAX_PUT_PAGE) as u64;
+            let range = at..at + chunk.len() as u64;
+            if self.already_written(&range) {
+                self.bytes_already_there
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            let bytes = bytes::Bytes::copy_from_slice(chunk);
+            self.rt
+                .block_on(self.put(at, bytes))
+                .map_err(|e| self.azure(e))?;
+        }
+        Ok(())
+    }
+}
