@@ -159,7 +159,8 @@ impl Arm {
             if !e.is_retryable() {
                 return Err(e);
             }
-            self.budget.take(&e)?;
+            self.budget
+                .retry(attempt, self.settings.attempts_per_call, e)?;
             tokio::time::sleep(backoff(&self.settings, attempt)).await;
             attempt += 1;
         }

@@ -59,6 +59,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Lifetime asked for each SAS.
     pub sas_duration: Duration,
+    /// Most attempts of one call, whatever budget the run has left.
+    pub attempts_per_call: u32,
 }
 
 impl Default for Settings {
@@ -72,6 +74,7 @@ impl Default for Settings {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             sas_duration: Duration::from_secs(24 * 3600),
+            attempts_per_call: 8,
         }
     }
 }
@@ -148,6 +151,15 @@ pub enum Error {
         retries: u64,
         /// The last failure.
         last: String,
+    },
+
+    /// One call kept failing.
+    #[error("{last} (gave up after {attempts} attempts)")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: Box<Error>,
     },
 
     /// An answer did not have the expected shape.
@@ -237,6 +249,19 @@ impl RetryBudget {
             left: std::sync::atomic::AtomicU64::new(total),
             total,
         }
+    }
+
+    /// Takes retry number `attempt` (0-based) of one call, or says the run
+    /// must stop with `last` as the reason: when the run's budget is spent or
+    /// the call has had `per_call` attempts.
+    pub fn retry(&self, attempt: u32, per_call: u32, last: Error) -> Result<(), Error> {
+        if attempt + 1 >= per_call {
+            return Err(Error::GaveUp {
+                attempts: attempt + 1,
+                last: Box::new(last),
+            });
+        }
+        self.take(&last)
     }
 
     /// Takes one retry, or says the run must stop with `last` as the reason.

@@ -144,7 +144,8 @@ impl ManagedDiskSink {
                 }
                 Err(e) if e.is_sas_refused() => self.renew(generation).await?,
                 Err(e) if e.is_retryable() => {
-                    self.budget.take(&e)?;
+                    self.budget
+                        .retry(attempt, self.settings.attempts_per_call, e)?;
                     tokio::time::sleep(backoff(&self.settings, attempt)).await;
                     attempt += 1;
                 }

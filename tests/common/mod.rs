@@ -270,3 +270,177 @@ pub fn no_secrets(out: &Output) {
         );
     }
 }
+
+/// The ARM bearer token the Azure emulator expects; must never be printed.
+pub const ARM_TOKEN: &str = "arm-token-5e4d3c2b-never-print";
+
+/// The ARM disks emulator (`scripts/arm-emulator`) with its own Azurite, on
+/// free loopback ports; stopped (Azurite too) on drop.
+pub struct Azure {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT` of the ARM emulator.
+    pub endpoint: String,
+    /// Azurite's blob endpoint.
+    pub blob_endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Azure {
+    /// Starts the emulator (and Azurite) with extra `serve` flags.
+    pub fn start(flags: &[&str]) -> Azure {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/arm-emulator");
+        let child = Command::new("python3")
+            .arg(&script)
+            .args([
+                "serve",
+                "--azurite",
+                "--retry-after",
+                "0",
+                "--token",
+                ARM_TOKEN,
+                "--data",
+                path_str(&dir.path().join("data")),
+                "--port-file",
+                path_str(&port_file),
+            ])
+            .args(flags)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the ARM emulator (needs azure-storage-blob and Azurite: scripts/test installs them)");
+        for _ in 0..600 {
+            if port_file.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&port_file)
+                .expect("the ARM emulator started (is Azurite installed? scripts/install-azurite)"),
+        )
+        .unwrap();
+        Azure {
+            child,
+            endpoint: format!("http://127.0.0.1:{}", info["port"]),
+            blob_endpoint: info["blob_endpoint"].as_str().unwrap().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let json = reply.split("\r\n\r\n").nth(1).unwrap_or("null");
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// Sets fault switches (`{"proxy": 1, "blob_503_every": 3}`).
+    pub fn faults(&self, json: &str) {
+        self.admin("POST", "/__admin/faults", json);
+    }
+
+    /// Counters of the blob proxy.
+    pub fn stats(&self) -> serde_json::Value {
+        self.admin("GET", "/__admin/stats", "")
+    }
+
+    /// The state of disk `name`, or None.
+    pub fn state(&self, name: &str) -> Option<String> {
+        let disks = self.admin("GET", "/__admin/disks", "");
+        disks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|d| (d["name"] == name).then(|| d["state"].as_str().unwrap().to_owned()))
+    }
+
+    /// The written page ranges of disk `name`, merged, as read by the storage SDK.
+    pub fn ranges(&self, name: &str) -> Vec<std::ops::Range<u64>> {
+        let v = self.admin("GET", &format!("/__admin/ranges?disk={name}"), "");
+        let mut r: Vec<std::ops::Range<u64>> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap()..p[1].as_u64().unwrap())
+            .collect();
+        r.sort_by_key(|x| x.start);
+        let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+        for x in r {
+            match out.last_mut() {
+                Some(l) if x.start <= l.end => l.end = l.end.max(x.end),
+                _ => out.push(x),
+            }
+        }
+        out
+    }
+
+    /// Copies disk `name`'s blob to `out` (through the storage SDK).
+    pub fn download(&self, name: &str, out: &Path) {
+        self.admin(
+            "GET",
+            &format!("/__admin/blob?disk={name}&out={}", path_str(out)),
+            "",
+        );
+    }
+
+    /// Adds what `ebs2azure` needs to reach this emulator to `c`.
+    pub fn env<'a>(&self, c: &'a mut Command) -> &'a mut Command {
+        c.env("EBS2AZURE_ARM_ENDPOINT", &self.endpoint)
+            .env("EBS2AZURE_ARM_TOKEN", ARM_TOKEN)
+            .env(
+                "AZURE_SUBSCRIPTION_ID",
+                "00000000-0000-0000-0000-000000000001",
+            )
+    }
+
+    /// `ebs2azure ARGS` in a clean environment that reaches this emulator.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ebs2azure"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent");
+        self.env(&mut c).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Azure {
+    fn drop(&mut self) {
+        // SIGTERM lets the emulator stop its Azurite; SIGKILL if it does not end.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts that neither AWS secrets nor the ARM token nor a SAS signature appear.
+pub fn no_azure_secrets(out: &Output) {
+    no_secrets(out);
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(
+            !text.contains(ARM_TOKEN) && !text.contains("sig=") && !text.contains("sig%3D"),
+            "a secret was printed: {text}"
+        );
+    }
+}
