@@ -410,8 +410,11 @@ fn main() -> ExitCode {
             json,
         } => {
             let opts = azure.options(&limits, concurrency);
-            let total = std::fs::metadata(&vhd).map(|m| m.len()).ok();
-            with_progress(total, "sent", |p| {
+            // The bytes to read (the VHD's data), when it can be checked here.
+            let total = upload::check_vhd(&vhd)
+                .ok()
+                .and_then(|(source, _)| source.listed_bytes().ok());
+            with_progress(total, "read", |p| {
                 upload::upload(&vhd, &azure.target(), &opts, p)
             })
             .and_then(|r| print_upload(&r, json))
