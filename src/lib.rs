@@ -27,6 +27,7 @@
 
 pub mod azure;
 pub mod convert;
+pub mod fixup;
 pub mod info;
 pub mod limits;
 pub mod pipeline;

@@ -93,6 +93,23 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Inspect a Linux guest disk for what it needs to boot on Azure (read-only; needs root and loop devices).
+    ///
+    /// Reads the partition table and every filesystem's superblock, mounts
+    /// the Linux filesystems read-only without replaying their journals, and
+    /// reports the distribution, boot mode and Hyper-V generation, kernels
+    /// and their Hyper-V drivers, fstab, cloud-init, network pinning and the
+    /// Azure agent. Each finding is a blocker (will not boot), a fix-up, or advice.
+    #[command(
+        after_help = "Examples:\n  sudo ebs2azure inspect disk.vhd\n  sudo ebs2azure inspect disk.raw --json"
+    )]
+    Inspect {
+        /// A raw image or fixed VHD of the OS disk.
+        image: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Upload a fixed VHD to a new Azure managed disk (direct upload).
     ///
     /// Checks the VHD first (fixed, valid footer, whole MiB, within Azure's
@@ -402,6 +419,9 @@ fn main() -> ExitCode {
                     .and_then(|info| print_info(&info, json))
             }
         },
+        Command::Inspect { image, json } => ebs2azure::fixup::inspect::inspect(&image)
+            .map_err(|e| e.to_string())
+            .and_then(|r| print_inspect(&r, json)),
         Command::Upload {
             vhd,
             azure,
@@ -737,6 +757,85 @@ fn print_verify(
             r.mismatches,
             if r.footer_ok { "" } else { ", footer wrong" }
         ));
+    }
+    Ok(())
+}
+
+fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<(), String> {
+    use ebs2azure::fixup::Class;
+    if json {
+        println!("{}", to_json(r)?);
+        return Ok(());
+    }
+    println!("image:           {}", r.image);
+    println!("partition table: {}", r.table);
+    for p in &r.partitions {
+        println!(
+            "  {:>2}  {:>10}  {:<18} {:<12} {}{}",
+            p.number,
+            HumanBytes(p.size).to_string(),
+            p.kind,
+            p.fs.kind,
+            p.fs.uuid
+                .as_deref()
+                .map(|u| format!("UUID={u}"))
+                .unwrap_or_default(),
+            p.fs.label
+                .as_deref()
+                .map(|l| format!(" LABEL={l}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(os) = &r.os {
+        println!("os:              {} ({} {})", os.name, os.id, os.version);
+    }
+    if let Some(n) = r.root_partition {
+        println!("root partition:  {n}");
+    }
+    println!(
+        "boot mode:       {} (create the disk with --hyper-v-generation {})",
+        r.boot_mode, r.hyper_v_generation
+    );
+    for k in &r.kernels {
+        println!(
+            "kernel:          {} (Hyper-V drivers built in: {}; as modules: {}; initramfs: {})",
+            k.version,
+            if k.built_in.is_empty() {
+                "none".into()
+            } else {
+                k.built_in.join(" ")
+            },
+            if k.modules.is_empty() {
+                "none".into()
+            } else {
+                k.modules.join(" ")
+            },
+            k.initramfs.as_deref().unwrap_or("none")
+        );
+    }
+    println!("fstab entries:   {}", r.fstab.len());
+    if let Some(ds) = &r.cloud_init_datasources {
+        println!("cloud-init:      datasource_list {ds}");
+    }
+    println!(
+        "azure agent:     {}",
+        if r.azure_agent {
+            "installed"
+        } else {
+            "not installed"
+        }
+    );
+    println!("findings:");
+    for f in &r.findings {
+        let class = match f.class {
+            Class::Blocker => "BLOCKER",
+            Class::Fixup => "fix-up ",
+            Class::Advice => "advice ",
+        };
+        println!("  {class}  {}: {}", f.subject, f.message);
+    }
+    if r.findings.iter().any(|f| f.class == Class::Fixup) {
+        println!("(`ebs2azure fixup` is not built yet: make the fix-ups above on the source before its final snapshot)");
     }
     Ok(())
 }

@@ -1,0 +1,227 @@
+//! A guest filesystem mounted through the host kernel: one partition of an
+//! image attached as its own loop device (offset and size limit: `losetup
+//! -P` makes no partition nodes on some hosts), mounted nosuid,nodev,noexec,
+//! read-only without journal replay for inspection. Guest paths are resolved
+//! inside the guest root (openat2 RESOLVE_IN_ROOT), so no guest symlink can
+//! reach a host file. Unmounted and detached on drop, panics included.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+
+use super::Error;
+
+/// Largest guest file read whole (initramfs images included).
+pub const MAX_READ: u64 = 512 << 20;
+
+/// Checks that this host can mount guests: root and loop devices.
+pub fn check_host() -> Result<(), Error> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::Host(
+            "inspecting a guest mounts its filesystems, which needs root: run it with sudo".into(),
+        ));
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Err(Error::Host(
+            "this host has no loop devices (/dev/loop-control); run on a host that has them (modprobe loop)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Host(format!("cannot run {what}: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err: Vec<&str> = err.split_whitespace().collect();
+        return Err(Error::Mount(format!("{what} failed: {}", err.join(" "))));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A guest filesystem mounted read-only.
+pub struct Mounted {
+    loop_dev: String,
+    dir: Option<tempfile::TempDir>,
+    mounted: bool,
+    root: Option<OwnedFd>,
+}
+
+impl Mounted {
+    /// Attaches `size` bytes at `offset` of `image` and mounts them as
+    /// `fstype`, read-only and without replaying a journal.
+    pub fn read_only(image: &Path, offset: u64, size: u64, fstype: &str) -> Result<Mounted, Error> {
+        let opts = match fstype {
+            "ext4" => "ro,noload,nosuid,nodev,noexec",
+            "xfs" => "ro,norecovery,nosuid,nodev,noexec",
+            "btrfs" => "ro,rescue=nologreplay,nosuid,nodev,noexec",
+            other => {
+                return Err(Error::Mount(format!(
+                    "{other} filesystems are not mounted for inspection"
+                )))
+            }
+        };
+        let loop_dev = run(
+            Command::new("losetup")
+                .args([
+                    "--find",
+                    "--show",
+                    "--read-only",
+                    "--offset",
+                    &offset.to_string(),
+                    "--sizelimit",
+                    &size.to_string(),
+                ])
+                .arg(image),
+            "losetup",
+        )?;
+        let mut m = Mounted {
+            loop_dev,
+            dir: None,
+            mounted: false,
+            root: None,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("ebs2azure-guest-")
+            .tempdir()
+            .map_err(|e| Error::Host(format!("cannot make a mount point: {e}")))?;
+        run(
+            Command::new("mount")
+                .args(["-t", fstype, "-o", opts, &m.loop_dev])
+                .arg(dir.path()),
+            "mount",
+        )?;
+        m.mounted = true;
+        let cpath = CString::new(dir.path().as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Host("mount point path has a NUL".into()))?;
+        m.dir = Some(dir);
+        // SAFETY: a valid C string and flags; the result is checked.
+        let fd = unsafe {
+            libc::open(
+                cpath.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::Host(format!(
+                "cannot open the mount point: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        m.root = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(m)
+    }
+
+    /// Opens `path` inside the guest (absolute guest paths; `..` and
+    /// symlinks cannot leave the guest root); `None` when it does not exist.
+    fn open(&self, path: &str, flags: i32) -> Result<Option<OwnedFd>, Error> {
+        let root = self
+            .root
+            .as_ref()
+            .ok_or_else(|| Error::Host("the guest is not mounted".into()))?;
+        let rel = path.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        let c = CString::new(rel).map_err(|_| Error::Guest(format!("bad guest path {path:?}")))?;
+        // SAFETY: open_how is plain data; all-zero is its "nothing asked" value.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
+        // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(None),
+                _ => Err(Error::Guest(format!(
+                    "cannot open {path} in the guest: {e}"
+                ))),
+            };
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// The contents of a guest file, or `None` when it does not exist.
+    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let Some(fd) = self.open(path, libc::O_RDONLY)? else {
+            return Ok(None);
+        };
+        let f = File::from(fd);
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::Guest(format!("cannot stat {path}: {e}")))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        f.take(MAX_READ)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::Guest(format!("cannot read {path} in the guest: {e}")))?;
+        Ok(Some(buf))
+    }
+
+    /// A guest text file, lossily decoded; `None` when it does not exist.
+    pub fn read_text(&self, path: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .read(path)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The names in a guest directory, sorted; empty when it does not exist.
+    pub fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let Some(fd) = self.open(path, libc::O_RDONLY | libc::O_DIRECTORY)? else {
+            return Ok(Vec::new());
+        };
+        // Our own descriptor, already resolved inside the guest.
+        let dir = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::Guest(format!("cannot list {path} in the guest: {e}")))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// True when a guest path exists (file, directory or other).
+    pub fn exists(&self, path: &str) -> Result<bool, Error> {
+        Ok(self.open(path, libc::O_PATH)?.is_some())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.root = None;
+        if self.mounted {
+            if let Some(dir) = &self.dir {
+                let ok = Command::new("umount")
+                    .arg(dir.path())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    // Busy: detach lazily rather than leave it behind.
+                    let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
+                }
+            }
+        }
+        let _ = Command::new("losetup")
+            .args(["-d", &self.loop_dev])
+            .status();
+    }
+}
