@@ -798,7 +798,7 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
     );
     for k in &r.kernels {
         println!(
-            "kernel:          {} (Hyper-V drivers built in: {}; as modules: {}; initramfs: {})",
+            "kernel:          {} (Hyper-V drivers built in: {}; as modules: {}; initramfs: {}{})",
             k.version,
             if k.built_in.is_empty() {
                 "none".into()
@@ -810,7 +810,12 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
             } else {
                 k.modules.join(" ")
             },
-            k.initramfs.as_deref().unwrap_or("none")
+            k.initramfs.as_deref().unwrap_or("none"),
+            match &k.in_initramfs {
+                Some(d) if d.is_empty() => " holding none of them".to_owned(),
+                Some(d) => format!(" holding {}", d.join(" ")),
+                None => String::new(),
+            }
         );
     }
     println!("fstab entries:   {}", r.fstab.len());

@@ -77,6 +77,8 @@ fn an_ec2_debian_guest_is_inspected() {
     let k = &r["kernels"][0];
     assert_eq!(k["version"], "6.1.0-28-cloud-amd64");
     assert_eq!(k["modules"].as_array().unwrap().len(), 3);
+    // Read from the real cpio layout: an early uncompressed archive, then gzip.
+    assert_eq!(k["in_initramfs"].as_array().unwrap().len(), 3, "{r}");
     assert_eq!(r["fstab"].as_array().unwrap().len(), 4);
     assert!(has(&r, "fixup", "/dev/nvme0n1p1"), "{r}");
     assert!(has(&r, "fixup", "/dev/xvdf"), "{r}");
@@ -98,7 +100,7 @@ fn an_ec2_debian_guest_is_inspected() {
 }
 
 #[test]
-fn amazon_linux_and_kernels_without_hyper_v_are_blockers() {
+fn amazon_linux_and_missing_hyper_v_drivers_are_blockers() {
     if let Some(why) = cannot_mount() {
         eprintln!("skipped: {why}");
         return;
@@ -110,6 +112,10 @@ fn amazon_linux_and_kernels_without_hyper_v_are_blockers() {
     let r = inspect(&guest(dir.path(), &["--flavor", "nohv"]));
     assert!(has(&r, "blocker", "Hyper-V drivers"), "{r}");
     assert_eq!(r["findings"][0]["class"], "blocker", "blockers come first");
+    // Drivers as modules, but an (xz) initramfs without them: the disk would not be found.
+    let r = inspect(&guest(dir.path(), &["--flavor", "bare-initramfs"]));
+    assert!(has(&r, "blocker", "lacks hv_vmbus and hv_storvsc"), "{r}");
+    assert_eq!(r["kernels"][0]["in_initramfs"].as_array().unwrap().len(), 0);
 }
 
 #[test]

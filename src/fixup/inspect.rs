@@ -54,6 +54,8 @@ pub struct Kernel {
     pub modules: Vec<String>,
     /// The kernel's initramfs, if found.
     pub initramfs: Option<String>,
+    /// The Hyper-V drivers its initramfs holds, when it could be read.
+    pub in_initramfs: Option<Vec<String>>,
 }
 
 /// An /etc/fstab entry.
@@ -340,16 +342,22 @@ fn kernels(m: &Mounted, r: &mut Report) -> Result<(), Error> {
             ));
         } else if !modules.is_empty() {
             r.findings.push(finding(
-                Class::Advice,
+                Class::Fixup,
                 &format!("kernel {v}"),
-                format!("{} are modules of kernel {v}: its initramfs must include them (dracut: add_drivers+=\" hv_vmbus hv_storvsc hv_netvsc \"; initramfs-tools: list them in /etc/initramfs-tools/modules) and be rebuilt on the source; the initramfs contents are not read yet", modules.join(", ")),
+                format!("{} are modules of kernel {v}; fixup lists them in the dracut or initramfs-tools configuration so that every rebuilt initramfs keeps them", modules.join(", ")),
             ));
         }
+        let in_initramfs = if missing.is_empty() && !modules.is_empty() {
+            initramfs_drivers(m, r, &v, initramfs.as_deref(), &modules)?
+        } else {
+            None
+        };
         r.kernels.push(Kernel {
             version: v,
             built_in,
             modules,
             initramfs,
+            in_initramfs,
         });
     }
     if r.kernels.is_empty() {
@@ -360,6 +368,66 @@ fn kernels(m: &Mounted, r: &mut Report) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Which of `modules` the kernel's initramfs holds; adds a finding when
+/// boot-critical ones are missing or the image cannot be read.
+fn initramfs_drivers(
+    m: &Mounted,
+    r: &mut Report,
+    version: &str,
+    path: Option<&str>,
+    modules: &[String],
+) -> Result<Option<Vec<String>>, Error> {
+    let subject = format!("kernel {version}");
+    let rebuild = "on the source, add them (dracut: add_drivers+=\" hv_vmbus hv_storvsc \" in /etc/dracut.conf.d/; initramfs-tools: /etc/initramfs-tools/modules), rebuild the initramfs (dracut -f, update-initramfs -u) and take the snapshot again";
+    let Some(path) = path else {
+        r.findings.push(finding(
+            Class::Blocker,
+            &subject,
+            format!("kernel {version} loads its Hyper-V storage drivers as modules but has no initramfs in /boot; {rebuild}"),
+        ));
+        return Ok(None);
+    };
+    let Some(data) = m.read(path)? else {
+        return Ok(None);
+    };
+    let files = match super::initramfs::list(&data) {
+        Ok(super::initramfs::Contents::Files(f)) => f,
+        Ok(super::initramfs::Contents::Unsupported(kind)) => {
+            r.findings.push(finding(
+                Class::Advice,
+                path,
+                format!("{path} is compressed with {kind}, which is not read here; check by hand that it holds hv_vmbus and hv_storvsc"),
+            ));
+            return Ok(None);
+        }
+        Err(why) => {
+            r.findings.push(finding(
+                Class::Advice,
+                path,
+                format!("{path} could not be read ({why}); check by hand that it holds hv_vmbus and hv_storvsc"),
+            ));
+            return Ok(None);
+        }
+    };
+    let names: Vec<&str> = modules.iter().map(String::as_str).collect();
+    let present = super::initramfs::drivers_in(&files, &names);
+    let lacking: Vec<&str> = ["hv_vmbus", "hv_storvsc"]
+        .into_iter()
+        .filter(|d| modules.iter().any(|x| x == d) && !present.iter().any(|p| p == d))
+        .collect();
+    if !lacking.is_empty() {
+        r.findings.push(finding(
+            Class::Blocker,
+            path,
+            format!(
+                "{path} lacks {}, so the kernel will not find its disk on Azure; {rebuild}",
+                lacking.join(" and ")
+            ),
+        ));
+    }
+    Ok(Some(present))
 }
 
 fn fstab(m: &Mounted, r: &mut Report) -> Result<(), Error> {
