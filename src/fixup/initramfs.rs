@@ -39,6 +39,23 @@ fn compression(b: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// A Vec that refuses to grow past [`MAX_UNPACKED`] (a decompression bomb stops there).
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() as u64 + buf.len() as u64 > MAX_UNPACKED {
+            return Err(std::io::Error::other("it unpacks to more than 2 GiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decompresses one segment (bounded), or says why not.
 fn unpack(kind: &str, data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -57,13 +74,15 @@ fn unpack(kind: &str, data: &[u8]) -> Result<Vec<u8>, String> {
                 .read_to_end(&mut out)
                 .map_err(err)?;
         }
-        "xz" => {
-            lzma_rs::xz_decompress(&mut Cursor::new(data), &mut out)
-                .map_err(|e| format!("the xz data is damaged: {e:?}"))?;
-        }
-        "lzma" => {
-            lzma_rs::lzma_decompress(&mut Cursor::new(data), &mut out)
-                .map_err(|e| format!("the lzma data is damaged: {e:?}"))?;
+        "xz" | "lzma" => {
+            let mut bounded = Bounded(Vec::new());
+            let result = if kind == "xz" {
+                lzma_rs::xz_decompress(&mut Cursor::new(data), &mut bounded)
+            } else {
+                lzma_rs::lzma_decompress(&mut Cursor::new(data), &mut bounded)
+            };
+            result.map_err(|e| format!("the {kind} data is damaged or too large: {e:?}"))?;
+            out = bounded.0;
         }
         "lz4" => {
             // Legacy frames: the magic, then blocks of (LE u32 size, data), each
