@@ -207,6 +207,17 @@ pub enum Error {
     Runtime(String),
 }
 
+/// Copy workers for page-blob traffic: each keeps one request in flight.
+fn copy_options(opts: &Options) -> pipeline::Options {
+    let workers = opts
+        .concurrency
+        .unwrap_or(NonZeroUsize::new(UPLOAD_CONCURRENCY).unwrap_or(NonZeroUsize::MIN));
+    pipeline::Options {
+        concurrency: Some(workers),
+        ..Default::default()
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -378,14 +389,7 @@ fn transfer(
             &opts.azure,
             budget.clone(),
         )?;
-        let popts = pipeline::Options {
-            concurrency: Some(
-                opts.concurrency
-                    .unwrap_or(NonZeroUsize::new(UPLOAD_CONCURRENCY).unwrap_or(NonZeroUsize::MIN)),
-            ),
-            ..Default::default()
-        };
-        let copy = pipeline::copy(source, &sink, &popts, progress)?;
+        let copy = pipeline::copy(source, &sink, &copy_options(opts), progress)?;
         let up = sink.finish(size, footer)?;
         Ok((copy, up))
     })();
@@ -503,14 +507,7 @@ pub fn verify(input: &Input, target: &Target, opts: &Options) -> Result<VerifyRe
             disk: target.disk.name.clone(),
             results: Mutex::new(Vec::new()),
         };
-        let popts = pipeline::Options {
-            concurrency: Some(
-                opts.concurrency
-                    .unwrap_or(NonZeroUsize::new(UPLOAD_CONCURRENCY).unwrap_or(NonZeroUsize::MIN)),
-            ),
-            ..Default::default()
-        };
-        pipeline::copy(source.as_ref(), &sink, &popts, &|_| {})?;
+        pipeline::copy(source.as_ref(), &sink, &copy_options(opts), &|_| {})?;
         let theirs = rt.block_on(blob.read(&sas, size, 512))?;
         let footer_ok = match footer {
             Some(ours) => theirs == ours,

@@ -214,18 +214,7 @@ impl Emulator {
 
     /// Sets fault switches at run time (`{"throttle_every": 3}`).
     pub fn faults(&self, json: &str) {
-        use std::io::{Read, Write};
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "POST /__admin/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-            json.len()
-        )
-        .unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        admin(&self.endpoint, "POST", "/__admin/faults", json);
     }
 
     /// Runs `ebs2azure` against this emulator with the test credentials.
@@ -258,6 +247,27 @@ impl Drop for Emulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An admin call to an emulator at `endpoint` (`http://127.0.0.1:PORT`);
+/// asserts a 200 and returns the JSON answer.
+fn admin(endpoint: &str, method: &str, path: &str, body: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let json = reply.split("\r\n\r\n").nth(1).unwrap_or("null");
+    serde_json::from_str(json).unwrap()
 }
 
 /// Asserts that no secret appears in a command's output.
@@ -329,22 +339,7 @@ impl Azure {
     }
 
     fn admin(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
-        use std::io::{Read, Write};
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
-            .unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-        let json = reply.split("\r\n\r\n").nth(1).unwrap_or("null");
-        serde_json::from_str(json).unwrap()
+        admin(&self.endpoint, method, path, body)
     }
 
     /// Sets fault switches (`{"proxy": 1, "blob_503_every": 3}`).
