@@ -301,6 +301,23 @@ fn a_wrong_token_or_endpoint_is_one_clear_sentence() {
     assert!(e.contains("https"), "{e}");
 }
 
+/// `ebs2azure ARGS` reaching both emulators, on disk vol01 of resource group rg1.
+fn on_both(ebs: &Emulator, az: &Azure, args: &[&str]) -> std::process::Output {
+    let mut c = ebs.command(AWS_KEY_ID);
+    az.env(&mut c)
+        .args(args)
+        .args([
+            "--endpoint-url",
+            &ebs.endpoint,
+            "-g",
+            "rg1",
+            "--disk-name",
+            "vol01",
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,21 +334,11 @@ fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let ebs = Emulator::start(&[]);
     let snap = ebs.seed(&raw, &[]);
     let az = Azure::start(&[]);
-    let mut c = ebs.command(AWS_KEY_ID);
-    az.env(&mut c).args([
-        "migrate",
-        &snap,
-        "--endpoint-url",
-        &ebs.endpoint,
-        "-g",
-        "rg1",
-        "--disk-name",
-        "vol01",
-        "--location",
-        "westeurope",
-        "--json",
-    ]);
-    let out = c.output().unwrap();
+    let out = on_both(
+        &ebs,
+        &az,
+        &["migrate", &snap, "--location", "westeurope", "--json"],
+    );
     no_azure_secrets(&out);
     let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(report["virtual_size"], 1u64 << 30);
@@ -341,18 +348,7 @@ fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let written: u64 = az.ranges("vol01").iter().map(|r| r.end - r.start).sum();
     assert_eq!(written, nonzero + 512);
 
-    let mut c = ebs.command(AWS_KEY_ID);
-    az.env(&mut c).args([
-        "verify",
-        &snap,
-        "--endpoint-url",
-        &ebs.endpoint,
-        "-g",
-        "rg1",
-        "--disk-name",
-        "vol01",
-    ]);
-    let out = c.output().unwrap();
+    let out = on_both(&ebs, &az, &["verify", &snap]);
     no_azure_secrets(&out);
     let text = ok(&out);
     assert!(text.contains("0 differ; footer ok"), "{text}");

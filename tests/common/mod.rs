@@ -145,6 +145,35 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
 
+/// Starts `scripts/NAME serve` with its data in `dir`, and waits (up to 30 s)
+/// for the port file it writes once listening; returns the child and that file.
+fn serve(name: &str, dir: &Path, fixed: &[&str], flags: &[&str]) -> (std::process::Child, String) {
+    let port_file = dir.join("port");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg("serve")
+        .args(fixed)
+        .args(["--data", path_str(&dir.join("data"))])
+        .args(["--port-file", path_str(&port_file)])
+        .args(flags)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 runs scripts/{name} ({e})"));
+    for _ in 0..600 {
+        if port_file.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&port_file).unwrap_or_else(|e| {
+        panic!("scripts/{name} did not start ({e}); scripts/test installs what it needs (azure-storage-blob, Azurite)")
+    });
+    (child, text)
+}
+
 /// The EBS emulator (`scripts/ebs-emulator`) on a free loopback port, killed on drop.
 pub struct Emulator {
     child: std::process::Child,
@@ -162,31 +191,8 @@ impl Emulator {
     /// Starts the emulator with extra `serve` flags.
     pub fn start(flags: &[&str]) -> Emulator {
         let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ebs-emulator");
-        let child = Command::new("python3")
-            .arg(&script)
-            .args([
-                "serve",
-                "--data",
-                path_str(&dir.path().join("data")),
-                "--port-file",
-                path_str(&port_file),
-            ])
-            .args(flags)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs the EBS emulator");
-        for _ in 0..200 {
-            if port_file.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        let port = std::fs::read_to_string(&port_file)
-            .expect("the emulator started")
-            .trim()
-            .to_owned();
+        let (child, port) = serve("ebs-emulator", dir.path(), &[], flags);
+        let port = port.trim().to_owned();
         Emulator {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -299,37 +305,9 @@ impl Azure {
     /// Starts the emulator (and Azurite) with extra `serve` flags.
     pub fn start(flags: &[&str]) -> Azure {
         let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/arm-emulator");
-        let child = Command::new("python3")
-            .arg(&script)
-            .args([
-                "serve",
-                "--azurite",
-                "--retry-after",
-                "0",
-                "--token",
-                ARM_TOKEN,
-                "--data",
-                path_str(&dir.path().join("data")),
-                "--port-file",
-                path_str(&port_file),
-            ])
-            .args(flags)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs the ARM emulator (needs azure-storage-blob and Azurite: scripts/test installs them)");
-        for _ in 0..600 {
-            if port_file.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let info: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(&port_file)
-                .expect("the ARM emulator started (is Azurite installed? scripts/install-azurite)"),
-        )
-        .unwrap();
+        let fixed = ["--azurite", "--retry-after", "0", "--token", ARM_TOKEN];
+        let (child, port_file) = serve("arm-emulator", dir.path(), &fixed, flags);
+        let info: serde_json::Value = serde_json::from_str(&port_file).unwrap();
         Azure {
             child,
             endpoint: format!("http://127.0.0.1:{}", info["port"]),
