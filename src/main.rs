@@ -110,6 +110,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the fix-ups `inspect` lists, in the guest (needs root and loop devices).
+    ///
+    /// Mounts the root filesystem read-write (its journal replays, as at boot)
+    /// and edits /etc/fstab (UUID= for device paths, volumes that do not move
+    /// commented out, nofail on data disks), /etc/default/grub (serial console,
+    /// no Xen console), cloud-init's datasource_list (Azure first), the
+    /// initramfs-tools or dracut driver lists (Hyper-V), and removes
+    /// persistent-net rules. Each original is kept as FILE.ebs2azure-orig; a
+    /// second run changes nothing; the filesystem must check clean afterwards.
+    #[command(
+        after_help = "Examples:\n  sudo ebs2azure fixup disk.vhd --dry-run\n  sudo ebs2azure fixup disk.vhd --json"
+    )]
+    Fixup {
+        /// A raw image or fixed VHD of the OS disk.
+        image: PathBuf,
+        /// Say what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Upload a fixed VHD to a new Azure managed disk (direct upload).
     ///
     /// Checks the VHD first (fixed, valid footer, whole MiB, within Azure's
@@ -422,6 +444,13 @@ fn main() -> ExitCode {
         Command::Inspect { image, json } => ebs2azure::fixup::inspect::inspect(&image)
             .map_err(|e| e.to_string())
             .and_then(|r| print_inspect(&r, json)),
+        Command::Fixup {
+            image,
+            dry_run,
+            json,
+        } => ebs2azure::fixup::apply::fixup(&image, dry_run)
+            .map_err(|e| e.to_string())
+            .and_then(|r| print_fixup(&r, json)),
         Command::Upload {
             vhd,
             azure,
@@ -840,7 +869,32 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
         println!("  {class}  {}: {}", f.subject, f.message);
     }
     if r.findings.iter().any(|f| f.class == Class::Fixup) {
-        println!("(`ebs2azure fixup` is not built yet: make the fix-ups above on the source before its final snapshot)");
+        println!("(`ebs2azure fixup IMAGE` makes the fix-ups it can; --dry-run shows them first)");
+    }
+    Ok(())
+}
+
+fn print_fixup(r: &ebs2azure::fixup::apply::Report, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(r)?);
+        return Ok(());
+    }
+    let verb = if r.dry_run { "would change" } else { "changed" };
+    if r.changes.is_empty() {
+        println!("nothing to change");
+    }
+    for c in &r.changes {
+        let state = match (&c.before, &c.after) {
+            (None, _) => "created",
+            (_, None) => "removed (kept as .ebs2azure-orig)",
+            _ => "edited (original kept as .ebs2azure-orig)",
+        };
+        println!("{verb} {}: {state}; {}", c.path, c.reason);
+    }
+    for f in &r.inspection.findings {
+        if f.class == ebs2azure::fixup::Class::Blocker {
+            println!("BLOCKER (not fixed here)  {}: {}", f.subject, f.message);
+        }
     }
     Ok(())
 }

@@ -153,3 +153,118 @@ fn hostile_guests_fail_safely() {
     let r = inspect(&junk);
     assert!(has(&r, "blocker", "no partition holds a Linux root"), "{r}");
 }
+
+/// Reads guest files of the root filesystem (partition 3) through the library's read-only mount.
+fn guest_file(image: &Path, path: &str) -> Option<String> {
+    let start = 35_651_584u64;
+    let size = std::fs::metadata(image).unwrap().len() - start - 33 * 512;
+    let m = ebs2azure::fixup::mount::Mounted::read_only(image, start, size, "ext4").unwrap();
+    m.read_text(path).unwrap()
+}
+
+fn sha_file(p: &Path) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(p).unwrap()).to_vec()
+}
+
+#[test]
+fn fixup_edits_once_keeps_originals_and_checks_clean() {
+    if let Some(why) = cannot_mount() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &[]);
+
+    // --dry-run lists the changes and writes nothing.
+    let before = sha_file(&raw);
+    let dry: serde_json::Value = serde_json::from_str(&ok(&ebs2azure(&[
+        "fixup",
+        path_str(&raw),
+        "--dry-run",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["changes"].as_array().unwrap().len(), 5, "{dry}");
+    assert_eq!(sha_file(&raw), before, "--dry-run wrote to the image");
+    assert_eq!(loops_of(&raw), "");
+
+    // The real run (it checks the filesystem clean with e2fsck -fn after unmounting).
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(&ebs2azure(&["fixup", path_str(&raw), "--json"]))).unwrap();
+    let changed: Vec<&str> = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "/etc/fstab",
+            "/etc/default/grub",
+            "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+            "/etc/udev/rules.d/70-persistent-net.rules",
+            "/etc/initramfs-tools/modules"
+        ]
+    );
+    assert!(r["changes"][3]["after"].is_null(), "the rule is removed");
+    assert_eq!(loops_of(&raw), "");
+
+    let fstab = guest_file(&raw, "/etc/fstab").unwrap();
+    let active: Vec<&str> = fstab.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(active.iter().all(|l| !l.contains("/dev/")), "{fstab}");
+    assert!(active[0].starts_with("UUID="), "{fstab}");
+    assert!(fstab.contains("# /dev/xvdf"), "{fstab}");
+    assert!(
+        active
+            .iter()
+            .any(|l| l.contains("/var/log/x") && l.contains("nofail")),
+        "{fstab}"
+    );
+    let orig = guest_file(&raw, "/etc/fstab.ebs2azure-orig").unwrap();
+    assert!(orig.contains("/dev/nvme0n1p1"), "{orig}");
+    let grub = guest_file(&raw, "/etc/default/grub").unwrap();
+    assert!(
+        grub.contains("console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300"),
+        "{grub}"
+    );
+    assert!(!grub.contains("hvc0"), "{grub}");
+    let ci = guest_file(&raw, "/etc/cloud/cloud.cfg.d/90_dpkg.cfg").unwrap();
+    assert!(ci.contains("datasource_list: [ Azure, None ]"), "{ci}");
+    assert!(guest_file(&raw, "/etc/udev/rules.d/70-persistent-net.rules").is_none());
+    assert!(guest_file(
+        &raw,
+        "/etc/udev/rules.d/70-persistent-net.rules.ebs2azure-orig"
+    )
+    .is_some());
+    let mods = guest_file(&raw, "/etc/initramfs-tools/modules").unwrap();
+    assert!(mods.contains("hv_vmbus\nhv_storvsc\nhv_netvsc\n"), "{mods}");
+
+    // Idempotent: a second run changes nothing, and inspect has no fix-ups left.
+    let again = ok(&ebs2azure(&["fixup", path_str(&raw)]));
+    assert!(again.contains("nothing to change"), "{again}");
+    let after = inspect(&raw);
+    assert!(!has(&after, "fixup", ""), "fix-ups left: {after}");
+    // And the filesystem checks clean by the oracle too.
+    let start = 35_651_584u64;
+    let loopdev = tool_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &start.to_string(),
+            path_str(&raw),
+        ],
+    );
+    let fsck = tool("e2fsck", &["-f", "-n", loopdev.trim()]);
+    let _ = tool("losetup", &["-d", loopdev.trim()]);
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}

@@ -340,11 +340,17 @@ fn kernels(m: &Mounted, r: &mut Report) -> Result<(), Error> {
                 &format!("kernel {v}"),
                 format!("kernel {v} has neither built in nor as modules the Hyper-V drivers {}; install a kernel with them (e.g. the distribution's generic or Azure kernel) on the source before the final snapshot", missing.join(", ")),
             ));
-        } else if !modules.is_empty() {
+        } else if !modules.is_empty() && !initramfs_configured(m)? {
+            let configurable =
+                m.exists("/etc/initramfs-tools")? || m.exists("/etc/dracut.conf.d")?;
             r.findings.push(finding(
-                Class::Fixup,
+                if configurable { Class::Fixup } else { Class::Advice },
                 &format!("kernel {v}"),
-                format!("{} are modules of kernel {v}; fixup lists them in the dracut or initramfs-tools configuration so that every rebuilt initramfs keeps them", modules.join(", ")),
+                if configurable {
+                    format!("{} are modules of kernel {v}; fixup lists them in the dracut or initramfs-tools configuration so that every rebuilt initramfs keeps them", modules.join(", "))
+                } else {
+                    format!("{} are modules of kernel {v}; make sure whatever builds its initramfs keeps them (no dracut or initramfs-tools configuration was found)", modules.join(", "))
+                },
             ));
         }
         let in_initramfs = if missing.is_empty() && !modules.is_empty() {
@@ -368,6 +374,30 @@ fn kernels(m: &Mounted, r: &mut Report) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// True when the initramfs-tools or dracut configuration already asks for the Hyper-V drivers.
+fn initramfs_configured(m: &Mounted) -> Result<bool, Error> {
+    let listed = m
+        .read_text("/etc/initramfs-tools/modules")?
+        .unwrap_or_default();
+    let all = HYPERV_DRIVERS.iter().all(|(d, _)| {
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(d))
+    });
+    if all {
+        return Ok(true);
+    }
+    for f in m.list("/etc/dracut.conf.d")? {
+        let t = m
+            .read_text(&format!("/etc/dracut.conf.d/{f}"))?
+            .unwrap_or_default();
+        if t.contains("hv_storvsc") && t.contains("hv_vmbus") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Which of `modules` the kernel's initramfs holds; adds a finding when
@@ -588,9 +618,9 @@ fn network(m: &Mounted, r: &mut Report) -> Result<(), Error> {
         let t = m.read_text(&f)?.unwrap_or_default();
         if t.contains("macaddress") {
             r.findings.push(finding(
-                Class::Fixup,
+                Class::Advice,
                 &f,
-                "netplan matches the interface by MAC address, which changes on Azure; fixup configures eth0 for DHCP instead",
+                "netplan matches the interface by MAC address, which changes on Azure; match by name (eth0 with net.ifnames=0) with DHCP instead",
             ));
         }
         if t.contains("ens5") {
@@ -609,9 +639,9 @@ fn network(m: &Mounted, r: &mut Report) -> Result<(), Error> {
         let t = m.read_text(&f)?.unwrap_or_default();
         if value(&t, "HWADDR").is_some() {
             r.findings.push(finding(
-                Class::Fixup,
+                Class::Advice,
                 &f,
-                "HWADDR pins this interface to the AWS NIC; fixup removes it and keeps DHCP",
+                "HWADDR pins this interface to the AWS NIC; remove it and keep DHCP",
             ));
         }
     }

@@ -3,6 +3,7 @@
 //! what is advice. Filesystems are mounted through the host kernel (root and
 //! loop devices needed); superblocks and partition tables are read directly.
 
+pub mod apply;
 pub mod initramfs;
 pub mod inspect;
 pub mod mount;

@@ -48,6 +48,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
 
 /// A guest filesystem mounted read-only.
 pub struct Mounted {
+    fstype: String,
     loop_dev: String,
     dir: Option<tempfile::TempDir>,
     mounted: bool,
@@ -58,31 +59,52 @@ impl Mounted {
     /// Attaches `size` bytes at `offset` of `image` and mounts them as
     /// `fstype`, read-only and without replaying a journal.
     pub fn read_only(image: &Path, offset: u64, size: u64, fstype: &str) -> Result<Mounted, Error> {
-        let opts = match fstype {
-            "ext4" => "ro,noload,nosuid,nodev,noexec",
-            "xfs" => "ro,norecovery,nosuid,nodev,noexec",
-            "btrfs" => "ro,rescue=nologreplay,nosuid,nodev,noexec",
-            other => {
+        Mounted::mount(image, offset, size, fstype, false)
+    }
+
+    /// The same, read-write: the journal replays, as at boot.
+    pub fn read_write(
+        image: &Path,
+        offset: u64,
+        size: u64,
+        fstype: &str,
+    ) -> Result<Mounted, Error> {
+        Mounted::mount(image, offset, size, fstype, true)
+    }
+
+    fn mount(
+        image: &Path,
+        offset: u64,
+        size: u64,
+        fstype: &str,
+        writable: bool,
+    ) -> Result<Mounted, Error> {
+        let opts = match (fstype, writable) {
+            ("ext4", false) => "ro,noload,nosuid,nodev,noexec",
+            ("xfs", false) => "ro,norecovery,nosuid,nodev,noexec",
+            ("btrfs", false) => "ro,rescue=nologreplay,nosuid,nodev,noexec",
+            ("ext4" | "xfs" | "btrfs", true) => "rw,nosuid,nodev,noexec",
+            (other, _) => {
                 return Err(Error::Mount(format!(
-                    "{other} filesystems are not mounted for inspection"
+                    "{other} filesystems are not mounted here"
                 )))
             }
         };
-        let loop_dev = run(
-            Command::new("losetup")
-                .args([
-                    "--find",
-                    "--show",
-                    "--read-only",
-                    "--offset",
-                    &offset.to_string(),
-                    "--sizelimit",
-                    &size.to_string(),
-                ])
-                .arg(image),
-            "losetup",
-        )?;
+        let (offset, size) = (offset.to_string(), size.to_string());
+        let mut args = vec![
+            "--find",
+            "--show",
+            "--offset",
+            &offset,
+            "--sizelimit",
+            &size,
+        ];
+        if !writable {
+            args.push("--read-only");
+        }
+        let loop_dev = run(Command::new("losetup").args(&args).arg(image), "losetup")?;
         let mut m = Mounted {
+            fstype: fstype.to_owned(),
             loop_dev,
             dir: None,
             mounted: false,
@@ -197,6 +219,92 @@ impl Mounted {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// The guest directory holding `path`, and the last component's name.
+    fn parent(&self, path: &str) -> Result<(OwnedFd, CString), Error> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(Error::Guest(format!("bad guest path {path:?}")));
+        }
+        let fd = self
+            .open(
+                if dir.is_empty() { "/" } else { dir },
+                libc::O_PATH | libc::O_DIRECTORY,
+            )?
+            .ok_or_else(|| {
+                Error::Guest(format!(
+                    "the directory of {path} does not exist in the guest"
+                ))
+            })?;
+        let name =
+            CString::new(name).map_err(|_| Error::Guest(format!("bad guest path {path:?}")))?;
+        Ok((fd, name))
+    }
+
+    /// Writes a guest file whole (created 0644 if new; a symlink is not followed).
+    pub fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
+        use std::io::Write;
+        let (dir, name) = self.parent(path)?;
+        // SAFETY: valid dirfd and C string; the result is checked.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o644 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::Guest(format!(
+                "cannot write {path} in the guest: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::Guest(format!("cannot write {path} in the guest: {e}")))
+    }
+
+    /// Renames a guest file within its directory.
+    pub fn rename(&self, from: &str, to_name: &str) -> Result<(), Error> {
+        let (dir, name) = self.parent(from)?;
+        let to =
+            CString::new(to_name).map_err(|_| Error::Guest(format!("bad name {to_name:?}")))?;
+        // SAFETY: valid dirfd and C strings; the result is checked.
+        let rc =
+            unsafe { libc::renameat(dir.as_raw_fd(), name.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
+        if rc != 0 {
+            return Err(Error::Guest(format!(
+                "cannot rename {from} in the guest: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Unmounts, checks the filesystem (e2fsck -fn / xfs_repair -n), and detaches.
+    pub fn finish(mut self) -> Result<(), Error> {
+        self.root = None;
+        if let Some(dir) = &self.dir {
+            run(Command::new("umount").arg(dir.path()), "umount")?;
+        }
+        self.mounted = false;
+        let check = match self.fstype.as_str() {
+            "ext4" => Some(("e2fsck", vec!["-f", "-n"])),
+            "xfs" => Some(("xfs_repair", vec!["-n"])),
+            _ => None,
+        };
+        if let Some((tool, args)) = check {
+            run(Command::new(tool).args(&args).arg(&self.loop_dev), tool).map_err(|e| {
+                Error::Mount(format!(
+                    "the filesystem does not check clean after the changes: {e}"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// True when a guest path exists (file, directory or other).
