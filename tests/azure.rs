@@ -63,6 +63,18 @@ fn upload(az: &Azure, vhd: &Path, name: &str, extra: &[&str]) -> std::process::O
     az.run(&args)
 }
 
+/// `upload FILE` to disk d with a given ARM endpoint and token, in a clean environment.
+fn upload_to(endpoint: &str, token: &str, file: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+        .env_clear()
+        .env("EBS2AZURE_ARM_ENDPOINT", endpoint)
+        .env("EBS2AZURE_ARM_TOKEN", token)
+        .args(["upload", path_str(file), "--subscription", "s", "-g", "rg"])
+        .args(["--disk-name", "d", "--location", "westeurope"])
+        .output()
+        .unwrap()
+}
+
 fn same_bytes(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
@@ -123,28 +135,22 @@ fn an_upload_reads_back_identical_with_only_non_zero_pages_written() {
     assert_eq!(written_bytes, nonzero + 512);
 
     // verify agrees, and finds a changed byte.
-    let v = az.run(&[
+    let verify = [
         "verify",
         path_str(&vhd),
         "-g",
         "rg1",
         "--disk-name",
         "web01-os",
-    ]);
+    ];
+    let v = az.run(&verify);
     no_azure_secrets(&v);
     let text = ok(&v);
     assert!(text.contains("0 differ; footer ok"), "{text}");
     assert_eq!(az.state("web01-os").as_deref(), Some("Unattached"));
     let f = std::fs::OpenOptions::new().write(true).open(&vhd).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &[0xAB], 13 * MIB).unwrap();
-    let v = az.run(&[
-        "verify",
-        path_str(&vhd),
-        "-g",
-        "rg1",
-        "--disk-name",
-        "web01-os",
-    ]);
+    let v = az.run(&verify);
     assert_eq!(v.status.code(), Some(1));
     let text = String::from_utf8_lossy(&v.stdout);
     assert!(text.contains("MISMATCH"), "{text}");
@@ -164,14 +170,7 @@ fn invalid_vhds_are_refused_before_any_request() {
     let (raw, vhd) = disk(dir.path());
     // Nothing listens there: a request would fail with a connection error instead.
     let run = |file: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
-            .env_clear()
-            .env("EBS2AZURE_ARM_ENDPOINT", "http://127.0.0.1:9")
-            .env("EBS2AZURE_ARM_TOKEN", ARM_TOKEN)
-            .args(["upload", path_str(file), "--subscription", "s", "-g", "rg"])
-            .args(["--disk-name", "d", "--location", "westeurope"])
-            .output()
-            .unwrap();
+        let out = upload_to("http://127.0.0.1:9", ARM_TOKEN, file);
         no_azure_secrets(&out);
         fails(&out)
     };
@@ -276,26 +275,12 @@ fn a_wrong_token_or_endpoint_is_one_clear_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let (_, vhd) = disk(dir.path());
     let az = Azure::start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
-        .env_clear()
-        .env("EBS2AZURE_ARM_ENDPOINT", &az.endpoint)
-        .env("EBS2AZURE_ARM_TOKEN", "wrong-token-never-print")
-        .args(["upload", path_str(&vhd), "--subscription", "s", "-g", "rg"])
-        .args(["--disk-name", "d", "--location", "westeurope"])
-        .output()
-        .unwrap();
+    let out = upload_to(&az.endpoint, "wrong-token-never-print", &vhd);
     let e = fails(&out);
     assert!(e.contains("InvalidAuthenticationToken"), "{e}");
     assert!(!e.contains("wrong-token-never-print"), "{e}");
     // Plain http off loopback would send the token in clear: refused.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
-        .env_clear()
-        .env("EBS2AZURE_ARM_ENDPOINT", "http://management.example.com")
-        .env("EBS2AZURE_ARM_TOKEN", ARM_TOKEN)
-        .args(["upload", path_str(&vhd), "--subscription", "s", "-g", "rg"])
-        .args(["--disk-name", "d", "--location", "westeurope"])
-        .output()
-        .unwrap();
+    let out = upload_to("http://management.example.com", ARM_TOKEN, &vhd);
     no_azure_secrets(&out);
     let e = fails(&out);
     assert!(e.contains("https"), "{e}");
