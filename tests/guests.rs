@@ -186,7 +186,7 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
     ])))
     .unwrap();
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["changes"].as_array().unwrap().len(), 5, "{dry}");
+    assert_eq!(dry["changes"].as_array().unwrap().len(), 6, "{dry}");
     assert_eq!(sha_file(&raw), before, "--dry-run wrote to the image");
     assert_eq!(loops_of(&raw), "");
 
@@ -204,12 +204,13 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
         [
             "/etc/fstab",
             "/etc/default/grub",
+            "/boot/grub/grub.cfg",
             "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
             "/etc/udev/rules.d/70-persistent-net.rules",
             "/etc/initramfs-tools/modules"
         ]
     );
-    assert!(r["changes"][3]["after"].is_null(), "the rule is removed");
+    assert!(r["changes"][4]["after"].is_null(), "the rule is removed");
     assert_eq!(loops_of(&raw), "");
 
     let fstab = guest_file(&raw, "/etc/fstab").unwrap();
@@ -231,6 +232,11 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
         "{grub}"
     );
     assert!(!grub.contains("hvc0"), "{grub}");
+    let cfg = guest_file(&raw, "/boot/grub/grub.cfg").unwrap();
+    assert!(
+        cfg.contains("ro console=tty0 console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300\n"),
+        "{cfg}"
+    );
     let ci = guest_file(&raw, "/etc/cloud/cloud.cfg.d/90_dpkg.cfg").unwrap();
     assert!(ci.contains("datasource_list: [ Azure, None ]"), "{ci}");
     assert!(guest_file(&raw, "/etc/udev/rules.d/70-persistent-net.rules").is_none());
@@ -267,4 +273,41 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
         "e2fsck: {}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+}
+
+#[test]
+fn fixup_edits_what_a_bls_guest_boots_from() {
+    if let Some(why) = cannot_mount() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &["--flavor", "rhel"]);
+    let before = inspect(&raw);
+    assert_eq!(before["os"]["id"], "rhel");
+    assert!(has(&before, "fixup", "grubenv"), "{before}");
+    assert!(has(&before, "advice", "HWADDR"), "{before}");
+    ok(&ebs2azure(&["fixup", path_str(&raw)]));
+    assert_eq!(loops_of(&raw), "");
+    // grubenv keeps its fixed 1024 bytes; the BLS entry takes $kernelopts from it.
+    let env = guest_file(&raw, "/boot/grub2/grubenv").unwrap();
+    assert_eq!(env.len(), 1024);
+    assert!(
+        env.contains("kernelopts=root=UUID=x ro console=tty0 console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300\n"),
+        "{env}"
+    );
+    let bls = guest_file(
+        &raw,
+        "/boot/loader/entries/0123abcd-6.1.0-28-cloud-amd64.conf",
+    )
+    .unwrap();
+    assert!(bls.contains("options $kernelopts"), "{bls}");
+    let dracut = guest_file(&raw, "/etc/dracut.conf.d/90-ebs2azure-hyperv.conf").unwrap();
+    assert!(
+        dracut.contains("add_drivers+=\" hv_vmbus hv_storvsc hv_netvsc \""),
+        "{dracut}"
+    );
+    let again = ok(&ebs2azure(&["fixup", path_str(&raw)]));
+    assert!(again.contains("nothing to change"), "{again}");
+    assert!(!has(&inspect(&raw), "fixup", ""));
 }

@@ -135,6 +135,27 @@ pub fn fix_fstab(text: &str, root_uuid: Option<&str>, parts: &[PartInfo]) -> Str
     out
 }
 
+/// Kernel arguments with Azure's console arguments and without Xen's.
+pub fn fix_cmdline(args: &str) -> String {
+    let mut out: Vec<&str> = args
+        .split_whitespace()
+        .filter(|a| {
+            !a.starts_with("console=hvc") && !a.starts_with("xen_") && !a.starts_with("console=xvc")
+        })
+        .collect();
+    for a in AZURE_CMDLINE {
+        // console= may repeat (several consoles); other keys are set once.
+        let key = a.split('=').next().unwrap_or(a);
+        if !out
+            .iter()
+            .any(|x| *x == a || (key != "console" && x.starts_with(&format!("{key}="))))
+        {
+            out.push(a);
+        }
+    }
+    out.join(" ")
+}
+
 /// /etc/default/grub with Azure's console arguments and without Xen's.
 pub fn fix_grub(text: &str) -> String {
     let mut out = String::new();
@@ -146,34 +167,76 @@ pub fn fix_grub(text: &str) -> String {
             continue;
         };
         seen = true;
-        let v = v.trim().trim_matches('"');
-        let mut args: Vec<&str> = v
-            .split_whitespace()
-            .filter(|a| {
-                !a.starts_with("console=hvc")
-                    && !a.starts_with("xen_")
-                    && !a.starts_with("console=xvc")
-            })
-            .collect();
-        for a in AZURE_CMDLINE {
-            // console= may repeat (several consoles); other keys are set once.
-            let key = a.split('=').next().unwrap_or(a);
-            if !args
-                .iter()
-                .any(|x| *x == a || (key != "console" && x.starts_with(&format!("{key}="))))
-            {
-                args.push(a);
-            }
-        }
-        out.push_str(&format!("GRUB_CMDLINE_LINUX=\"{}\"\n", args.join(" ")));
+        let v = fix_cmdline(v.trim().trim_matches('"'));
+        out.push_str(&format!("GRUB_CMDLINE_LINUX=\"{v}\"\n"));
     }
     if !seen {
-        out.push_str(&format!(
-            "GRUB_CMDLINE_LINUX=\"{}\"\n",
-            AZURE_CMDLINE.join(" ")
-        ));
+        out.push_str(&format!("GRUB_CMDLINE_LINUX=\"{}\"\n", fix_cmdline("")));
     }
     out
+}
+
+/// A grub.cfg whose kernel lines (`linux`, `linux16`, `linuxefi`) carry
+/// Azure's console arguments: what the bootloader reads until grub.cfg is
+/// next generated from /etc/default/grub.
+pub fn fix_grub_cfg(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        let mut w = t.splitn(3, char::is_whitespace);
+        match (w.next(), w.next(), w.next()) {
+            (Some(cmd @ ("linux" | "linux16" | "linuxefi")), Some(kernel), rest) => {
+                let args = fix_cmdline(rest.unwrap_or(""));
+                out.push_str(&format!("{indent}{cmd} {kernel} {args}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A BLS entry (/boot/loader/entries/*.conf) whose `options` carry Azure's
+/// console arguments (an options line naming `$kernelopts` takes them from grubenv).
+pub fn fix_bls(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.trim().strip_prefix("options") {
+            Some(v) if v.starts_with(char::is_whitespace) && !v.contains("$kernelopts") => {
+                out.push_str(&format!("options {}", fix_cmdline(v)));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A grubenv block with `kernelopts` carrying Azure's console arguments;
+/// kept at its fixed 1024 bytes (`#` padding). `None` when it would not fit.
+pub fn fix_grubenv(data: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(data);
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with('#') && line.chars().all(|c| c == '#') {
+            continue;
+        }
+        match line.strip_prefix("kernelopts=") {
+            Some(v) => out.push_str(&format!("kernelopts={}\n", fix_cmdline(v))),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    let size = data.len().max(1024);
+    if out.len() > size {
+        return None;
+    }
+    let mut bytes = out.into_bytes();
+    bytes.resize(size, b'#');
+    Some(bytes)
 }
 
 /// A cloud-init file with datasource_list putting Azure first.
@@ -229,6 +292,44 @@ fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Er
             "Azure's serial console and boot diagnostics need console=ttyS0; Xen console settings do nothing on Hyper-V".into(),
             Edit::Write(fix_grub(&t)),
         ));
+    }
+    for f in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
+        if let Some(t) = m.read_text(f)? {
+            edits.push((
+                f.into(),
+                "the bootloader reads grub.cfg, not /etc/default/grub, until it is regenerated: its kernel lines need the serial console too".into(),
+                Edit::Write(fix_grub_cfg(&t)),
+            ));
+        }
+    }
+    for n in m.list("/boot/loader/entries")? {
+        if !n.ends_with(".conf") {
+            continue;
+        }
+        let f = format!("/boot/loader/entries/{n}");
+        if let Some(t) = m.read_text(&f)? {
+            edits.push((
+                f,
+                "BLS entries carry the kernel command line the bootloader uses".into(),
+                Edit::Write(fix_bls(&t)),
+            ));
+        }
+    }
+    for f in ["/boot/grub2/grubenv", "/boot/grub/grubenv"] {
+        if let Some(d) = m.read(f)? {
+            if String::from_utf8_lossy(&d).contains("kernelopts=") {
+                let Some(new) = fix_grubenv(&d) else {
+                    return Err(Error::Guest(format!(
+                        "{f}: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
+                    )));
+                };
+                edits.push((
+                    f.into(),
+                    "BLS entries take the kernel command line from grubenv's kernelopts".into(),
+                    Edit::Write(String::from_utf8_lossy(&new).into_owned()),
+                ));
+            }
+        }
     }
     let mut cloud = vec!["/etc/cloud/cloud.cfg".to_owned()];
     cloud.extend(
@@ -392,6 +493,38 @@ mod tests {
         assert!(once.contains("GRUB_CMDLINE_LINUX=\"console=tty0 quiet console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300\""), "{once}");
         assert_eq!(fix_grub(&once), once);
         assert!(fix_grub("GRUB_TIMEOUT=0\n").contains("GRUB_CMDLINE_LINUX=\"console=ttyS0"));
+    }
+
+    #[test]
+    fn bootloader_files_get_the_console_once() {
+        let cfg = "menuentry 'Debian' {\n\tlinux\t/boot/vmlinuz-6.1 root=UUID=r ro console=hvc0 quiet\n\tinitrd /boot/initrd.img-6.1\n}\n";
+        let once = fix_grub_cfg(cfg);
+        assert!(once.contains("\tlinux /boot/vmlinuz-6.1 root=UUID=r ro quiet console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300\n"), "{once}");
+        assert_eq!(fix_grub_cfg(&once), once);
+        let bls =
+            "title RHEL\nlinux /vmlinuz-5.14\noptions root=/dev/mapper/r ro crashkernel=auto\n";
+        let once = fix_bls(bls);
+        assert!(
+            once.contains("options root=/dev/mapper/r ro crashkernel=auto console=ttyS0,115200n8"),
+            "{once}"
+        );
+        assert_eq!(fix_bls(&once), once);
+        assert_eq!(fix_bls("options $kernelopts\n"), "options $kernelopts\n");
+        let mut env =
+            b"# GRUB Environment Block\nkernelopts=root=UUID=r ro console=hvc0\nsaved_entry=x\n"
+                .to_vec();
+        env.resize(1024, b'#');
+        let once = fix_grubenv(&env).unwrap();
+        assert_eq!(once.len(), 1024);
+        let t = String::from_utf8_lossy(&once);
+        assert!(t.contains("kernelopts=root=UUID=r ro console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300\nsaved_entry=x\n"), "{t}");
+        assert_eq!(fix_grubenv(&once).unwrap(), once);
+        let mut full = format!("kernelopts={}\n", "x".repeat(1000)).into_bytes();
+        full.resize(1024, b'#');
+        assert!(
+            fix_grubenv(&full).is_none(),
+            "a block that would overflow is refused"
+        );
     }
 
     #[test]

@@ -328,8 +328,21 @@ impl Drop for Mounted {
                 }
             }
         }
-        let _ = Command::new("losetup")
-            .args(["-d", &self.loop_dev])
-            .status();
+        // Detaching may be refused while something (udev's probe, the lazy
+        // unmount) still holds the device: try again for up to two seconds,
+        // until the kernel shows no backing file.
+        let name = self.loop_dev.rsplit('/').next().unwrap_or_default();
+        let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
+        for attempt in 0..100 {
+            if attempt % 10 == 0 {
+                let _ = Command::new("losetup")
+                    .args(["-d", &self.loop_dev])
+                    .status();
+            }
+            if !backing.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
