@@ -31,6 +31,7 @@ pub mod fixup;
 pub mod info;
 pub mod limits;
 pub mod pipeline;
+pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod upload;

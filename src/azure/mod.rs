@@ -230,25 +230,17 @@ pub(crate) fn transport(what: &str, e: reqwest::Error) -> Error {
 
 /// Backoff with equal jitter for retry `attempt` (0-based).
 pub(crate) fn backoff(s: &Settings, attempt: u32) -> Duration {
-    let exp = s.backoff_base.saturating_mul(1u32 << attempt.min(16));
-    let cap = exp.min(s.backoff_max);
-    cap / 2 + cap.mul_f64(crate::source::ebs::jitter() / 2.0)
+    crate::retry::backoff(s.backoff_base, s.backoff_max, attempt)
 }
 
-/// The run's shared retry budget.
+/// The run's shared retry budget, with a cap per call.
 #[derive(Debug)]
-pub struct RetryBudget {
-    left: std::sync::atomic::AtomicU64,
-    total: u64,
-}
+pub struct RetryBudget(crate::retry::Budget);
 
 impl RetryBudget {
     /// A budget of `total` retries.
     pub fn new(total: u64) -> RetryBudget {
-        RetryBudget {
-            left: std::sync::atomic::AtomicU64::new(total),
-            total,
-        }
+        RetryBudget(crate::retry::Budget::new(total))
     }
 
     /// Takes retry number `attempt` (0-based) of one call, or says the run
@@ -266,19 +258,18 @@ impl RetryBudget {
 
     /// Takes one retry, or says the run must stop with `last` as the reason.
     pub fn take(&self, last: &Error) -> Result<(), Error> {
-        use std::sync::atomic::Ordering;
-        self.left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .map(|_| ())
-            .map_err(|_| Error::RetryBudget {
-                retries: self.total,
-                last: last.to_string(),
-            })
+        if self.0.take() {
+            return Ok(());
+        }
+        Err(Error::RetryBudget {
+            retries: self.0.total(),
+            last: last.to_string(),
+        })
     }
 
     /// Retries used so far.
     pub fn used(&self) -> u64 {
-        self.total - self.left.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.used()
     }
 }
 

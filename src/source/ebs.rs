@@ -263,7 +263,7 @@ struct Inner {
     settings: Settings,
     quotas: Arc<Quotas>,
     in_flight: InFlight,
-    retries_left: AtomicU64,
+    retries: crate::retry::Budget,
     /// Tokens of listed blocks not fetched yet (at most about a page).
     tokens: Mutex<HashMap<u64, String>>,
     first_page: Mutex<Option<Page>>,
@@ -335,7 +335,7 @@ impl EbsSource {
             settings: settings.clone(),
             quotas,
             in_flight: InFlight::new(settings.max_in_flight),
-            retries_left: AtomicU64::new(settings.retry_budget),
+            retries: crate::retry::Budget::new(settings.retry_budget),
             tokens: Mutex::new(HashMap::new()),
             first_page: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
@@ -528,10 +528,7 @@ impl Inner {
             }
             Failure::Transient(m) => m,
         };
-        let left = self
-            .retries_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if left.is_err() {
+        if !self.retries.take() {
             return Err(Error::RetryBudget {
                 snapshot: self.snapshot.clone(),
                 block,
@@ -540,13 +537,13 @@ impl Inner {
             });
         }
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        let exp = self
-            .settings
-            .backoff_base
-            .saturating_mul(1u32 << (*attempt).min(16));
-        let cap = exp.min(self.settings.backoff_max);
-        // Equal jitter: half fixed, half random, so retries spread out but still back off.
-        tokio::time::sleep(cap / 2 + cap.mul_f64(jitter() / 2.0)).await;
+        let s = &self.settings;
+        tokio::time::sleep(crate::retry::backoff(
+            s.backoff_base,
+            s.backoff_max,
+            *attempt,
+        ))
+        .await;
         *attempt += 1;
         Ok(())
     }
@@ -783,14 +780,6 @@ fn missing_credentials<E: std::error::Error + 'static, R: std::fmt::Debug>(
     ) && (text.contains("credentials") || text.contains("identity"))
 }
 
-/// A number in [0, 1) from the standard library's randomly keyed hasher.
-pub(crate) fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Walks a snapshot's listing page by page; optionally keeps the tokens
 /// where fetches (and refreshes) find them.
 struct Pager<'a> {
@@ -1024,13 +1013,5 @@ mod tests {
             let third = tokio::time::timeout(Duration::from_secs(5), f.acquire()).await;
             assert!(third.is_ok(), "a freed permit is handed on");
         });
-    }
-
-    #[test]
-    fn jitter_is_in_range() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j));
-        }
     }
 }
