@@ -24,18 +24,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// Why this host cannot run the test, if it cannot.
-fn cannot_use_loop_devices() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control (kernel without loop devices)".into());
-    }
-    None
-}
-
 fn attach(image: &Path) -> Option<String> {
     let out = Command::new("losetup")
         .args(["--find", "--show", "--read-only", image.to_str().unwrap()])

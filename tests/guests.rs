@@ -9,18 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-/// Why this host cannot mount guests, if it cannot.
-fn cannot_mount() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control (kernel without loop devices)".into());
-    }
-    None
-}
-
 fn guest(dir: &Path, flags: &[&str]) -> PathBuf {
     let out = dir.join("guest.raw");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-linux-guest");
@@ -59,7 +47,7 @@ fn has(report: &serde_json::Value, class: &str, needle: &str) -> bool {
 
 #[test]
 fn an_ec2_debian_guest_is_inspected() {
-    if let Some(why) = cannot_mount() {
+    if let Some(why) = cannot_use_loop_devices() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -101,7 +89,7 @@ fn an_ec2_debian_guest_is_inspected() {
 
 #[test]
 fn amazon_linux_and_missing_hyper_v_drivers_are_blockers() {
-    if let Some(why) = cannot_mount() {
+    if let Some(why) = cannot_use_loop_devices() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -120,7 +108,7 @@ fn amazon_linux_and_missing_hyper_v_drivers_are_blockers() {
 
 #[test]
 fn hostile_guests_fail_safely() {
-    if let Some(why) = cannot_mount() {
+    if let Some(why) = cannot_use_loop_devices() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -169,7 +157,7 @@ fn sha_file(p: &Path) -> Vec<u8> {
 
 #[test]
 fn fixup_edits_once_keeps_originals_and_checks_clean() {
-    if let Some(why) = cannot_mount() {
+    if let Some(why) = cannot_use_loop_devices() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -277,7 +265,7 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
 
 #[test]
 fn fixup_edits_what_a_bls_guest_boots_from() {
-    if let Some(why) = cannot_mount() {
+    if let Some(why) = cannot_use_loop_devices() {
         eprintln!("skipped: {why}");
         return;
     }

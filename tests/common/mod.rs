@@ -14,6 +14,18 @@ pub fn ebs2azure(args: &[&str]) -> Output {
         .expect("run ebs2azure")
 }
 
+/// Why this host cannot attach loop devices (root and /dev/loop-control needed), if it cannot.
+pub fn cannot_use_loop_devices() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control (kernel without loop devices)".into());
+    }
+    None
+}
+
 /// Runs a tool that the test needs; a missing tool fails the test with how to get it.
 pub fn tool(name: &str, args: &[&str]) -> Output {
     Command::new(name).args(args).output().unwrap_or_else(|e| {
