@@ -2,6 +2,7 @@
 //! dynamic VHD) to a fixed VHD ready for Azure, a dynamic VHD, or raw.
 
 use std::fmt;
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use diskformats::{Disk, Format, PartitionTable};
 use serde::Serialize;
 
+use crate::fixup;
 use crate::limits;
 use crate::pipeline::{self, Stats};
 use crate::sink::{self, vhd_file::FileOptions, BlockSink, VhdFileSink};
@@ -77,6 +79,9 @@ pub struct Options {
     pub ebs: ebs::Settings,
     /// Request quotas shared by every snapshot of the run.
     pub quotas: Arc<Quotas>,
+    /// Fix the guest up for Azure before the output is renamed into place
+    /// (OS disks; needs root and loop devices).
+    pub fixup: Option<fixup::apply::FixOptions>,
 }
 
 impl Default for Options {
@@ -88,6 +93,7 @@ impl Default for Options {
             file: FileOptions::default(),
             ebs: ebs::Settings::default(),
             quotas: Quotas::published(),
+            fixup: None,
         }
     }
 }
@@ -123,6 +129,9 @@ pub struct Report {
     /// What reading a snapshot took, for snapshot inputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ebs: Option<EbsReport>,
+    /// What the guest fix-up changed, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixup: Option<fixup::apply::Report>,
 }
 
 /// Retries and throttling seen while reading a snapshot.
@@ -159,6 +168,12 @@ pub enum Error {
     /// Input and output are the same file.
     #[error("the output {0} is the input itself; choose another output path")]
     SameFile(String),
+    /// The guest could not be fixed up; the output was not kept.
+    #[error("{0}; nothing was written to the output")]
+    Fixup(#[from] fixup::Error),
+    /// Fix-ups were asked for an output they cannot edit.
+    #[error("--fixup edits the guest in place, which a dynamic VHD does not allow; write a fixed VHD (the default) or raw")]
+    FixupFormat,
     /// Reading the input's partition table failed.
     #[error("cannot read the partition table of {path}: {source}")]
     PartitionTable {
@@ -185,6 +200,16 @@ pub struct Conversion {
 impl Conversion {
     /// Opens and checks the input and plans the output; nothing is written yet.
     pub fn prepare(input: &Input, output: &Path, opts: &Options) -> Result<Conversion, Error> {
+        if opts.fixup.is_some() {
+            // Found now, not after a long copy.
+            if opts.output_format == Format::VhdDynamic {
+                return Err(Error::FixupFormat);
+            }
+            fixup::mount::check_host()?;
+            if !opts.file.overwrite && fs::symlink_metadata(output).is_ok() {
+                return Err(sink::Error::Exists(output.display().to_string()).into());
+            }
+        }
         let path = match input {
             Input::Image(path) => path,
             Input::Snapshot(id) => {
@@ -285,12 +310,32 @@ impl Conversion {
     pub fn run(self, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, Error> {
         let started = Instant::now();
         let fmt = self.opts.output_format;
-        let sink = VhdFileSink::create(&self.output, fmt, self.virtual_size, self.opts.file)?;
+        // A guest to fix up is finished under the partial name, fixed up
+        // there, and renamed only then: OUTPUT never holds an unfixed guest.
+        let (written, file_opts) = if self.opts.fixup.is_some() {
+            let opts = FileOptions {
+                overwrite: true,
+                ..self.opts.file
+            };
+            (sink::vhd_file::partial_path(&self.output), opts)
+        } else {
+            (self.output.clone(), self.opts.file)
+        };
+        let sink = VhdFileSink::create(&written, fmt, self.virtual_size, file_opts)?;
         let stats = pipeline::copy(self.source.blocks(), &sink, &self.opts.pipeline, progress)?;
         for (offset, bytes) in &self.gpt_writes {
             sink.write_at(*offset, bytes)?;
         }
         sink.commit()?;
+        let fixup = match &self.opts.fixup {
+            Some(fix) => Some(fix_up_and_rename(
+                &written,
+                &self.output,
+                fix,
+                self.opts.file.sync,
+            )?),
+            None => None,
+        };
         let seconds = started.elapsed().as_secs_f64();
         let size = self.source.blocks().size();
         let (input_format, ebs) = match &self.source {
@@ -321,8 +366,42 @@ impl Conversion {
             throughput_mib_s: stats.bytes_read as f64 / (1 << 20) as f64 / seconds.max(1e-9),
             warnings: self.warnings,
             ebs,
+            fixup,
         })
     }
+}
+
+/// Fixes up the guest in `staged` and renames it to `output`; on failure
+/// `staged` is removed, so no unfixed or half-edited image stays behind.
+fn fix_up_and_rename(
+    staged: &Path,
+    output: &Path,
+    fix: &fixup::apply::FixOptions,
+    sync: bool,
+) -> Result<fixup::apply::Report, Error> {
+    let io = |action: &'static str, source| {
+        Error::Sink(sink::Error::Io {
+            action,
+            path: staged.display().to_string(),
+            source,
+        })
+    };
+    let result = fixup::apply::fixup(staged, fix)
+        .map_err(Error::from)
+        .and_then(|report| {
+            if sync {
+                // The loop device wrote through the page cache.
+                fs::File::open(staged)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| io("flush", e))?;
+            }
+            fs::rename(staged, output).map_err(|e| io("rename", e))?;
+            Ok(report)
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(staged);
+    }
+    result
 }
 
 /// Converts `input` to `output` in one call.

@@ -4,7 +4,8 @@
 //! The flow is `source` -> `pipeline` -> `sink`: a [`source::BlockSource`]
 //! lists the blocks that may hold data, the [`pipeline`] copies them with
 //! bounded concurrency and memory, and a [`sink::BlockSink`] takes positional
-//! writes. Operations sit on top: [`convert`] and [`info`].
+//! writes. Operations sit on top: [`convert`], [`info`], [`upload`] (and
+//! [`upload::migrate`] for data disks), [`fixup`] and [`os_disk`].
 //!
 //! # Example
 //!
@@ -30,6 +31,7 @@ pub mod convert;
 pub mod fixup;
 pub mod info;
 pub mod limits;
+pub mod os_disk;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;

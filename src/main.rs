@@ -11,6 +11,7 @@ use ebs2azure::azure::arm::{DiskRef, HyperVGeneration, OsType};
 use ebs2azure::convert::{Conversion, Input, Options, Report};
 use ebs2azure::diskformats::{Format, OpenOptions};
 use ebs2azure::info::{Info, SnapshotInfo};
+use ebs2azure::os_disk;
 use ebs2azure::pipeline;
 use ebs2azure::sink::vhd_file::FileOptions;
 use ebs2azure::source::ebs;
@@ -37,7 +38,7 @@ enum Command {
     /// direct APIs with the default AWS credential chain; only its written
     /// blocks are fetched.
     #[command(
-        after_help = "Examples:\n  ebs2azure convert snap-0123456789abcdef0 --out disk.vhd --region eu-west-1\n  ebs2azure convert disk.raw --out disk.vhd\n  ebs2azure convert /dev/nvme1n1 --out data.vhd --json\n  ebs2azure convert old.vhd --out disk.img --output-format raw"
+        after_help = "Examples:\n  ebs2azure convert snap-0123456789abcdef0 --out disk.vhd --region eu-west-1\n  ebs2azure convert disk.raw --out disk.vhd\n  ebs2azure convert /dev/nvme1n1 --out data.vhd --json\n  ebs2azure convert old.vhd --out disk.img --output-format raw\n  sudo ebs2azure convert snap-0123456789abcdef0 --out os.vhd --fixup"
     )]
     Convert {
         /// What to read: an EBS snapshot id (snap-...), a raw file, a block device, or a VHD (fixed or dynamic, detected from its footer).
@@ -68,6 +69,12 @@ enum Command {
         /// (faster; after a power loss OUTPUT may be incomplete).
         #[arg(long)]
         no_sync: bool,
+        /// Fix the guest up for Azure before OUTPUT is renamed into place
+        /// (OS disks; needs root and loop devices; see `ebs2azure fixup --help`).
+        #[arg(long)]
+        fixup: bool,
+        #[command(flatten)]
+        disks: DataDiskArgs,
         /// Print the summary as JSON on standard output.
         #[arg(long)]
         json: bool,
@@ -128,6 +135,8 @@ enum Command {
         /// Say what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        disks: DataDiskArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -156,13 +165,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stream an EBS snapshot into a new Azure managed disk, with no local copy (data disks).
+    /// Move an EBS snapshot into a new Azure managed disk: data disks stream with no local copy, OS disks are fixed up first.
     ///
     /// Reads the snapshot's written blocks through the EBS direct APIs and
-    /// sends their non-zero pages straight to the disk; the VHD footer is
-    /// made here. OS disks need fix-ups first: convert, fix up, then upload.
+    /// sends their non-zero pages to the disk; the VHD footer is made here.
+    /// An OS disk (--os-type linux) is staged to a local sparse VHD under
+    /// --staging-dir, fixed up so it boots on Azure (as `ebs2azure fixup`
+    /// does; needs root and loop devices), then uploaded with the Hyper-V
+    /// generation its boot mode needs; the fix-up report is in the summary.
+    /// The staged copy is removed after the upload, or kept for --resume if
+    /// the upload fails. --no-fixup streams an OS disk unchanged.
     #[command(
-        after_help = "Example:\n  ebs2azure migrate snap-0123456789abcdef0 --region eu-west-1 --subscription $SUB -g rg --disk-name db01-data --location westeurope"
+        after_help = "Examples:\n  ebs2azure migrate snap-0123456789abcdef0 --region eu-west-1 --subscription $SUB -g rg --disk-name db01-data --location westeurope\n  sudo ebs2azure migrate snap-0fedcba9876543210 --region eu-west-1 -g rg --disk-name web01-os --location westeurope --os-type linux"
     )]
     Migrate {
         /// The EBS snapshot id (snap-...).
@@ -176,6 +190,20 @@ enum Command {
         /// GetSnapshotBlock requests in flight [default: 96, lowered while throttled].
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
+        /// Upload an OS disk as it is, streamed, without fix-ups.
+        #[arg(long)]
+        no_fixup: bool,
+        /// Where an OS disk is staged; it needs room for the snapshot's written data.
+        #[arg(long, env = "EBS2AZURE_STAGING_DIR", default_value = "/var/tmp")]
+        staging_dir: PathBuf,
+        /// Keep the staged VHD of an OS disk after the upload.
+        #[arg(long)]
+        keep_staged: bool,
+        /// Upload an OS disk even when inspection finds it will not boot on Azure.
+        #[arg(long)]
+        allow_blockers: bool,
+        #[command(flatten)]
+        disks: DataDiskArgs,
         /// Print the summary as JSON on standard output.
         #[arg(long)]
         json: bool,
@@ -315,6 +343,45 @@ impl AzureArgs {
     }
 }
 
+/// The machine's other disks, for the guest's fstab.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Fix-ups")]
+struct DataDiskArgs {
+    /// Another disk of the machine as DEVICE=IMAGE (its EC2 device as fstab
+    /// names it, and a raw image or VHD of it), so fstab entries on that
+    /// device become UUIDs instead of being commented out (repeatable).
+    #[arg(long = "data-disk", value_name = "DEVICE=IMAGE", value_parser = parse_data_disk)]
+    data_disks: Vec<(String, PathBuf)>,
+}
+
+fn parse_data_disk(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((d, p)) if d.starts_with("/dev/") && !p.is_empty() => {
+            Ok((d.to_owned(), PathBuf::from(p)))
+        }
+        _ => Err(format!(
+            "{s:?} is not DEVICE=IMAGE, e.g. /dev/xvdf=data.vhd"
+        )),
+    }
+}
+
+impl DataDiskArgs {
+    fn fix_options(&self, dry_run: bool) -> Result<ebs2azure::fixup::apply::FixOptions, String> {
+        let data_disks = self
+            .data_disks
+            .iter()
+            .map(|(dev, path)| {
+                ebs2azure::fixup::apply::DataDisk::probe(dev, path)
+                    .map_err(|e| format!("--data-disk {dev}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ebs2azure::fixup::apply::FixOptions {
+            dry_run,
+            data_disks,
+        })
+    }
+}
+
 /// Where and how to reach AWS, for snapshot inputs.
 #[derive(clap::Args)]
 #[command(next_help_heading = "AWS (snapshot inputs)")]
@@ -389,10 +456,19 @@ fn main() -> ExitCode {
             concurrency,
             force,
             no_sync,
+            fixup,
+            disks,
             json,
             aws,
             limits,
         } => {
+            let fixup = match fixup.then(|| disks.fix_options(false)).transpose() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let input = Input::parse(&input);
             // For a snapshot it bounds the requests in flight; a few copy workers suffice.
             let workers = match input {
@@ -414,6 +490,7 @@ fn main() -> ExitCode {
                     sync: !no_sync,
                 },
                 ebs: aws.settings(&limits, concurrency),
+                fixup,
                 ..Default::default()
             };
             run_convert(&input, out, &opts, json)
@@ -447,9 +524,11 @@ fn main() -> ExitCode {
         Command::Fixup {
             image,
             dry_run,
+            disks,
             json,
-        } => ebs2azure::fixup::apply::fixup(&image, dry_run)
-            .map_err(|e| e.to_string())
+        } => disks
+            .fix_options(dry_run)
+            .and_then(|o| ebs2azure::fixup::apply::fixup(&image, &o).map_err(|e| e.to_string()))
             .and_then(|r| print_fixup(&r, json)),
         Command::Upload {
             vhd,
@@ -474,16 +553,39 @@ fn main() -> ExitCode {
             aws,
             limits,
             concurrency,
+            no_fixup,
+            staging_dir,
+            keep_staged,
+            allow_blockers,
+            disks,
             json,
         } => {
             let opts = upload::Options {
                 ebs: aws.settings(&limits, concurrency),
                 ..azure.options(&limits, None)
             };
-            with_progress(None, "read", |p| {
-                upload::migrate(&snapshot, &azure.target(), &opts, p)
-            })
-            .and_then(|r| print_upload(&r, json))
+            match azure.os_type {
+                Some(OsTypeArg::Linux) if !no_fixup => disks
+                    .fix_options(false)
+                    .and_then(|fix| {
+                        let staging = os_disk::Staging {
+                            dir: staging_dir,
+                            keep: keep_staged,
+                            allow_blockers,
+                            data_disks: fix.data_disks,
+                        };
+                        migrate_os_disk(&snapshot, &azure.target(), &opts, &staging)
+                    })
+                    .and_then(|r| print_os_disk(&r, json)),
+                Some(OsTypeArg::Windows) if !no_fixup => Err(
+                    "Windows guests cannot be fixed up yet; pass --no-fixup to upload the disk unchanged"
+                        .into(),
+                ),
+                _ => with_progress(None, "read", |p| {
+                    upload::migrate(&snapshot, &azure.target(), &opts, p)
+                })
+                .and_then(|r| print_upload(&r, json)),
+            }
         }
         Command::Verify {
             source,
@@ -582,6 +684,10 @@ fn print_report(r: &Report) {
         r.seconds,
         r.throughput_mib_s
     );
+    if let Some(f) = &r.fixup {
+        println!("fix-up report:");
+        print_fixup_changes(f);
+    }
 }
 
 fn print_info(i: &Info, json: bool) -> Result<(), String> {
@@ -724,13 +830,71 @@ fn with_progress<T, E: std::fmt::Display>(
     result.map_err(|e| e.to_string())
 }
 
+/// Runs an OS-disk migration with, on terminals, a line and a progress bar per step.
+fn migrate_os_disk(
+    snapshot: &str,
+    target: &upload::Target,
+    opts: &upload::Options,
+    staging: &os_disk::Staging,
+) -> Result<os_disk::Report, String> {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = std::sync::Mutex::new(ProgressBar::hidden());
+    let result = os_disk::migrate(snapshot, target, opts, staging, &|p| {
+        let Ok(mut bar) = bar.lock() else { return };
+        match p {
+            os_disk::Progress::Step(step) => {
+                bar.finish_and_clear();
+                if terminal {
+                    eprintln!("{snapshot}: {step}");
+                    *bar = ProgressBar::no_length();
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} [{elapsed_precise}] {bytes} ({bytes_per_sec})",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                }
+            }
+            os_disk::Progress::Bytes(n) => bar.inc(n),
+        }
+    });
+    if let Ok(bar) = bar.lock() {
+        bar.finish_and_clear();
+    }
+    result.map_err(|e| e.to_string())
+}
+
+fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
+    if json {
+        println!("{}", to_json(r)?);
+        return Ok(());
+    }
+    println!(
+        "fix-up report ({}):",
+        r.fixup
+            .inspection
+            .os
+            .as_ref()
+            .map_or("unknown OS", |o| o.name.as_str())
+    );
+    print_fixup(&r.fixup, false)?;
+    print_upload(&r.upload, false)?;
+    println!(
+        "staged copy {}: {}",
+        r.staged,
+        if r.staged_kept { "kept" } else { "removed" }
+    );
+    Ok(())
+}
+
 fn print_upload(r: &upload::Report, json: bool) -> Result<(), String> {
     if json {
         println!("{}", to_json(r)?);
         return Ok(());
     }
     println!(
-        "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s, {:.0} MiB/s; disk {} ({}); credential: {}",
+        "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s, {:.1} MiB/s; disk {} ({}); credential: {}",
         r.source,
         r.disk,
         HumanBytes(r.upload.bytes_sent),
@@ -877,24 +1041,35 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
 fn print_fixup(r: &ebs2azure::fixup::apply::Report, json: bool) -> Result<(), String> {
     if json {
         println!("{}", to_json(r)?);
-        return Ok(());
+    } else {
+        print_fixup_changes(r);
     }
+    Ok(())
+}
+
+/// The changes of a fix-up, then the blockers it cannot fix, one line each.
+fn print_fixup_changes(r: &ebs2azure::fixup::apply::Report) {
+    use ebs2azure::fixup::Class;
     let verb = if r.dry_run { "would change" } else { "changed" };
     if r.changes.is_empty() {
-        println!("nothing to change");
+        println!("  nothing to change");
     }
     for c in &r.changes {
         let state = match (&c.before, &c.after) {
-            (None, _) => "created",
-            (_, None) => "removed (kept as .ebs2azure-orig)",
-            _ => "edited (original kept as .ebs2azure-orig)",
+            (None, _) => "created".to_owned(),
+            (_, None) => format!("removed (kept as {})", c.original.as_deref().unwrap_or("-")),
+            _ => format!(
+                "edited (original kept as {})",
+                c.original.as_deref().unwrap_or("-")
+            ),
         };
-        println!("{verb} {}: {state}; {}", c.path, c.reason);
+        println!("  {verb} {}: {state}; {}", c.path, c.reason);
     }
     for f in &r.inspection.findings {
-        if f.class == ebs2azure::fixup::Class::Blocker {
-            println!("BLOCKER (not fixed here)  {}: {}", f.subject, f.message);
+        match f.class {
+            Class::Blocker => println!("  BLOCKER (not fixed here)  {}: {}", f.subject, f.message),
+            Class::Advice => println!("  advice  {}: {}", f.subject, f.message),
+            Class::Fixup => {}
         }
     }
-    Ok(())
 }

@@ -286,23 +286,6 @@ fn a_wrong_token_or_endpoint_is_one_clear_sentence() {
     assert!(e.contains("https"), "{e}");
 }
 
-/// `ebs2azure ARGS` reaching both emulators, on disk vol01 of resource group rg1.
-fn on_both(ebs: &Emulator, az: &Azure, args: &[&str]) -> std::process::Output {
-    let mut c = ebs.command(AWS_KEY_ID);
-    az.env(&mut c)
-        .args(args)
-        .args([
-            "--endpoint-url",
-            &ebs.endpoint,
-            "-g",
-            "rg1",
-            "--disk-name",
-            "vol01",
-        ])
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,9 +302,9 @@ fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let ebs = Emulator::start(&[]);
     let snap = ebs.seed(&raw, &[]);
     let az = Azure::start(&[]);
-    let out = on_both(
+    let out = az.with_ebs(
         &ebs,
-        &az,
+        "vol01",
         &["migrate", &snap, "--location", "westeurope", "--json"],
     );
     no_azure_secrets(&out);
@@ -333,7 +316,7 @@ fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let written: u64 = az.ranges("vol01").iter().map(|r| r.end - r.start).sum();
     assert_eq!(written, nonzero + 512);
 
-    let out = on_both(&ebs, &az, &["verify", &snap]);
+    let out = az.with_ebs(&ebs, "vol01", &["verify", &snap]);
     no_azure_secrets(&out);
     let text = ok(&out);
     assert!(text.contains("0 differ; footer ok"), "{text}");

@@ -47,10 +47,7 @@ fn has(report: &serde_json::Value, class: &str, needle: &str) -> bool {
 
 #[test]
 fn an_ec2_debian_guest_is_inspected() {
-    if let Some(why) = cannot_use_loop_devices() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    need_loop_devices!();
     let dir = tempfile::tempdir().unwrap();
     let raw = guest(dir.path(), &[]);
     let r = inspect(&raw);
@@ -75,7 +72,13 @@ fn an_ec2_debian_guest_is_inspected() {
     assert!(has(&r, "fixup", "70-persistent-net.rules"), "{r}");
     assert!(has(&r, "fixup", "datasource_list"), "{r}");
     assert!(has(&r, "advice", "udf"), "{r}");
-    assert!(has(&r, "advice", "ens5"), "{r}");
+    assert!(has(&r, "fixup", "/etc/netplan/50-cloud-init.yaml"), "{r}");
+    assert!(
+        has(&r, "fixup", "/etc/network/interfaces.d/50-cloud-init"),
+        "{r}"
+    );
+    // The ESP's grub.cfg is Debian's stub (no kernel line): nothing to change there.
+    assert!(!has(&r, "fixup", "/boot/efi"), "{r}");
     assert!(!has(&r, "blocker", ""), "no blockers expected: {r}");
 
     // A fixed VHD of the same disk reads the same; the text form says the same things.
@@ -89,10 +92,7 @@ fn an_ec2_debian_guest_is_inspected() {
 
 #[test]
 fn amazon_linux_and_missing_hyper_v_drivers_are_blockers() {
-    if let Some(why) = cannot_use_loop_devices() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    need_loop_devices!();
     let dir = tempfile::tempdir().unwrap();
     let r = inspect(&guest(dir.path(), &["--flavor", "amzn"]));
     assert_eq!(r["os"]["id"], "amzn");
@@ -108,10 +108,7 @@ fn amazon_linux_and_missing_hyper_v_drivers_are_blockers() {
 
 #[test]
 fn hostile_guests_fail_safely() {
-    if let Some(why) = cannot_use_loop_devices() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    need_loop_devices!();
     let dir = tempfile::tempdir().unwrap();
     // /etc/fstab climbs out of the guest: it is resolved inside the guest, never on the host.
     let raw = guest(dir.path(), &["--hostile"]);
@@ -125,7 +122,7 @@ fn hostile_guests_fail_safely() {
 
     // A corrupt superblock: one sentence, no loop device left behind.
     let raw = guest(dir.path(), &[]);
-    let root_start = 35_651_584u64; // partition 3 (sgdisk's default alignment)
+    let root_start = root_partition(&raw).start;
     let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
     // s_log_block_size = 40: no kernel mounts that.
     std::os::unix::fs::FileExt::write_all_at(&f, &40u32.to_le_bytes(), root_start + 1024 + 24)
@@ -142,12 +139,77 @@ fn hostile_guests_fail_safely() {
     assert!(has(&r, "blocker", "no partition holds a Linux root"), "{r}");
 }
 
-/// Reads guest files of the root filesystem (partition 3) through the library's read-only mount.
+/// The root partition (3) of a generated guest, from the library's probe.
+fn root_partition(image: &Path) -> ebs2azure::fixup::inspect::PartInfo {
+    ebs2azure::fixup::inspect::partitions(image)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.number == 3)
+        .unwrap()
+}
+
+/// Reads guest files of the root filesystem through the library's read-only mount.
 fn guest_file(image: &Path, path: &str) -> Option<String> {
-    let start = 35_651_584u64;
-    let size = std::fs::metadata(image).unwrap().len() - start - 33 * 512;
-    let m = ebs2azure::fixup::mount::Mounted::read_only(image, start, size, "ext4").unwrap();
+    use ebs2azure::fixup::guest::GuestFs;
+    let p = root_partition(image);
+    let m =
+        ebs2azure::fixup::mount::Mounted::read_only(image, p.start, p.size, &p.fs.kind).unwrap();
     m.read_text(path).unwrap()
+}
+
+/// Reads a file of the EFI system partition (2) through the library's FAT reader.
+fn esp_file(image: &Path, path: &str) -> Option<String> {
+    use ebs2azure::fixup::guest::GuestFs;
+    let p = ebs2azure::fixup::inspect::partitions(image)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.number == 2)
+        .unwrap();
+    let esp = ebs2azure::fixup::esp::Esp::open(image, p.start, p.size, false).unwrap();
+    esp.read_text(path).unwrap()
+}
+
+/// Runs a filesystem checker that takes no offset on a read-only loop
+/// device over one partition; true when it finds the filesystem clean.
+fn checks_clean(image: &Path, number: u32, checker: &[&str]) -> bool {
+    let p = ebs2azure::fixup::inspect::partitions(image)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.number == number)
+        .unwrap();
+    let dev = tool_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &p.start.to_string(),
+            "--sizelimit",
+            &p.size.to_string(),
+            path_str(image),
+        ],
+    );
+    let mut args: Vec<&str> = checker[1..].to_vec();
+    args.push(dev.trim());
+    let out = tool(checker[0], &args);
+    let _ = tool("losetup", &["-d", dev.trim()]);
+    if !out.status.success() {
+        eprintln!(
+            "{}: {}{}",
+            checker[0],
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
+}
+
+/// Asserts that a guest file is gone and kept as its original; returns the original.
+fn taken_out_of_use(image: &Path, path: &str) -> String {
+    assert!(guest_file(image, path).is_none(), "{path} is still there");
+    let orig = ebs2azure::fixup::apply::original_path(path);
+    guest_file(image, &orig).unwrap_or_else(|| panic!("{orig} was not kept"))
 }
 
 fn sha_file(p: &Path) -> Vec<u8> {
@@ -157,10 +219,7 @@ fn sha_file(p: &Path) -> Vec<u8> {
 
 #[test]
 fn fixup_edits_once_keeps_originals_and_checks_clean() {
-    if let Some(why) = cannot_use_loop_devices() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    need_loop_devices!();
     let dir = tempfile::tempdir().unwrap();
     let raw = guest(dir.path(), &[]);
 
@@ -174,7 +233,7 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
     ])))
     .unwrap();
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(dry["changes"].as_array().unwrap().len(), 6, "{dry}");
+    assert_eq!(dry["changes"].as_array().unwrap().len(), 8, "{dry}");
     assert_eq!(sha_file(&raw), before, "--dry-run wrote to the image");
     assert_eq!(loops_of(&raw), "");
 
@@ -195,6 +254,8 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
             "/boot/grub/grub.cfg",
             "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
             "/etc/udev/rules.d/70-persistent-net.rules",
+            "/etc/netplan/50-cloud-init.yaml",
+            "/etc/network/interfaces.d/50-cloud-init",
             "/etc/initramfs-tools/modules"
         ]
     );
@@ -227,14 +288,37 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
     );
     let ci = guest_file(&raw, "/etc/cloud/cloud.cfg.d/90_dpkg.cfg").unwrap();
     assert!(ci.contains("datasource_list: [ Azure, None ]"), "{ci}");
-    assert!(guest_file(&raw, "/etc/udev/rules.d/70-persistent-net.rules").is_none());
-    assert!(guest_file(
-        &raw,
-        "/etc/udev/rules.d/70-persistent-net.rules.ebs2azure-orig"
-    )
-    .is_some());
+    taken_out_of_use(&raw, "/etc/udev/rules.d/70-persistent-net.rules");
     let mods = guest_file(&raw, "/etc/initramfs-tools/modules").unwrap();
     assert!(mods.contains("hv_vmbus\nhv_storvsc\nhv_netvsc\n"), "{mods}");
+    // The network: DHCP on Azure's NIC in netplan and in ifupdown; ifupdown's
+    // original is hidden, since `source interfaces.d/*` would read it.
+    let netplan = guest_file(&raw, "/etc/netplan/50-cloud-init.yaml").unwrap();
+    assert!(
+        netplan.contains("driver: hv_netvsc") && netplan.contains("dhcp4: true"),
+        "{netplan}"
+    );
+    assert!(!netplan.contains("macaddress"), "{netplan}");
+    let ifupdown = guest_file(&raw, "/etc/network/interfaces.d/50-cloud-init").unwrap();
+    assert!(
+        ifupdown.contains("iface eth0 inet dhcp") && !ifupdown.contains("ens5"),
+        "{ifupdown}"
+    );
+    assert!(guest_file(
+        &raw,
+        "/etc/network/interfaces.d/.50-cloud-init.ebs2azure-orig"
+    )
+    .unwrap()
+    .contains("ens5"));
+    assert_eq!(
+        r["changes"][6]["original"],
+        "/etc/network/interfaces.d/.50-cloud-init.ebs2azure-orig"
+    );
+    // Debian's ESP holds a stub without kernel lines: left as it was.
+    assert!(esp_file(&raw, "/EFI/debian/grub.cfg")
+        .unwrap()
+        .contains("configfile"));
+    assert!(esp_file(&raw, "/EFI/debian/grub.cfg.ebs2azure-orig").is_none());
 
     // Idempotent: a second run changes nothing, and inspect has no fix-ups left.
     let again = ok(&ebs2azure(&["fixup", path_str(&raw)]));
@@ -242,39 +326,26 @@ fn fixup_edits_once_keeps_originals_and_checks_clean() {
     let after = inspect(&raw);
     assert!(!has(&after, "fixup", ""), "fix-ups left: {after}");
     // And the filesystem checks clean by the oracle too.
-    let start = 35_651_584u64;
-    let loopdev = tool_ok(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--read-only",
-            "--offset",
-            &start.to_string(),
-            path_str(&raw),
-        ],
-    );
-    let fsck = tool("e2fsck", &["-f", "-n", loopdev.trim()]);
-    let _ = tool("losetup", &["-d", loopdev.trim()]);
     assert!(
-        fsck.status.success(),
-        "e2fsck: {}",
-        String::from_utf8_lossy(&fsck.stdout)
+        checks_clean(&raw, 3, &["e2fsck", "-f", "-n"]),
+        "e2fsck found problems"
     );
 }
 
 #[test]
 fn fixup_edits_what_a_bls_guest_boots_from() {
-    if let Some(why) = cannot_use_loop_devices() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    need_loop_devices!();
     let dir = tempfile::tempdir().unwrap();
     let raw = guest(dir.path(), &["--flavor", "rhel"]);
     let before = inspect(&raw);
     assert_eq!(before["os"]["id"], "rhel");
+    assert_eq!(before["partitions"][2]["fs"]["kind"], "xfs");
     assert!(has(&before, "fixup", "grubenv"), "{before}");
-    assert!(has(&before, "advice", "HWADDR"), "{before}");
+    assert!(has(&before, "fixup", "ifcfg-ens5"), "{before}");
+    assert!(
+        has(&before, "fixup", "/boot/efi/EFI/redhat/grub.cfg"),
+        "{before}"
+    );
     ok(&ebs2azure(&["fixup", path_str(&raw)]));
     assert_eq!(loops_of(&raw), "");
     // grubenv keeps its fixed 1024 bytes; the BLS entry takes $kernelopts from it.
@@ -295,7 +366,287 @@ fn fixup_edits_what_a_bls_guest_boots_from() {
         dracut.contains("add_drivers+=\" hv_vmbus hv_storvsc hv_netvsc \""),
         "{dracut}"
     );
+    // The network: the MAC-pinned ifcfg-ens5 is out of use (kept hidden, since
+    // network-scripts reads every ifcfg-*), eth0 has DHCP, the NetworkManager
+    // keyfile no longer names the MAC, cloud-init's EC2 network config is off.
+    assert!(guest_file(&raw, "/etc/sysconfig/network-scripts/ifcfg-ens5").is_none());
+    assert!(guest_file(
+        &raw,
+        "/etc/sysconfig/network-scripts/.ifcfg-ens5.ebs2azure-orig"
+    )
+    .unwrap()
+    .contains("HWADDR"));
+    let eth0 = guest_file(&raw, "/etc/sysconfig/network-scripts/ifcfg-eth0").unwrap();
+    assert!(
+        eth0.contains("DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=dhcp"),
+        "{eth0}"
+    );
+    let nm = guest_file(
+        &raw,
+        "/etc/NetworkManager/system-connections/cloud-init-ens5.nmconnection",
+    )
+    .unwrap();
+    assert!(
+        nm.contains("interface-name=eth0") && !nm.contains("mac-address"),
+        "{nm}"
+    );
+    taken_out_of_use(&raw, "/etc/cloud/cloud.cfg.d/99-ec2-network.cfg");
+    // The ESP's full grub.cfg (edited through the FAT library), original beside it.
+    let efi = esp_file(&raw, "/EFI/redhat/grub.cfg").unwrap();
+    assert!(
+        efi.contains("linuxefi /vmlinuz-6.1.0-28-cloud-amd64 root=UUID=x ro console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300\n"),
+        "{efi}"
+    );
+    assert!(esp_file(&raw, "/EFI/redhat/grub.cfg.ebs2azure-orig")
+        .unwrap()
+        .contains("console=hvc0"));
+
     let again = ok(&ebs2azure(&["fixup", path_str(&raw)]));
     assert!(again.contains("nothing to change"), "{again}");
     assert!(!has(&inspect(&raw), "fixup", ""));
+    // The oracles: xfs_repair on the root, fsck.vfat on the ESP.
+    assert!(
+        checks_clean(&raw, 3, &["xfs_repair", "-n"]),
+        "xfs_repair found problems"
+    );
+    assert!(
+        checks_clean(&raw, 2, &["fsck.vfat", "-n"]),
+        "fsck.vfat found problems"
+    );
+}
+
+#[test]
+fn data_disks_given_to_fixup_are_mounted_by_uuid() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &[]);
+    // /dev/xvdf in the guest's fstab: an XFS filesystem on the whole disk.
+    let data = dir.path().join("data.raw");
+    sparse_file(&data, 320 << 20, &[]);
+    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
+    let uuid = ebs2azure::fixup::inspect::partitions(&data).unwrap()[0]
+        .fs
+        .uuid
+        .clone()
+        .unwrap();
+
+    let bad = ebs2azure(&["fixup", path_str(&raw), "--data-disk", "xvdf"]);
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        e.contains("is not DEVICE=IMAGE, e.g. /dev/xvdf=data.vhd"),
+        "{e}"
+    );
+    // Without the disk the entry is commented out; given it later, it comes back by UUID.
+    ok(&ebs2azure(&["fixup", path_str(&raw)]));
+    assert!(guest_file(&raw, "/etc/fstab")
+        .unwrap()
+        .contains("# /dev/xvdf"));
+    let disk = format!("/dev/sdf={}", path_str(&data));
+    let r: serde_json::Value = serde_json::from_str(&ok(&ebs2azure(&[
+        "fixup",
+        path_str(&raw),
+        "--data-disk",
+        &disk,
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(r["changes"][0]["path"], "/etc/fstab", "{r}");
+    let fstab = guest_file(&raw, "/etc/fstab").unwrap();
+    assert!(
+        fstab.contains(&format!("UUID={uuid}\t/data\txfs\tdefaults,nofail")),
+        "{fstab}"
+    );
+    assert!(!fstab.contains("/dev/xvdf"), "{fstab}");
+    assert_eq!(loops_of(&raw), "");
+}
+
+#[test]
+fn convert_fixup_writes_a_fixed_up_vhd_or_nothing() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &[]);
+    let before = sha_file(&raw);
+    let vhd = dir.path().join("os.vhd");
+    let r = convert_json(&raw, &vhd, &["--fixup"]);
+    assert_eq!(r["output_format"], "vhd-fixed");
+    assert_eq!(r["fixup"]["changes"].as_array().unwrap().len(), 8, "{r}");
+    assert_eq!(sha_file(&raw), before, "the input was changed");
+    assert!(!dir.path().join("os.vhd.partial").exists());
+    assert_eq!(loops_of(&vhd), "");
+    assert_eq!(qemu_info(&vhd, "vpc")["format"], "vpc");
+    assert!(guest_file(&vhd, "/etc/fstab").unwrap().contains("UUID="));
+    let dry = ok(&ebs2azure(&["fixup", path_str(&vhd), "--dry-run"]));
+    assert!(
+        dry.contains("nothing to change") && !dry.contains("would change"),
+        "{dry}"
+    );
+    // The text summary carries the report.
+    let text = ok(&convert(&raw, &dir.path().join("os2.vhd"), &["--fixup"]));
+    assert!(
+        text.contains("fix-up report:") && text.contains("changed /etc/fstab"),
+        "{text}"
+    );
+
+    // Not an OS disk: refused after the copy, and neither OUTPUT nor a partial stays.
+    let data = dir.path().join("data.raw");
+    sparse_file(&data, 64 << 20, &[(0, noise(4, 1 << 20))]);
+    let out = dir.path().join("data.vhd");
+    let e = fails(&convert(&data, &out, &["--fixup"]));
+    assert!(
+        e.contains("no Linux root filesystem") || e.contains("no partition"),
+        "{e}"
+    );
+    assert!(e.contains("nothing was written"), "{e}");
+    assert!(!out.exists() && !dir.path().join("data.vhd.partial").exists());
+    // A dynamic VHD cannot be edited in place: refused before the copy.
+    let e = fails(&convert(
+        &raw,
+        &dir.path().join("d.vhd"),
+        &["--fixup", "--output-format", "vhd-dynamic"],
+    ));
+    assert!(e.contains("fixed VHD"), "{e}");
+}
+
+/// `ebs2azure migrate SNAP --os-type linux` reaching both emulators, to disk
+/// `name` of resource group rg1, staging in `staging`.
+fn migrate_os(
+    ebs: &Emulator,
+    az: &Azure,
+    snap: &str,
+    name: &str,
+    staging: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "migrate",
+        snap,
+        "--os-type",
+        "linux",
+        "--location",
+        "westeurope",
+    ];
+    args.extend(["--staging-dir", path_str(staging)]);
+    args.extend(extra);
+    az.with_ebs(ebs, name, &args)
+}
+
+#[test]
+fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let raw = guest(dir.path(), &["--size", "1G"]);
+    let ebs = Emulator::start(&[]);
+    let snap = ebs.seed(&raw, &[]);
+    let az = Azure::start(&["--proxy", "1"]);
+
+    // Staged, fixed up, uploaded; the staged copy is removed afterwards.
+    let out = migrate_os(&ebs, &az, &snap, "web01-os", &staging, &["--json"]);
+    no_azure_secrets(&out);
+    no_secrets(&out);
+    let r: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(r["upload"]["state"], "Unattached", "{r}");
+    assert_eq!(r["fixup"]["changes"].as_array().unwrap().len(), 8, "{r}");
+    assert_eq!(r["staged_kept"], false);
+    let staged = PathBuf::from(r["staged"].as_str().unwrap());
+    assert!(staged.starts_with(&staging), "{}", staged.display());
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "staged files left"
+    );
+    let disk = az.disk("web01-os").unwrap();
+    assert_eq!(disk["osType"], "Linux");
+    assert_eq!(
+        disk["hyperVGeneration"], "V1",
+        "from the guest's boot mode: {disk}"
+    );
+    // The disk's guest is fixed up, and its filesystem checks clean.
+    let back = dir.path().join("back.vhd");
+    az.download("web01-os", &back);
+    assert!(guest_file(&back, "/etc/fstab").unwrap().contains("UUID="));
+    assert!(checks_clean(&back, 3, &["e2fsck", "-f", "-n"]));
+    assert_eq!(loops_of(&back), "");
+
+    // An interrupted upload keeps the staged copy, and --resume sends that very
+    // copy (kept here, to compare), not a new one.
+    // (The proxy counts writes over the emulator's life: three more get through.)
+    let so_far = az.stats()["put_page_requests"].as_u64().unwrap();
+    az.faults(&format!(r#"{{"fail_writes_after": {}}}"#, so_far + 3));
+    let out = migrate_os(
+        &ebs,
+        &az,
+        &snap,
+        "web02-os",
+        &staging,
+        &["--retry-budget", "2"],
+    );
+    no_azure_secrets(&out);
+    let e = fails(&out);
+    assert!(e.contains("--resume") && e.contains("stays at"), "{e}");
+    assert!(staged.exists());
+    az.faults(r#"{"fail_writes_after": 0}"#);
+    let out = migrate_os(
+        &ebs,
+        &az,
+        &snap,
+        "web02-os",
+        &staging,
+        &["--resume", "--keep-staged", "--json"],
+    );
+    let r: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(r["upload"]["resumed"], true);
+    assert!(
+        r.get("staging").is_none(),
+        "--resume must not stage again: {r}"
+    );
+    assert!(
+        r["upload"]["upload"]["bytes_already_there"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{r}"
+    );
+    az.download("web02-os", &back);
+    assert_eq!(
+        sha_file(&back),
+        sha_file(&staged),
+        "the disk is not the staged copy"
+    );
+    // Lost staged copy: --resume refuses rather than send other bytes.
+    for f in std::fs::read_dir(&staging).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let e = fails(&migrate_os(
+        &ebs,
+        &az,
+        &snap,
+        "web02-os",
+        &staging,
+        &["--resume"],
+    ));
+    assert!(e.contains("--resume needs the fixed-up copy"), "{e}");
+
+    // --no-fixup streams it unchanged: the disk is the snapshot.
+    let out = migrate_os(&ebs, &az, &snap, "web03-os", &staging, &["--no-fixup"]);
+    ok(&out);
+    az.download("web03-os", &back);
+    assert!(guest_file(&back, "/etc/fstab")
+        .unwrap()
+        .contains("/dev/nvme0n1p1"));
+
+    // A guest that will not boot on Azure: nothing is created, nothing stays staged.
+    let amzn_dir = dir.path().join("amzn");
+    std::fs::create_dir(&amzn_dir).unwrap();
+    let amzn = guest(&amzn_dir, &["--flavor", "amzn", "--size", "1G"]);
+    let snap = ebs.seed(&amzn, &[]);
+    let e = fails(&migrate_os(&ebs, &az, &snap, "al-os", &staging, &[]));
+    assert!(
+        e.contains("will not boot on Azure") && e.contains("--allow-blockers"),
+        "{e}"
+    );
+    assert_eq!(az.state("al-os"), None);
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 }

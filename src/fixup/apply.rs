@@ -6,10 +6,12 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::inspect::{inspect, PartInfo, Report as Inspection};
+use super::esp::Esp;
+use super::guest::GuestFs;
+use super::inspect::{inspect, partitions, PartInfo, Report as Inspection};
 use super::mount::Mounted;
 use super::Error;
 
@@ -23,7 +25,7 @@ pub const AZURE_CMDLINE: [&str; 3] = [
 pub const ORIG: &str = ".ebs2azure-orig";
 
 /// One change made (or, with `--dry-run`, to be made).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Change {
     /// Guest path.
     pub path: String,
@@ -33,10 +35,13 @@ pub struct Change {
     pub before: Option<String>,
     /// SHA-256 after (none: removed, kept as the original).
     pub after: Option<String>,
+    /// Where the original is kept in the guest (none: the file is new).
+    #[serde(default)]
+    pub original: Option<String>,
 }
 
 /// What `fixup` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// True when nothing was written.
     pub dry_run: bool,
@@ -55,13 +60,51 @@ fn sha(b: &[u8]) -> String {
 
 /// What to do to one file.
 enum Edit {
+    /// Make its contents this (created 0644 if new).
     Write(String),
+    /// The same, created owner-only if new (NetworkManager refuses others).
+    WritePrivate(String),
+    /// Take it out of use, keeping it as the original.
     Remove,
+}
+
+/// One planned edit: the guest path, why, and what.
+struct Planned {
+    path: String,
+    reason: String,
+    edit: Edit,
+}
+
+fn planned(path: impl Into<String>, reason: impl Into<String>, edit: Edit) -> Planned {
+    Planned {
+        path: path.into(),
+        reason: reason.into(),
+        edit,
+    }
+}
+
+/// Directories whose readers take every file name (or every `ifcfg-*`):
+/// an original kept there as `NAME.ebs2azure-orig` would still be read, so
+/// it is kept hidden, as `.NAME.ebs2azure-orig`.
+const READ_WHOLE: [&str; 3] = [
+    "/etc/sysconfig/network-scripts",
+    "/etc/network/interfaces.d",
+    "/etc/NetworkManager/system-connections",
+];
+
+/// Where the original of the guest file `path` is kept.
+pub fn original_path(path: &str) -> String {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if READ_WHOLE.contains(&dir) {
+        format!("{dir}/.{name}{ORIG}")
+    } else {
+        format!("{path}{ORIG}")
+    }
 }
 
 /// The partition number of an AWS device path on the root disk, if it is one
 /// (`/dev/xvda1`, `/dev/sda1`, `/dev/nvme0n1p1`).
-fn root_disk_partition(spec: &str) -> Option<u32> {
+pub(crate) fn root_disk_partition(spec: &str) -> Option<u32> {
     let rest = spec
         .strip_prefix("/dev/nvme0n1p")
         .or_else(|| spec.strip_prefix("/dev/xvda"))
@@ -75,11 +118,78 @@ fn is_device_path(spec: &str) -> bool {
         .any(|p| spec.starts_with(p))
 }
 
+/// Another disk of the same machine, so fstab entries naming its device can
+/// be turned into UUIDs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DataDisk {
+    /// Its device on EC2, as fstab names it (`/dev/xvdf`, `/dev/sdf`, `/dev/nvme1n1`).
+    pub device: String,
+    /// Its partitions (number 0: a filesystem on the whole disk).
+    pub partitions: Vec<PartInfo>,
+}
+
+impl DataDisk {
+    /// Reads the partition table and filesystem UUIDs of the image at `path`.
+    pub fn probe(device: &str, path: &Path) -> Result<DataDisk, Error> {
+        Ok(DataDisk {
+            device: device.to_owned(),
+            partitions: partitions(path)?,
+        })
+    }
+
+    /// The UUID of the filesystem `spec` names on this disk, if it is one.
+    fn uuid_of(&self, spec: &str) -> Option<String> {
+        let names = |d: &str| -> Vec<String> {
+            let mut v = vec![d.to_owned()];
+            // Xen and SCSI names of one EC2 device are interchangeable.
+            if let Some(r) = d.strip_prefix("/dev/xvd") {
+                v.push(format!("/dev/sd{r}"));
+            } else if let Some(r) = d.strip_prefix("/dev/sd") {
+                v.push(format!("/dev/xvd{r}"));
+            }
+            v
+        };
+        let number = names(&self.device).into_iter().find_map(|d| {
+            let rest = spec.strip_prefix(d.as_str())?;
+            if rest.is_empty() {
+                return Some(0);
+            }
+            rest.strip_prefix('p').unwrap_or(rest).parse::<u32>().ok()
+        })?;
+        let found = self.partitions.iter().find(|p| p.number == number);
+        // A bare device whose only filesystem is its first partition.
+        let found = match (found, number) {
+            (None, 0) if self.partitions.len() == 1 => self.partitions.first(),
+            (f, _) => f,
+        };
+        found.and_then(|p| p.fs.uuid.clone())
+    }
+}
+
 /// /etc/fstab with device paths made UUID=, foreign and instance-store
 /// entries commented out, and nofail on non-root data mounts.
-pub fn fix_fstab(text: &str, root_uuid: Option<&str>, parts: &[PartInfo]) -> String {
+pub fn fix_fstab(
+    text: &str,
+    root_uuid: Option<&str>,
+    parts: &[PartInfo],
+    data_disks: &[DataDisk],
+) -> String {
     let mut out = String::new();
-    for line in text.lines() {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let mut line = lines[i];
+        i += 1;
+        // An entry an earlier run commented out comes back once its disk is known.
+        if line.starts_with("# ebs2azure: ") && line.contains("another EBS volume") {
+            if let Some(orig) = lines.get(i).and_then(|l| l.strip_prefix("# ")) {
+                let spec = orig.split_whitespace().next().unwrap_or_default();
+                if data_disks.iter().any(|d| d.uuid_of(spec).is_some()) {
+                    line = orig;
+                    i += 1;
+                }
+            }
+        }
         let t = line.trim();
         let w: Vec<&str> = t.split_whitespace().collect();
         if t.starts_with('#') || w.len() < 3 {
@@ -93,12 +203,14 @@ pub fn fix_fstab(text: &str, root_uuid: Option<&str>, parts: &[PartInfo]) -> Str
             let uuid = if mp == "/" {
                 root_uuid.map(str::to_owned)
             } else {
-                root_disk_partition(spec).and_then(|n| {
-                    parts
-                        .iter()
-                        .find(|p| p.number == n)
-                        .and_then(|p| p.fs.uuid.clone())
-                })
+                root_disk_partition(spec)
+                    .and_then(|n| {
+                        parts
+                            .iter()
+                            .find(|p| p.number == n)
+                            .and_then(|p| p.fs.uuid.clone())
+                    })
+                    .or_else(|| data_disks.iter().find_map(|d| d.uuid_of(spec)))
             };
             let instance_store = mp.starts_with("/media/ephemeral")
                 || (mp == "/mnt" && spec.starts_with("/dev/xvdb"));
@@ -108,7 +220,7 @@ pub fn fix_fstab(text: &str, root_uuid: Option<&str>, parts: &[PartInfo]) -> Str
                     let why = if instance_store {
                         "an EC2 instance-store volume, which does not move to Azure"
                     } else {
-                        "another EBS volume: migrate it too and mount it here by UUID"
+                        "another EBS volume: migrate it too and mount it by UUID (or pass it with --data-disk DEVICE=IMAGE)"
                     };
                     out.push_str(&format!("# ebs2azure: {spec} is {why}\n# {line}\n"));
                     continue;
@@ -271,8 +383,197 @@ pub fn fix_initramfs_modules(text: &str) -> String {
     out
 }
 
-/// The planned edits for the guest mounted at `m`.
-fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Error> {
+/// netplan for DHCP on Azure's NIC: the synthetic (hv_netvsc) one, named
+/// eth0, as Azure's own images have it; the accelerated-networking VF that
+/// shares its MAC is left alone.
+pub const NETPLAN_ETH0: &str = "# Written by ebs2azure: DHCP on Azure's network interface (the EC2 original is kept beside this file)
+network:
+  version: 2
+  ethernets:
+    eth0:
+      match:
+        driver: hv_netvsc
+      set-name: eth0
+      dhcp4: true
+";
+
+/// An ifcfg file for DHCP on eth0 (RHEL-family network-scripts).
+pub const IFCFG_ETH0: &str = "# Written by ebs2azure: DHCP on Azure's network interface
+DEVICE=eth0
+ONBOOT=yes
+BOOTPROTO=dhcp
+TYPE=Ethernet
+USERCTL=no
+PEERDNS=yes
+IPV6INIT=no
+";
+
+/// An ifupdown stanza for DHCP on eth0.
+pub const INTERFACES_ETH0: &str = "# Written by ebs2azure: DHCP on Azure's network interface
+auto eth0
+iface eth0 inet dhcp
+";
+
+/// A NetworkManager keyfile for DHCP on eth0.
+pub const NM_ETH0: &str = "# Written by ebs2azure: DHCP on Azure's network interface
+[connection]
+id=eth0
+type=ethernet
+interface-name=eth0
+
+[ipv4]
+method=auto
+
+[ipv6]
+method=auto
+";
+
+/// /etc/network/interfaces keeping loopback and `source` lines, with DHCP on eth0.
+pub fn fix_interfaces(text: &str) -> String {
+    let mut out = String::from("# Written by ebs2azure: DHCP on Azure's network interface\n");
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let keep = matches!(w.first(), Some(&"source") | Some(&"source-directory"))
+            || w.get(1) == Some(&"lo") && matches!(w[0], "auto" | "iface" | "allow-hotplug");
+        if keep {
+            out.push_str(l.trim());
+            out.push('\n');
+        }
+    }
+    out.push_str("auto eth0\niface eth0 inet dhcp\n");
+    out
+}
+
+/// True when an ifupdown file configures an interface other than lo and eth0.
+fn names_other_interface(text: &str) -> bool {
+    text.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.first() == Some(&"iface") && !matches!(w.get(1), Some(&"lo") | Some(&"eth0"))
+    })
+}
+
+/// True when an ifcfg file pins its interface to a MAC address.
+fn ifcfg_pinned(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim();
+        (l.starts_with("HWADDR=") || l.starts_with("MACADDR=")) && l.len() > 7
+    })
+}
+
+/// The edits that give the guest DHCP on eth0 where its network
+/// configuration is pinned to the AWS NIC (by MAC address, or generated by
+/// cloud-init for EC2's ens5), in the distribution's own format.
+fn network_plan(m: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
+    let mut edits = Vec::new();
+    const PINNED: &str = "it pins the network to the AWS NIC (its MAC address or EC2's interface name), so Azure's NIC would get no address; DHCP on eth0 instead";
+    for n in m.list("/etc/netplan")? {
+        if !n.ends_with(".yaml") {
+            continue;
+        }
+        let f = format!("/etc/netplan/{n}");
+        let t = m.read_text(&f)?.unwrap_or_default();
+        let generated = n == "50-cloud-init.yaml" && !t.contains("hv_netvsc");
+        if t.contains("macaddress") || generated {
+            edits.push(planned(f, PINNED, Edit::Write(NETPLAN_ETH0.into())));
+        }
+    }
+    let dir = "/etc/sysconfig/network-scripts";
+    let mut eth0_needed = false;
+    for n in m.list(dir)? {
+        if !n.starts_with("ifcfg-") || n == "ifcfg-lo" || n.contains(ORIG) {
+            continue;
+        }
+        let f = format!("{dir}/{n}");
+        let t = m.read_text(&f)?.unwrap_or_default();
+        if !ifcfg_pinned(&t) {
+            continue;
+        }
+        if n == "ifcfg-eth0" {
+            edits.push(planned(f, PINNED, Edit::Write(IFCFG_ETH0.into())));
+        } else {
+            edits.push(planned(f, PINNED, Edit::Remove));
+            eth0_needed = true;
+        }
+    }
+    if eth0_needed && !m.exists(&format!("{dir}/ifcfg-eth0"))? {
+        edits.push(planned(
+            format!("{dir}/ifcfg-eth0"),
+            "Azure's NIC is eth0: DHCP on it replaces the pinned configuration",
+            Edit::Write(IFCFG_ETH0.into()),
+        ));
+    }
+    if let Some(t) = m.read_text("/etc/network/interfaces")? {
+        if t.contains("hwaddress") || names_other_interface(&t) {
+            edits.push(planned(
+                "/etc/network/interfaces",
+                PINNED,
+                Edit::Write(fix_interfaces(&t)),
+            ));
+        }
+    }
+    for n in m.list("/etc/network/interfaces.d")? {
+        if n.starts_with('.') {
+            continue;
+        }
+        let f = format!("/etc/network/interfaces.d/{n}");
+        let t = m.read_text(&f)?.unwrap_or_default();
+        if t.contains("hwaddress") || names_other_interface(&t) {
+            edits.push(planned(f, PINNED, Edit::Write(INTERFACES_ETH0.into())));
+        }
+    }
+    let dir = "/etc/NetworkManager/system-connections";
+    for n in m.list(dir)? {
+        if n.starts_with('.') {
+            continue;
+        }
+        let f = format!("{dir}/{n}");
+        let t = m.read_text(&f)?.unwrap_or_default();
+        if t.lines().any(|l| l.trim().starts_with("mac-address=")) {
+            edits.push(planned(f, PINNED, Edit::WritePrivate(NM_ETH0.into())));
+        }
+    }
+    Ok(edits)
+}
+
+/// True for a cloud-init file written for EC2 only.
+pub(crate) fn ec2_only(name: &str) -> bool {
+    name.to_ascii_lowercase().contains("ec2") || name == "50-curtin-networking.cfg"
+}
+
+/// The edits to the bootloader files on the EFI system partition: a full
+/// grub.cfg (RHEL 8 keeps one there) and grubenv's kernelopts.
+fn esp_plan(esp: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
+    let mut edits = Vec::new();
+    for vendor in esp.list("/EFI")? {
+        let cfg = format!("/EFI/{vendor}/grub.cfg");
+        if let Some(t) = esp.read_text(&cfg)? {
+            edits.push(planned(
+                cfg,
+                "UEFI firmware starts the GRUB on the EFI system partition, which reads this grub.cfg: its kernel lines need the serial console too",
+                Edit::Write(fix_grub_cfg(&t)),
+            ));
+        }
+        let env = format!("/EFI/{vendor}/grubenv");
+        if let Some(d) = esp.read(&env)? {
+            if String::from_utf8_lossy(&d).contains("kernelopts=") {
+                let Some(new) = fix_grubenv(&d) else {
+                    return Err(Error::Guest(format!(
+                        "{env} on the EFI system partition: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
+                    )));
+                };
+                edits.push(planned(
+                    env,
+                    "BLS entries take the kernel command line from grubenv's kernelopts",
+                    Edit::Write(String::from_utf8_lossy(&new).into_owned()),
+                ));
+            }
+        }
+    }
+    Ok(edits)
+}
+
+/// The planned edits for the guest root filesystem `m`.
+fn plan(m: &dyn GuestFs, ins: &Inspection, data_disks: &[DataDisk]) -> Result<Vec<Planned>, Error> {
     let mut edits = Vec::new();
     let root_part = ins
         .partitions
@@ -280,24 +581,24 @@ fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Er
         .find(|p| Some(p.number) == ins.root_partition);
     let root_uuid = root_part.and_then(|p| p.fs.uuid.as_deref());
     if let Some(t) = m.read_text("/etc/fstab")? {
-        edits.push((
-            "/etc/fstab".into(),
-            "AWS device names do not exist on Azure: mount by UUID, comment out volumes that do not move, nofail on data disks".into(),
-            Edit::Write(fix_fstab(&t, root_uuid, &ins.partitions)),
+        edits.push(planned(
+            "/etc/fstab",
+            "AWS device names do not exist on Azure: mount by UUID, comment out volumes that do not move, nofail on data disks",
+            Edit::Write(fix_fstab(&t, root_uuid, &ins.partitions, data_disks)),
         ));
     }
     if let Some(t) = m.read_text("/etc/default/grub")? {
-        edits.push((
-            "/etc/default/grub".into(),
-            "Azure's serial console and boot diagnostics need console=ttyS0; Xen console settings do nothing on Hyper-V".into(),
+        edits.push(planned(
+            "/etc/default/grub",
+            "Azure's serial console and boot diagnostics need console=ttyS0; Xen console settings do nothing on Hyper-V",
             Edit::Write(fix_grub(&t)),
         ));
     }
     for f in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
         if let Some(t) = m.read_text(f)? {
-            edits.push((
-                f.into(),
-                "the bootloader reads grub.cfg, not /etc/default/grub, until it is regenerated: its kernel lines need the serial console too".into(),
+            edits.push(planned(
+                f,
+                "the bootloader reads grub.cfg, not /etc/default/grub, until it is regenerated: its kernel lines need the serial console too",
                 Edit::Write(fix_grub_cfg(&t)),
             ));
         }
@@ -308,9 +609,9 @@ fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Er
         }
         let f = format!("/boot/loader/entries/{n}");
         if let Some(t) = m.read_text(&f)? {
-            edits.push((
+            edits.push(planned(
                 f,
-                "BLS entries carry the kernel command line the bootloader uses".into(),
+                "BLS entries carry the kernel command line the bootloader uses",
                 Edit::Write(fix_bls(&t)),
             ));
         }
@@ -323,9 +624,9 @@ fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Er
                         "{f}: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
                     )));
                 };
-                edits.push((
-                    f.into(),
-                    "BLS entries take the kernel command line from grubenv's kernelopts".into(),
+                edits.push(planned(
+                    f,
+                    "BLS entries take the kernel command line from grubenv's kernelopts",
                     Edit::Write(String::from_utf8_lossy(&new).into_owned()),
                 ));
             }
@@ -339,10 +640,17 @@ fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Er
             .map(|n| format!("/etc/cloud/cloud.cfg.d/{n}")),
     );
     for f in cloud {
-        if let Some(t) = m.read_text(&f)? {
-            edits.push((
+        let name = f.rsplit('/').next().unwrap_or_default();
+        if f.starts_with("/etc/cloud/cloud.cfg.d/") && ec2_only(name) {
+            edits.push(planned(
                 f,
-                "cloud-init must ask Azure, not the EC2 metadata service".into(),
+                "this cloud-init configuration was written for EC2 (its metadata service or its NIC); renamed away from *.cfg, cloud-init no longer reads it",
+                Edit::Remove,
+            ));
+        } else if let Some(t) = m.read_text(&f)? {
+            edits.push(planned(
+                f,
+                "cloud-init must ask Azure, not the EC2 metadata service",
                 Edit::Write(fix_cloud_init(&t)),
             ));
         }
@@ -352,35 +660,130 @@ fn plan(m: &Mounted, ins: &Inspection) -> Result<Vec<(String, String, Edit)>, Er
         "/etc/udev/rules.d/75-persistent-net-generator.rules",
     ] {
         if m.exists(f)? {
-            edits.push((
-                f.into(),
-                "persistent-net rules pin interface names to the AWS NIC".into(),
+            edits.push(planned(
+                f,
+                "persistent-net rules pin interface names to the AWS NIC",
                 Edit::Remove,
             ));
         }
     }
+    edits.extend(network_plan(m)?);
     if m.exists("/etc/initramfs-tools")? {
         let t = m
             .read_text("/etc/initramfs-tools/modules")?
             .unwrap_or_default();
-        edits.push((
-            "/etc/initramfs-tools/modules".into(),
-            "every rebuilt initramfs must keep the Hyper-V drivers".into(),
+        edits.push(planned(
+            "/etc/initramfs-tools/modules",
+            "every rebuilt initramfs must keep the Hyper-V drivers",
             Edit::Write(fix_initramfs_modules(&t)),
         ));
     }
     if m.exists("/etc/dracut.conf.d")? {
-        edits.push((
-            "/etc/dracut.conf.d/90-ebs2azure-hyperv.conf".into(),
-            "every rebuilt initramfs must keep the Hyper-V drivers".into(),
+        edits.push(planned(
+            "/etc/dracut.conf.d/90-ebs2azure-hyperv.conf",
+            "every rebuilt initramfs must keep the Hyper-V drivers",
             Edit::Write("# Added by ebs2azure for Azure (Hyper-V)\nadd_drivers+=\" hv_vmbus hv_storvsc hv_netvsc \"\n".into()),
         ));
     }
     Ok(edits)
 }
 
-/// Fixes up the OS disk at `path` (raw or fixed VHD); `dry_run` writes nothing.
-pub fn fixup(path: &Path, dry_run: bool) -> Result<Report, Error> {
+/// The network and EFI-partition edits `fixup` would make, as (path,
+/// reason) pairs for `inspect`'s findings: one planner serves both, so they
+/// agree.
+pub(crate) fn pending(
+    m: &dyn GuestFs,
+    esp: Option<&dyn GuestFs>,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for p in network_plan(m)? {
+        if changes(m, &p)? {
+            out.push((p.path, p.reason));
+        }
+    }
+    if let Some(esp) = esp {
+        for p in esp_plan(esp)? {
+            if changes(esp, &p)? {
+                out.push((format!("{ESP_MOUNT}{}", p.path), p.reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where the EFI system partition is mounted in the guest, for reports.
+pub const ESP_MOUNT: &str = "/boot/efi";
+
+/// True when the planned edit would change the guest.
+fn changes(fs: &dyn GuestFs, p: &Planned) -> Result<bool, Error> {
+    let old = fs.read(&p.path)?;
+    Ok(match &p.edit {
+        Edit::Write(t) | Edit::WritePrivate(t) => old.as_deref() != Some(t.as_bytes()),
+        Edit::Remove => old.is_some(),
+    })
+}
+
+/// Makes (or with `dry_run` only records) the planned edits on `fs`; the
+/// report shows each path with `prefix` (where that filesystem is mounted).
+fn apply(
+    fs: &dyn GuestFs,
+    prefix: &str,
+    edits: Vec<Planned>,
+    dry_run: bool,
+) -> Result<Vec<Change>, Error> {
+    let mut changes = Vec::new();
+    for p in edits {
+        let file = p.path;
+        let old = fs.read(&file)?;
+        let (new, mode) = match &p.edit {
+            Edit::Write(t) => (Some(t.as_bytes()), 0o644),
+            Edit::WritePrivate(t) => (Some(t.as_bytes()), 0o600),
+            Edit::Remove => (None, 0),
+        };
+        if old.as_deref() == new || (old.is_none() && new.is_none()) {
+            continue;
+        }
+        let orig = original_path(&file);
+        if !dry_run {
+            match (&old, new) {
+                (Some(_), None) => {
+                    let name = orig.rsplit('/').next().unwrap_or(&orig);
+                    fs.rename(&file, name)?;
+                }
+                (Some(o), Some(n)) => {
+                    // The first run's original is the one kept.
+                    if !fs.exists(&orig)? {
+                        fs.write(&orig, o, 0o600)?;
+                    }
+                    fs.write(&file, n, mode)?;
+                }
+                (None, Some(n)) => fs.write(&file, n, mode)?,
+                (None, None) => continue,
+            }
+        }
+        changes.push(Change {
+            path: format!("{prefix}{file}"),
+            reason: p.reason,
+            before: old.as_deref().map(sha),
+            after: new.map(sha),
+            original: old.is_some().then(|| format!("{prefix}{orig}")),
+        });
+    }
+    Ok(changes)
+}
+
+/// How to fix a guest up.
+#[derive(Clone, Debug, Default)]
+pub struct FixOptions {
+    /// Say what would change; write nothing.
+    pub dry_run: bool,
+    /// The machine's other disks, so fstab can mount them by UUID.
+    pub data_disks: Vec<DataDisk>,
+}
+
+/// Fixes up the OS disk at `path` (raw or fixed VHD).
+pub fn fixup(path: &Path, opts: &FixOptions) -> Result<Report, Error> {
+    let dry_run = opts.dry_run;
     let ins = inspect(path)?;
     let root = ins
         .partitions
@@ -398,48 +801,29 @@ pub fn fixup(path: &Path, dry_run: bool) -> Result<Report, Error> {
     } else {
         Mounted::read_write(path, root.start, root.size, &root.fs.kind)?
     };
-    let mut changes = Vec::new();
-    for (file, reason, edit) in plan(&m, &ins)? {
-        let old = m.read(&file)?;
-        let new = match &edit {
-            Edit::Write(t) => Some(t.as_bytes()),
-            Edit::Remove => None,
-        };
-        if old.as_deref() == new {
-            continue;
-        }
-        if !dry_run {
-            let orig = format!("{file}{ORIG}");
-            let name = orig.rsplit('/').next().unwrap_or(&orig).to_owned();
-            match (&old, new) {
-                (Some(_), None) => m.rename(&file, &name)?,
-                (Some(o), Some(n)) => {
-                    if !m.exists(&orig)? {
-                        m.write(&orig, o)?;
-                    }
-                    m.write(&file, n)?;
-                }
-                (None, Some(n)) => m.write(&file, n)?,
-                (None, None) => continue,
-            }
-        }
-        changes.push(Change {
-            path: file,
-            reason,
-            before: old.as_deref().map(sha),
-            after: new.map(sha),
-        });
-    }
+    let mut changes = apply(&m, "", plan(&m, &ins, &opts.data_disks)?, dry_run)?;
     if dry_run {
         drop(m);
     } else {
         m.finish()?;
+    }
+    if let Some(p) = esp_partition(&ins) {
+        let esp = Esp::open(path, p.start, p.size, !dry_run)?;
+        changes.extend(apply(&esp, ESP_MOUNT, esp_plan(&esp)?, dry_run)?);
+        esp.finish()?;
     }
     Ok(Report {
         dry_run,
         changes,
         inspection: ins,
     })
+}
+
+/// The EFI system partition, when it holds a FAT filesystem.
+pub(crate) fn esp_partition(ins: &Inspection) -> Option<&PartInfo> {
+    ins.partitions
+        .iter()
+        .find(|p| p.kind == "EFI system" && p.fs.kind == "vfat")
 }
 
 #[cfg(test)]
@@ -465,7 +849,7 @@ mod tests {
     fn fstab_loses_every_device_path_and_is_stable() {
         let t = "# c\n/dev/nvme0n1p1 / ext4 defaults 0 1\n/dev/nvme0n1p2 /home ext4 defaults 0 2\n/dev/xvdf /data xfs defaults 0 2\n/dev/xvdb /mnt auto defaults 0 2\nLABEL=x /x ext4 defaults,nofail 0 2\n";
         let parts = [part(1, "r"), part(2, "h")];
-        let once = fix_fstab(t, Some("r"), &parts);
+        let once = fix_fstab(t, Some("r"), &parts, &[]);
         assert!(once.contains("UUID=r\t/\text4\tdefaults\t0\t1"), "{once}");
         assert!(
             once.contains("UUID=h\t/home\text4\tdefaults,nofail"),
@@ -480,7 +864,7 @@ mod tests {
         let active: Vec<&str> = once.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(active.iter().all(|l| !l.contains("/dev/")), "{once}");
         assert_eq!(
-            fix_fstab(&once, Some("r"), &parts),
+            fix_fstab(&once, Some("r"), &parts, &[]),
             once,
             "a second run changes nothing"
         );
@@ -535,5 +919,70 @@ mod tests {
         let m = fix_initramfs_modules("# list\nnvme");
         assert_eq!(m, "# list\nnvme\nhv_vmbus\nhv_storvsc\nhv_netvsc\n");
         assert_eq!(fix_initramfs_modules(&m), m);
+    }
+
+    #[test]
+    fn data_disks_turn_device_paths_into_uuids_and_restore_commented_entries() {
+        let t = "/dev/nvme0n1p1 / ext4 defaults 0 1\n/dev/xvdf /data xfs defaults 0 2\n/dev/sdg1 /logs ext4 defaults 0 2\n";
+        let parts = [part(1, "r")];
+        let unknown = fix_fstab(t, Some("r"), &parts, &[]);
+        assert!(unknown.contains("# /dev/xvdf /data"), "{unknown}");
+        let disks = [
+            DataDisk {
+                device: "/dev/sdf".into(),
+                partitions: vec![part(0, "d")],
+            },
+            DataDisk {
+                device: "/dev/xvdg".into(),
+                partitions: vec![part(1, "g1")],
+            },
+        ];
+        let known = fix_fstab(&unknown, Some("r"), &parts, &disks);
+        assert!(
+            known.contains("UUID=d\t/data\txfs\tdefaults,nofail"),
+            "{known}"
+        );
+        assert!(
+            known.contains("UUID=g1\t/logs\text4\tdefaults,nofail"),
+            "{known}"
+        );
+        assert!(
+            !known.contains("ebs2azure:"),
+            "restored, not left commented: {known}"
+        );
+        assert_eq!(
+            fix_fstab(t, Some("r"), &parts, &disks),
+            known,
+            "same result in one run"
+        );
+        assert_eq!(fix_fstab(&known, Some("r"), &parts, &disks), known);
+    }
+
+    #[test]
+    fn originals_are_hidden_where_every_name_is_read() {
+        assert_eq!(original_path("/etc/fstab"), "/etc/fstab.ebs2azure-orig");
+        assert_eq!(
+            original_path("/etc/sysconfig/network-scripts/ifcfg-ens5"),
+            "/etc/sysconfig/network-scripts/.ifcfg-ens5.ebs2azure-orig"
+        );
+        assert_eq!(
+            original_path("/etc/network/interfaces.d/50-cloud-init"),
+            "/etc/network/interfaces.d/.50-cloud-init.ebs2azure-orig"
+        );
+    }
+
+    #[test]
+    fn interfaces_keep_loopback_and_sources_and_get_eth0() {
+        let t = "auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\nauto ens5\niface ens5 inet dhcp\n    hwaddress ether 0a:1b:2c:3d:4e:5f\n";
+        assert!(names_other_interface(t));
+        let once = fix_interfaces(t);
+        assert!(once.contains("iface lo inet loopback\nsource /etc/network/interfaces.d/*\nauto eth0\niface eth0 inet dhcp\n"), "{once}");
+        assert!(
+            !once.contains("ens5") && !once.contains("hwaddress"),
+            "{once}"
+        );
+        assert!(!names_other_interface(&once));
+        assert!(ifcfg_pinned("DEVICE=eth0\nHWADDR=0a:1b:2c:3d:4e:5f\n"));
+        assert!(!ifcfg_pinned(IFCFG_ETH0));
     }
 }

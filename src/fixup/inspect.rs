@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use diskformats::{Disk, Format, Image, OpenOptions, PartitionTable};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::esp::Esp;
+use super::guest::GuestFs;
 use super::mount::{check_host, Mounted};
 use super::probe::{probe, Probe};
 use super::{Class, Error, Finding};
@@ -18,7 +20,7 @@ pub const HYPERV_DRIVERS: [(&str, &str); 3] = [
 ];
 
 /// A partition and what it holds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PartInfo {
     /// Partition number (0: a disk with no partition table).
     pub number: u32,
@@ -33,7 +35,7 @@ pub struct PartInfo {
 }
 
 /// The distribution, from os-release.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Os {
     /// ID (debian, ubuntu, rhel, amzn, ...).
     pub id: String,
@@ -44,7 +46,7 @@ pub struct Os {
 }
 
 /// An installed kernel and where its Hyper-V drivers are.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Kernel {
     /// Release, e.g. 6.1.0-26-cloud-amd64.
     pub version: String,
@@ -59,7 +61,7 @@ pub struct Kernel {
 }
 
 /// An /etc/fstab entry.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FstabEntry {
     /// What is mounted (UUID=..., /dev/..., LABEL=...).
     pub spec: String,
@@ -72,7 +74,7 @@ pub struct FstabEntry {
 }
 
 /// What `inspect` found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// The image.
     pub image: String,
@@ -120,31 +122,8 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
             "{shown} is a dynamic VHD, which cannot be mounted in place; convert it first: ebs2azure convert {shown} --out disk.vhd"
         )));
     }
-    let table = PartitionTable::read(&image).map_err(|source| Error::Image {
-        path: shown.clone(),
-        source,
-    })?;
-    let mut parts: Vec<PartInfo> = table
-        .partitions()
-        .into_iter()
-        .map(|p| PartInfo {
-            number: p.number,
-            start: p.start,
-            size: p.size,
-            fs: probe(&image, p.start, p.size),
-            kind: p.kind,
-        })
-        .collect();
-    if parts.is_empty() {
-        parts.push(PartInfo {
-            number: 0,
-            start: 0,
-            size: image.size(),
-            kind: "whole disk".into(),
-            fs: probe(&image, 0, image.size()),
-        });
-    }
-    let bios = table.kind() == "mbr" || parts.iter().any(|p| p.kind == "BIOS boot");
+    let (table, parts) = read_partitions(&image, &shown)?;
+    let bios = table == "mbr" || parts.iter().any(|p| p.kind == "BIOS boot");
     let uefi = parts.iter().any(|p| p.kind == "EFI system");
     let (boot_mode, generation) = match (bios, uefi) {
         (true, true) => ("bios+uefi", "V1"),
@@ -154,7 +133,7 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     };
     let mut report = Report {
         image: shown,
-        table: table.kind().to_owned(),
+        table: table.clone(),
         partitions: parts,
         root_partition: None,
         os: None,
@@ -186,6 +165,19 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
         if m.exists("/etc/os-release")? || m.exists("/usr/lib/os-release")? {
             report.root_partition = Some(p.number);
             inspect_root(&m, &mut report)?;
+            let esp = match super::apply::esp_partition(&report) {
+                Some(e) => Some(Esp::open(path, e.start, e.size, false)?),
+                None => None,
+            };
+            for (subject, why) in
+                super::apply::pending(&m, esp.as_ref().map(|e| e as &dyn GuestFs))?
+            {
+                report.findings.push(finding(
+                    Class::Fixup,
+                    &subject,
+                    format!("{why} (fixup makes this change)"),
+                ));
+            }
             break;
         }
     }
@@ -211,6 +203,46 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// The partition table's kind and its partitions, each probed.
+fn read_partitions(image: &Image, shown: &str) -> Result<(String, Vec<PartInfo>), Error> {
+    let table = PartitionTable::read(image).map_err(|source| Error::Image {
+        path: shown.to_owned(),
+        source,
+    })?;
+    let mut parts: Vec<PartInfo> = table
+        .partitions()
+        .into_iter()
+        .map(|p| PartInfo {
+            number: p.number,
+            start: p.start,
+            size: p.size,
+            fs: probe(image, p.start, p.size),
+            kind: p.kind,
+        })
+        .collect();
+    if parts.is_empty() {
+        parts.push(PartInfo {
+            number: 0,
+            start: 0,
+            size: image.size(),
+            kind: "whole disk".into(),
+            fs: probe(image, 0, image.size()),
+        });
+    }
+    Ok((table.kind().to_owned(), parts))
+}
+
+/// The partitions of the image at `path` and their filesystems, from the
+/// partition table and superblocks alone (nothing is mounted).
+pub fn partitions(path: &Path) -> Result<Vec<PartInfo>, Error> {
+    let shown = path.display().to_string();
+    let image = Image::open(path, &OpenOptions::default()).map_err(|source| Error::Image {
+        path: shown.clone(),
+        source,
+    })?;
+    Ok(read_partitions(&image, &shown)?.1)
+}
+
 /// The value of KEY in an os-release or shell-style assignment file.
 fn value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
@@ -219,7 +251,7 @@ fn value(text: &str, key: &str) -> Option<String> {
     })
 }
 
-fn inspect_root(m: &Mounted, r: &mut Report) -> Result<(), Error> {
+fn inspect_root(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     let osr = match m.read_text("/etc/os-release")? {
         Some(t) => Some(t),
         None => m.read_text("/usr/lib/os-release")?,
@@ -281,7 +313,7 @@ fn inspect_root(m: &Mounted, r: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
-fn kernels(m: &Mounted, r: &mut Report) -> Result<(), Error> {
+fn kernels(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     let boot = m.list("/boot")?;
     let mut versions: Vec<String> = boot
         .iter()
@@ -377,7 +409,7 @@ fn kernels(m: &Mounted, r: &mut Report) -> Result<(), Error> {
 }
 
 /// True when the initramfs-tools or dracut configuration already asks for the Hyper-V drivers.
-fn initramfs_configured(m: &Mounted) -> Result<bool, Error> {
+fn initramfs_configured(m: &dyn GuestFs) -> Result<bool, Error> {
     let listed = m
         .read_text("/etc/initramfs-tools/modules")?
         .unwrap_or_default();
@@ -403,7 +435,7 @@ fn initramfs_configured(m: &Mounted) -> Result<bool, Error> {
 /// Which of `modules` the kernel's initramfs holds; adds a finding when
 /// boot-critical ones are missing or the image cannot be read.
 fn initramfs_drivers(
-    m: &Mounted,
+    m: &dyn GuestFs,
     r: &mut Report,
     version: &str,
     path: Option<&str>,
@@ -460,7 +492,7 @@ fn initramfs_drivers(
     Ok(Some(present))
 }
 
-fn fstab(m: &Mounted, r: &mut Report) -> Result<(), Error> {
+fn fstab(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     let Some(text) = m.read_text("/etc/fstab")? else {
         r.findings.push(finding(
             Class::Advice,
@@ -504,14 +536,20 @@ fn fstab(m: &Mounted, r: &mut Report) -> Result<(), Error> {
             ));
         } else if device_path {
             let root = e.mount_point == "/";
+            let this_disk = root || super::apply::root_disk_partition(&e.spec).is_some();
+            let what = if root {
+                "fixup mounts it by UUID"
+            } else if this_disk {
+                "fixup mounts it by UUID with nofail"
+            } else {
+                "it is on another disk: fixup mounts it by UUID when given that disk (--data-disk DEVICE=IMAGE), otherwise comments it out with a note"
+            };
             r.findings.push(finding(
                 Class::Fixup,
                 "/etc/fstab",
                 format!(
-                    "{} for {} is an AWS device name that will not exist on Azure (disks are sd* there); fixup mounts it by UUID{}",
-                    e.spec,
-                    e.mount_point,
-                    if root { "" } else { " with nofail" }
+                    "{} for {} is an AWS device name that will not exist on Azure (disks are sd* there); {what}",
+                    e.spec, e.mount_point,
                 ),
             ));
         } else if e.mount_point != "/"
@@ -530,7 +568,7 @@ fn fstab(m: &Mounted, r: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
-fn boot_config(m: &Mounted, r: &mut Report) -> Result<(), Error> {
+fn boot_config(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     let grub = m.read_text("/etc/default/grub")?.unwrap_or_default();
     let cmdline = value(&grub, "GRUB_CMDLINE_LINUX").unwrap_or_default()
         + " "
@@ -577,7 +615,7 @@ fn boot_config(m: &Mounted, r: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
-fn cloud_init(m: &Mounted, r: &mut Report) -> Result<(), Error> {
+fn cloud_init(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     let mut files = vec!["/etc/cloud/cloud.cfg".to_owned()];
     files.extend(
         m.list("/etc/cloud/cloud.cfg.d")?
@@ -607,7 +645,8 @@ fn cloud_init(m: &Mounted, r: &mut Report) -> Result<(), Error> {
                 r.cloud_init_datasources = Some(v);
             }
         }
-        if f.ends_with("50-curtin-networking.cfg") || f.contains("ec2") {
+        let name = f.rsplit('/').next().unwrap_or_default();
+        if f.starts_with("/etc/cloud/cloud.cfg.d/") && super::apply::ec2_only(name) {
             r.findings.push(finding(
                 Class::Fixup,
                 &f,
@@ -625,7 +664,7 @@ fn cloud_init(m: &Mounted, r: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
-fn network(m: &Mounted, r: &mut Report) -> Result<(), Error> {
+fn network(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     for f in [
         "/etc/udev/rules.d/70-persistent-net.rules",
         "/etc/udev/rules.d/75-persistent-net-generator.rules",
@@ -639,34 +678,16 @@ fn network(m: &Mounted, r: &mut Report) -> Result<(), Error> {
         }
     }
     for n in m.list("/etc/netplan")? {
+        if !n.ends_with(".yaml") {
+            continue;
+        }
         let f = format!("/etc/netplan/{n}");
         let t = m.read_text(&f)?.unwrap_or_default();
-        if t.contains("macaddress") {
-            r.findings.push(finding(
-                Class::Advice,
-                &f,
-                "netplan matches the interface by MAC address, which changes on Azure; match by name (eth0 with net.ifnames=0) with DHCP instead",
-            ));
-        }
-        if t.contains("ens5") {
+        if t.contains("ens5") && !t.contains("Written by ebs2azure") && n != "50-cloud-init.yaml" {
             r.findings.push(finding(
                 Class::Advice,
                 &f,
                 "the interface is named ens5, EC2's name; on Azure it has another name (net.ifnames=0 and DHCP on eth0 is the safe form)",
-            ));
-        }
-    }
-    for n in m.list("/etc/sysconfig/network-scripts")? {
-        if !n.starts_with("ifcfg-") || n == "ifcfg-lo" {
-            continue;
-        }
-        let f = format!("/etc/sysconfig/network-scripts/{n}");
-        let t = m.read_text(&f)?.unwrap_or_default();
-        if value(&t, "HWADDR").is_some() {
-            r.findings.push(finding(
-                Class::Advice,
-                &f,
-                "HWADDR pins this interface to the AWS NIC; remove it and keep DHCP",
             ));
         }
     }

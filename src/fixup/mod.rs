@@ -1,30 +1,34 @@
-//! Guest inspection (and, to come, fix-ups) for Linux guests, so that an
-//! EC2 image boots on Azure: what will not boot, what fixup will change,
-//! what is advice. Filesystems are mounted through the host kernel (root and
-//! loop devices needed); superblocks and partition tables are read directly.
+//! Guest inspection and fix-ups for Linux guests, so that an EC2 image
+//! boots on Azure: what will not boot, what fixup changes, what is advice.
+//! Root filesystems are mounted through the host kernel (root and loop
+//! devices needed), the EFI system partition is edited through a FAT
+//! library; superblocks and partition tables are read directly. Both sit
+//! behind [`guest::GuestFs`].
 
 pub mod apply;
+pub mod esp;
+pub mod guest;
 pub mod initramfs;
 pub mod inspect;
 pub mod mount;
 pub mod probe;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How much a finding matters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     /// The guest will not boot on Azure as it is.
     Blocker,
-    /// A change `fixup` makes (until it exists: make it on the source).
+    /// A change `fixup` makes.
     Fixup,
     /// Worth knowing; it boots either way.
     Advice,
 }
 
 /// One thing found in the guest, in one sentence.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// How much it matters.
     pub class: Class,

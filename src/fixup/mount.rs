@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 
+use super::guest::GuestFs;
 use super::Error;
 
 /// Largest guest file read whole (initramfs images included).
@@ -22,7 +23,7 @@ pub fn check_host() -> Result<(), Error> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::Host(
-            "inspecting a guest mounts its filesystems, which needs root: run it with sudo".into(),
+            "inspecting or fixing up a guest mounts its filesystems, which needs root: run it with sudo".into(),
         ));
     }
     if !Path::new("/dev/loop-control").exists() {
@@ -179,48 +180,6 @@ impl Mounted {
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
-    /// The contents of a guest file, or `None` when it does not exist.
-    pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
-        let Some(fd) = self.open(path, libc::O_RDONLY)? else {
-            return Ok(None);
-        };
-        let f = File::from(fd);
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::Guest(format!("cannot stat {path}: {e}")))?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        let mut buf = Vec::new();
-        f.take(MAX_READ)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::Guest(format!("cannot read {path} in the guest: {e}")))?;
-        Ok(Some(buf))
-    }
-
-    /// A guest text file, lossily decoded; `None` when it does not exist.
-    pub fn read_text(&self, path: &str) -> Result<Option<String>, Error> {
-        Ok(self
-            .read(path)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
-    }
-
-    /// The names in a guest directory, sorted; empty when it does not exist.
-    pub fn list(&self, path: &str) -> Result<Vec<String>, Error> {
-        let Some(fd) = self.open(path, libc::O_RDONLY | libc::O_DIRECTORY)? else {
-            return Ok(Vec::new());
-        };
-        // Our own descriptor, already resolved inside the guest.
-        let dir = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| Error::Guest(format!("cannot list {path} in the guest: {e}")))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
     /// The guest directory holding `path`, and the last component's name.
     fn parent(&self, path: &str) -> Result<(OwnedFd, CString), Error> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -240,49 +199,6 @@ impl Mounted {
         let name =
             CString::new(name).map_err(|_| Error::Guest(format!("bad guest path {path:?}")))?;
         Ok((fd, name))
-    }
-
-    /// Writes a guest file whole (created 0644 if new; a symlink is not followed).
-    pub fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
-        use std::io::Write;
-        let (dir, name) = self.parent(path)?;
-        // SAFETY: valid dirfd and C string; the result is checked.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o644 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::Guest(format!(
-                "cannot write {path} in the guest: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::Guest(format!("cannot write {path} in the guest: {e}")))
-    }
-
-    /// Renames a guest file within its directory.
-    pub fn rename(&self, from: &str, to_name: &str) -> Result<(), Error> {
-        let (dir, name) = self.parent(from)?;
-        let to =
-            CString::new(to_name).map_err(|_| Error::Guest(format!("bad name {to_name:?}")))?;
-        // SAFETY: valid dirfd and C strings; the result is checked.
-        let rc =
-            unsafe { libc::renameat(dir.as_raw_fd(), name.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
-        if rc != 0 {
-            return Err(Error::Guest(format!(
-                "cannot rename {from} in the guest: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
     }
 
     /// Unmounts, checks the filesystem (e2fsck -fn / xfs_repair -n), and detaches.
@@ -306,9 +222,89 @@ impl Mounted {
         }
         Ok(())
     }
+}
+
+impl GuestFs for Mounted {
+    /// The contents of a guest file, or `None` when it does not exist.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let Some(fd) = self.open(path, libc::O_RDONLY)? else {
+            return Ok(None);
+        };
+        let f = File::from(fd);
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::Guest(format!("cannot stat {path}: {e}")))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        f.take(MAX_READ)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::Guest(format!("cannot read {path} in the guest: {e}")))?;
+        Ok(Some(buf))
+    }
+
+    /// The names in a guest directory, sorted; empty when it does not exist.
+    fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let Some(fd) = self.open(path, libc::O_RDONLY | libc::O_DIRECTORY)? else {
+            return Ok(Vec::new());
+        };
+        // Our own descriptor, already resolved inside the guest.
+        let dir = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::Guest(format!("cannot list {path} in the guest: {e}")))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A symlink is not followed.
+    fn write(&self, path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
+        use std::io::Write;
+        let (dir, name) = self.parent(path)?;
+        // SAFETY: valid dirfd and C string; the result is checked.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::Guest(format!(
+                "cannot write {path} in the guest: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::Guest(format!("cannot write {path} in the guest: {e}")))
+    }
+
+    /// Renames a guest file within its directory.
+    fn rename(&self, from: &str, to_name: &str) -> Result<(), Error> {
+        let (dir, name) = self.parent(from)?;
+        let to =
+            CString::new(to_name).map_err(|_| Error::Guest(format!("bad name {to_name:?}")))?;
+        // SAFETY: valid dirfd and C strings; the result is checked.
+        let rc =
+            unsafe { libc::renameat(dir.as_raw_fd(), name.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
+        if rc != 0 {
+            return Err(Error::Guest(format!(
+                "cannot rename {from} in the guest: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
 
     /// True when a guest path exists (file, directory or other).
-    pub fn exists(&self, path: &str) -> Result<bool, Error> {
+    fn exists(&self, path: &str) -> Result<bool, Error> {
         Ok(self.open(path, libc::O_PATH)?.is_some())
     }
 }

@@ -2,10 +2,10 @@
 //! superblock, with its UUID and label, without mounting anything.
 
 use diskformats::Disk;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a partition holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
     /// ext2/3/4 ("ext4"), "xfs", "btrfs", "vfat", "swap", "LVM2_member", or "unknown".
     pub kind: String,

@@ -15,6 +15,17 @@ pub fn ebs2azure(args: &[&str]) -> Output {
 }
 
 /// Why this host cannot attach loop devices (root and /dev/loop-control needed), if it cannot.
+/// Returns from the test, saying why, when this host cannot attach loop devices.
+#[macro_export]
+macro_rules! need_loop_devices {
+    () => {
+        if let Some(why) = cannot_use_loop_devices() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
 pub fn cannot_use_loop_devices() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -344,12 +355,19 @@ impl Azure {
 
     /// The state of disk `name`, or None.
     pub fn state(&self, name: &str) -> Option<String> {
+        self.disk(name)
+            .map(|d| d["state"].as_str().unwrap().to_owned())
+    }
+
+    /// What the emulator holds of disk `name` (state, osType, hyperVGeneration, ...).
+    pub fn disk(&self, name: &str) -> Option<serde_json::Value> {
         let disks = self.admin("GET", "/__admin/disks", "");
         disks
             .as_array()
             .unwrap()
             .iter()
-            .find_map(|d| (d["name"] == name).then(|| d["state"].as_str().unwrap().to_owned()))
+            .find(|d| d["name"] == name)
+            .cloned()
     }
 
     /// The written page ranges of disk `name`, merged, as read by the storage SDK.
@@ -389,6 +407,24 @@ impl Azure {
                 "AZURE_SUBSCRIPTION_ID",
                 "00000000-0000-0000-0000-000000000001",
             )
+    }
+
+    /// `ebs2azure ARGS` reaching both emulators (EBS and this one), on disk
+    /// `disk` of resource group rg1.
+    pub fn with_ebs(&self, ebs: &Emulator, disk: &str, args: &[&str]) -> Output {
+        let mut c = ebs.command(AWS_KEY_ID);
+        self.env(&mut c)
+            .args(args)
+            .args([
+                "--endpoint-url",
+                &ebs.endpoint,
+                "-g",
+                "rg1",
+                "--disk-name",
+                disk,
+            ])
+            .output()
+            .unwrap()
     }
 
     /// `ebs2azure ARGS` in a clean environment that reaches this emulator.

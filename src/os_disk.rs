@@ -1,0 +1,261 @@
+//! OS disks from EBS to Azure: the snapshot is staged to a local sparse
+//! fixed VHD, the guest is fixed up so it boots on Azure, and the VHD is
+//! uploaded. Data disks need none of this and stream with no local copy
+//! ([`crate::upload::migrate`]).
+//!
+//! The staged copy is kept until the upload finishes, so `--resume` sends
+//! the very bytes the disk already partly holds: staging and fixing up again
+//! would give other bytes (a remount alone changes the superblock).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::azure::arm::HyperVGeneration;
+use crate::convert::{self, Conversion, Input};
+use crate::fixup::{self, apply, Class};
+use crate::sink::vhd_file::FileOptions;
+use crate::upload::{self, Target};
+
+/// Where the staged copy goes and what to do with it.
+#[derive(Clone, Debug)]
+pub struct Staging {
+    /// Directory for the staged VHD; it needs room for the snapshot's data.
+    pub dir: PathBuf,
+    /// Keep the staged VHD after a successful upload.
+    pub keep: bool,
+    /// Upload even when inspection finds the guest will not boot.
+    pub allow_blockers: bool,
+    /// The machine's other disks, so the guest's fstab mounts them by UUID.
+    pub data_disks: Vec<apply::DataDisk>,
+}
+
+impl Default for Staging {
+    fn default() -> Self {
+        Staging {
+            dir: PathBuf::from("/var/tmp"),
+            keep: false,
+            allow_blockers: false,
+            data_disks: Vec::new(),
+        }
+    }
+}
+
+/// What a progress callback is told.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// A new step starts (staging, fixing up, uploading), in a few words.
+    Step(&'a str),
+    /// Bytes done in the current step.
+    Bytes(u64),
+}
+
+/// What an OS-disk migration did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The staged VHD.
+    pub staged: String,
+    /// True when the staged VHD was kept.
+    pub staged_kept: bool,
+    /// What staging read, when this run staged (not on `--resume`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staging: Option<convert::Report>,
+    /// What the fix-up changed (on `--resume`: the report of the run that staged).
+    pub fixup: apply::Report,
+    /// What the upload sent.
+    pub upload: upload::Report,
+}
+
+/// Why an OS-disk migration stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This host cannot fix guests up (found before anything is fetched).
+    #[error("{0}; or pass --no-fixup to upload the OS disk unchanged")]
+    Host(fixup::Error),
+    /// Staging the snapshot failed.
+    #[error("staging failed: {0}")]
+    Stage(#[from] convert::Error),
+    /// The guest could not be inspected or fixed up.
+    #[error("{source}; the staged copy {staged} was removed: fix the cause, or pass --no-fixup to upload the snapshot unchanged")]
+    Fixup {
+        /// The staged VHD.
+        staged: String,
+        /// What failed.
+        source: fixup::Error,
+    },
+    /// The guest will not boot on Azure.
+    #[error("the guest will not boot on Azure: {first}{more}; nothing was uploaded. Fix it on the source and take a new snapshot, or pass --allow-blockers to upload it anyway")]
+    Blockers {
+        /// The first blocker, in one sentence.
+        first: String,
+        /// How many more there are, worded.
+        more: String,
+    },
+    /// The upload failed; the staged copy is kept for `--resume`.
+    #[error("{source}; the fixed-up copy stays at {staged} for --resume")]
+    Upload {
+        /// The staged VHD.
+        staged: String,
+        /// What failed.
+        source: Box<upload::Error>,
+    },
+    /// The upload failed and `--cleanup` deleted the disk and the staged copy.
+    #[error("{0}; the staged copy was removed too")]
+    CleanedUp(Box<upload::Error>),
+    /// `--resume` needs the staged copy of the run that started the upload.
+    #[error("--resume needs the fixed-up copy {staged} (and its report) that the interrupted run left, and it is gone; run with --cleanup once to delete the disk, then start again without --resume")]
+    NoStagedCopy {
+        /// Where it was expected.
+        staged: String,
+    },
+    /// The staging directory cannot be used.
+    #[error("cannot stage in {dir}: {why}; choose another directory with --staging-dir")]
+    StagingDir {
+        /// The directory.
+        dir: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Where the snapshot's staged VHD lives in `dir`.
+pub fn staged_path(dir: &Path, snapshot: &str) -> PathBuf {
+    dir.join(format!("ebs2azure-{snapshot}.vhd"))
+}
+
+fn report_path(staged: &Path) -> PathBuf {
+    let mut p = staged.as_os_str().to_owned();
+    p.push(".fixup.json");
+    PathBuf::from(p)
+}
+
+/// Stages `snapshot`, fixes its guest up and uploads it to `target`.
+///
+/// An OS disk created without a Hyper-V generation gets the one the guest's
+/// boot mode needs.
+pub fn migrate(
+    snapshot: &str,
+    target: &Target,
+    opts: &upload::Options,
+    staging: &Staging,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Report, Error> {
+    let dir = &staging.dir;
+    let dir_err = |why: String| Error::StagingDir {
+        dir: dir.display().to_string(),
+        why,
+    };
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(dir_err("it is not a directory".into())),
+        Err(e) => return Err(dir_err(e.to_string())),
+    }
+    let staged = staged_path(dir, snapshot);
+    let shown = staged.display().to_string();
+    let json = report_path(&staged);
+    let (staging_report, fix) = if opts.resume {
+        let saved = fs::read(&json).ok().filter(|_| staged.is_file());
+        let fix: apply::Report = saved
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::NoStagedCopy {
+                staged: shown.clone(),
+            })?;
+        (None, fix)
+    } else {
+        // Found now, not after the copy.
+        fixup::mount::check_host().map_err(Error::Host)?;
+        let _ = fs::remove_file(&json);
+        progress(Progress::Step("staging the snapshot to a local sparse VHD"));
+        let copy_opts = convert::Options {
+            ebs: opts.ebs.clone(),
+            quotas: opts.quotas.clone(),
+            file: FileOptions {
+                overwrite: true,
+                sync: true,
+            },
+            ..Default::default()
+        };
+        let conversion =
+            Conversion::prepare(&Input::Snapshot(snapshot.into()), &staged, &copy_opts)?;
+        let staged_report = conversion.run(&|n| progress(Progress::Bytes(n)))?;
+        progress(Progress::Step("fixing the guest up for Azure"));
+        let fix_opts = apply::FixOptions {
+            dry_run: false,
+            data_disks: staging.data_disks.clone(),
+        };
+        let fix = match apply::fixup(&staged, &fix_opts) {
+            Ok(f) => f,
+            Err(source) => {
+                let _ = fs::remove_file(&staged);
+                return Err(Error::Fixup {
+                    staged: shown,
+                    source,
+                });
+            }
+        };
+        let blockers: Vec<&fixup::Finding> = fix
+            .inspection
+            .findings
+            .iter()
+            .filter(|f| f.class == Class::Blocker)
+            .collect();
+        if let Some(first) = blockers.first() {
+            if !staging.allow_blockers {
+                if !staging.keep {
+                    let _ = fs::remove_file(&staged);
+                }
+                return Err(Error::Blockers {
+                    first: format!("{}: {}", first.subject, first.message),
+                    more: match blockers.len() - 1 {
+                        0 => String::new(),
+                        n => format!(" (and {n} more: `ebs2azure inspect` lists them)"),
+                    },
+                });
+            }
+        }
+        let saved = serde_json::to_vec(&fix).map_err(|e| dir_err(e.to_string()))?;
+        let tmp = json.with_extension("json.partial");
+        fs::write(&tmp, saved)
+            .and_then(|()| fs::File::open(&staged).and_then(|f| f.sync_all()))
+            .and_then(|()| fs::rename(&tmp, &json))
+            .map_err(|e| dir_err(e.to_string()))?;
+        (Some(staged_report), fix)
+    };
+    let mut target = target.clone();
+    if target.hyper_v_generation.is_none() {
+        target.hyper_v_generation = Some(match fix.inspection.hyper_v_generation.as_str() {
+            "V2" => HyperVGeneration::V2,
+            _ => HyperVGeneration::V1,
+        });
+    }
+    progress(Progress::Step("uploading the fixed-up disk"));
+    let sent = upload::upload(&staged, &target, opts, &|n| progress(Progress::Bytes(n)));
+    let up = match sent {
+        Ok(r) => r,
+        Err(source @ upload::Error::CleanedUp { .. }) => {
+            // The disk is gone, so nothing can resume from this copy.
+            let _ = fs::remove_file(&staged);
+            let _ = fs::remove_file(&json);
+            return Err(Error::CleanedUp(Box::new(source)));
+        }
+        Err(source) => {
+            return Err(Error::Upload {
+                staged: shown,
+                source: Box::new(source),
+            })
+        }
+    };
+    if !staging.keep {
+        let _ = fs::remove_file(&staged);
+        let _ = fs::remove_file(&json);
+    }
+    Ok(Report {
+        staged: shown,
+        staged_kept: staging.keep,
+        staging: staging_report,
+        fixup: fix,
+        upload: up,
+    })
+}
