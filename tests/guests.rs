@@ -650,3 +650,93 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     assert_eq!(az.state("al-os"), None);
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 }
+
+/// The Debian root tree `scripts/gen-debootstrap-guest` keeps (scripts/test
+/// fetches it before the tests; the tests themselves never download).
+fn debootstrap_cache() -> Option<PathBuf> {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/guests/bookworm");
+    cache.join("complete").exists().then_some(cache)
+}
+
+#[test]
+fn a_real_debian_guest_from_debootstrap_is_fixed_up() {
+    need_loop_devices!();
+    let Some(cache) = debootstrap_cache() else {
+        eprintln!("skipped: no Debian root tree; run scripts/gen-debootstrap-guest --fetch-only (scripts/test does)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-debootstrap-guest");
+        let st = Command::new(script)
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        out
+    };
+    let raw = make("debian.raw", &[]);
+    // Debian's cloud layout (root 1, BIOS boot 14, ESP 15), its real kernel
+    // and the zstd initramfs Debian built, read here.
+    let r = inspect(&raw);
+    assert_eq!(r["os"]["id"], "debian", "{r}");
+    assert_eq!(r["root_partition"], 1);
+    let k = &r["kernels"][0];
+    assert!(
+        k["version"].as_str().unwrap().ends_with("-cloud-amd64"),
+        "{k}"
+    );
+    assert_eq!(k["modules"].as_array().unwrap().len(), 3, "{k}");
+    assert_eq!(k["in_initramfs"].as_array().unwrap().len(), 3, "{k}");
+    assert!(!has(&r, "blocker", ""), "{r}");
+
+    let fixed: serde_json::Value =
+        serde_json::from_str(&ok(&ebs2azure(&["fixup", path_str(&raw), "--json"]))).unwrap();
+    assert_eq!(fixed["changes"].as_array().unwrap().len(), 6, "{fixed}");
+    let parts = ebs2azure::fixup::inspect::partitions(&raw).unwrap();
+    let uuid = |n: u32| {
+        parts
+            .iter()
+            .find(|p| p.number == n)
+            .unwrap()
+            .fs
+            .uuid
+            .clone()
+            .unwrap()
+    };
+    let root = parts.iter().find(|p| p.number == 1).unwrap();
+    let m =
+        ebs2azure::fixup::mount::Mounted::read_only(&raw, root.start, root.size, "ext4").unwrap();
+    let fstab = {
+        use ebs2azure::fixup::guest::GuestFs;
+        m.read_text("/etc/fstab").unwrap().unwrap()
+    };
+    drop(m);
+    assert!(fstab.contains(&format!("UUID={}\t/\t", uuid(1))), "{fstab}");
+    assert!(
+        fstab.contains(&format!("UUID={}\t/boot/efi\t", uuid(15))),
+        "{fstab}"
+    );
+    assert!(fstab.contains("# /dev/xvdf"), "{fstab}");
+    assert!(checks_clean(&raw, 1, &["e2fsck", "-f", "-n"]));
+    assert!(ok(&ebs2azure(&["fixup", path_str(&raw)])).contains("nothing to change"));
+    assert!(!has(&inspect(&raw), "fixup", ""));
+
+    // Rebuilt with MODULES=list, Debian's initramfs has no Hyper-V drivers: a blocker.
+    let list = make("list.raw", &["--modules-list"]);
+    let r = inspect(&list);
+    assert!(has(&r, "blocker", "lacks hv_vmbus and hv_storvsc"), "{r}");
+    assert_eq!(
+        r["kernels"][0]["in_initramfs"].as_array().unwrap().len(),
+        0,
+        "{r}"
+    );
+}

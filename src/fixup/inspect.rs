@@ -537,7 +537,8 @@ fn fstab(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
         } else if device_path {
             let root = e.mount_point == "/";
             let this_disk = root || super::apply::root_disk_partition(&e.spec).is_some();
-            let what = if root {
+            let boot = matches!(e.mount_point.as_str(), "/boot" | "/boot/efi");
+            let what = if root || (this_disk && boot) {
                 "fixup mounts it by UUID"
             } else if this_disk {
                 "fixup mounts it by UUID with nofail"
