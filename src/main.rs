@@ -18,6 +18,19 @@ use ebs2azure::source::ebs;
 use ebs2azure::upload;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
+/// Prints a line to standard output; a reader that went away (`| head`)
+/// ends the program quietly, as for any Unix filter, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 /// Move whole disks from AWS to Azure, offline: read EBS snapshots or disk
 /// images and write the fixed VHDs Azure takes, skipping holes and zeros.
 #[derive(Parser)]
@@ -639,7 +652,7 @@ fn run_convert(input: &Input, out: PathBuf, opts: &Options, json: bool) -> Resul
     bar.finish_and_clear();
     let report = report.map_err(|e| e.to_string())?;
     if json {
-        println!("{}", to_json(&report)?);
+        out!("{}", to_json(&report)?);
     } else {
         print_report(&report);
     }
@@ -648,7 +661,7 @@ fn run_convert(input: &Input, out: PathBuf, opts: &Options, json: bool) -> Resul
 
 fn print_report(r: &Report) {
     if r.rounded_up {
-        println!(
+        out!(
             "note: virtual size rounded up from {} to {} bytes (a whole MiB, as Azure requires){}",
             r.source_size,
             r.virtual_size,
@@ -660,19 +673,19 @@ fn print_report(r: &Report) {
         );
     }
     for w in &r.warnings {
-        println!("warning: {w}");
+        out!("warning: {w}");
     }
     if let Some(e) = r
         .ebs
         .as_ref()
         .filter(|e| e.retries + e.tokens_refreshed > 0)
     {
-        println!(
+        out!(
             "note: {} retries ({} throttled), {} block tokens refreshed, {} checksum mismatches fetched again",
             e.retries, e.throttled, e.tokens_refreshed, e.checksum_mismatches
         );
     }
-    println!(
+    out!(
         "{} -> {} ({}, {}): read {}, wrote {}, skipped {} of zeros, in {:.2} s ({:.0} MiB/s)",
         r.input,
         r.output,
@@ -685,56 +698,64 @@ fn print_report(r: &Report) {
         r.throughput_mib_s
     );
     if let Some(f) = &r.fixup {
-        println!("fix-up report:");
+        out!("fix-up report:");
         print_fixup_changes(f);
     }
 }
 
 fn print_info(i: &Info, json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(i)?);
+        out!("{}", to_json(i)?);
         return Ok(());
     }
-    println!("file:            {}", i.path);
-    println!("format:          {}", i.format);
-    println!(
+    out!("file:            {}", i.path);
+    out!("format:          {}", i.format);
+    out!(
         "virtual size:    {} ({} bytes)",
         HumanBytes(i.virtual_size),
         i.virtual_size
     );
-    println!("file size:       {} bytes", i.file_size);
-    println!(
+    out!("file size:       {} bytes", i.file_size);
+    out!(
         "allocated:       {} ({} bytes)",
         HumanBytes(i.allocated_bytes),
         i.allocated_bytes
     );
     if let Some(f) = &i.footer {
-        println!("VHD footer:");
-        println!("  disk type:     {}", f.disk_type);
-        println!("  current size:  {}", f.current_size);
-        println!("  original size: {}", f.original_size);
-        println!(
+        out!("VHD footer:");
+        out!("  disk type:     {}", f.disk_type);
+        out!("  current size:  {}", f.current_size);
+        out!("  original size: {}", f.original_size);
+        out!(
             "  geometry:      {}/{}/{} (C/H/S, {} bytes)",
-            f.cylinders, f.heads, f.sectors_per_track, f.geometry_size
+            f.cylinders,
+            f.heads,
+            f.sectors_per_track,
+            f.geometry_size
         );
-        println!(
+        out!(
             "  creator:       {:?} {} on {:?}",
-            f.creator_application, f.creator_version, f.creator_host_os
+            f.creator_application,
+            f.creator_version,
+            f.creator_host_os
         );
-        println!("  timestamp:     {}", f.timestamp);
-        println!("  unique id:     {}", f.unique_id);
-        println!(
+        out!("  timestamp:     {}", f.timestamp);
+        out!("  unique id:     {}", f.unique_id);
+        out!(
             "  checksum:      {} ({})",
             f.checksum,
             if f.checksum_valid { "valid" } else { "INVALID" }
         );
-        println!(
+        out!(
             "  features:      {:#010x}, version {}, data offset {:#x}, saved state {}",
-            f.features, f.format_version, f.data_offset, f.saved_state
+            f.features,
+            f.format_version,
+            f.data_offset,
+            f.saved_state
         );
     }
     if let Some(d) = &i.dynamic {
-        println!(
+        out!(
             "dynamic header:  block size {}, {} BAT entries at {:#x}, {} allocated",
             HumanBytes(u64::from(d.block_size)),
             d.max_table_entries,
@@ -742,9 +763,9 @@ fn print_info(i: &Info, json: bool) -> Result<(), String> {
             d.allocated_blocks
         );
     }
-    println!("partition table: {}", i.partition_table);
+    out!("partition table: {}", i.partition_table);
     for p in &i.partitions {
-        println!(
+        out!(
             "  {:>3}  start {:>14}  size {:>12}  {}{}{}",
             p.number,
             p.start,
@@ -762,13 +783,13 @@ fn print_info(i: &Info, json: bool) -> Result<(), String> {
         );
     }
     for p in &i.problems {
-        println!("problem: {p}");
+        out!("problem: {p}");
     }
     if i.azure_upload_problems.is_empty() {
-        println!("azure:           ready to upload as a managed disk");
+        out!("azure:           ready to upload as a managed disk");
     } else {
         for p in &i.azure_upload_problems {
-            println!("azure:           {p}");
+            out!("azure:           {p}");
         }
     }
     Ok(())
@@ -776,17 +797,17 @@ fn print_info(i: &Info, json: bool) -> Result<(), String> {
 
 fn print_snapshot_info(i: &SnapshotInfo, json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(i)?);
+        out!("{}", to_json(i)?);
         return Ok(());
     }
-    println!("snapshot:        {} ({})", i.snapshot, i.region);
-    println!(
+    out!("snapshot:        {} ({})", i.snapshot, i.region);
+    out!(
         "volume size:     {} ({} bytes)",
         HumanBytes(i.volume_size),
         i.volume_size
     );
-    println!("block size:      {} bytes", i.block_size);
-    println!(
+    out!("block size:      {} bytes", i.block_size);
+    out!(
         "written blocks:  {} ({}, {:.1}% of the volume)",
         i.blocks,
         HumanBytes(i.allocated_bytes),
@@ -867,10 +888,10 @@ fn migrate_os_disk(
 
 fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(r)?);
+        out!("{}", to_json(r)?);
         return Ok(());
     }
-    println!(
+    out!(
         "fix-up report ({}):",
         r.fixup
             .inspection
@@ -880,7 +901,7 @@ fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
     );
     print_fixup(&r.fixup, false)?;
     print_upload(&r.upload, false)?;
-    println!(
+    out!(
         "staged copy {}: {}",
         r.staged,
         if r.staged_kept { "kept" } else { "removed" }
@@ -890,10 +911,10 @@ fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
 
 fn print_upload(r: &upload::Report, json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(r)?);
+        out!("{}", to_json(r)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s, {:.1} MiB/s; disk {} ({}); credential: {}",
         r.source,
         r.disk,
@@ -921,11 +942,11 @@ fn print_verify(
     json: bool,
 ) -> Result<(), String> {
     if json {
-        println!("{}", to_json(r)?);
+        out!("{}", to_json(r)?);
     } else {
         for c in upload::coalesce(&r.ranges) {
             if verbose || !c.matches {
-                println!(
+                out!(
                     "{} {}..{} ({})",
                     if c.matches { "match   " } else { "MISMATCH" },
                     c.offset,
@@ -934,7 +955,7 @@ fn print_verify(
                 );
             }
         }
-        println!(
+        out!(
             "{}: {} ranges, {} compared, {} differ; footer {}",
             name,
             r.ranges.len(),
@@ -957,13 +978,13 @@ fn print_verify(
 fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<(), String> {
     use ebs2azure::fixup::Class;
     if json {
-        println!("{}", to_json(r)?);
+        out!("{}", to_json(r)?);
         return Ok(());
     }
-    println!("image:           {}", r.image);
-    println!("partition table: {}", r.table);
+    out!("image:           {}", r.image);
+    out!("partition table: {}", r.table);
     for p in &r.partitions {
-        println!(
+        out!(
             "  {:>2}  {:>10}  {:<18} {:<12} {}{}",
             p.number,
             HumanBytes(p.size).to_string(),
@@ -980,17 +1001,18 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
         );
     }
     if let Some(os) = &r.os {
-        println!("os:              {} ({} {})", os.name, os.id, os.version);
+        out!("os:              {} ({} {})", os.name, os.id, os.version);
     }
     if let Some(n) = r.root_partition {
-        println!("root partition:  {n}");
+        out!("root partition:  {n}");
     }
-    println!(
+    out!(
         "boot mode:       {} (create the disk with --hyper-v-generation {})",
-        r.boot_mode, r.hyper_v_generation
+        r.boot_mode,
+        r.hyper_v_generation
     );
     for k in &r.kernels {
-        println!(
+        out!(
             "kernel:          {} (Hyper-V drivers built in: {}; as modules: {}; initramfs: {}{})",
             k.version,
             if k.built_in.is_empty() {
@@ -1011,11 +1033,11 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
             }
         );
     }
-    println!("fstab entries:   {}", r.fstab.len());
+    out!("fstab entries:   {}", r.fstab.len());
     if let Some(ds) = &r.cloud_init_datasources {
-        println!("cloud-init:      datasource_list {ds}");
+        out!("cloud-init:      datasource_list {ds}");
     }
-    println!(
+    out!(
         "azure agent:     {}",
         if r.azure_agent {
             "installed"
@@ -1023,24 +1045,24 @@ fn print_inspect(r: &ebs2azure::fixup::inspect::Report, json: bool) -> Result<()
             "not installed"
         }
     );
-    println!("findings:");
+    out!("findings:");
     for f in &r.findings {
         let class = match f.class {
             Class::Blocker => "BLOCKER",
             Class::Fixup => "fix-up ",
             Class::Advice => "advice ",
         };
-        println!("  {class}  {}: {}", f.subject, f.message);
+        out!("  {class}  {}: {}", f.subject, f.message);
     }
     if r.findings.iter().any(|f| f.class == Class::Fixup) {
-        println!("(`ebs2azure fixup IMAGE` makes the fix-ups it can; --dry-run shows them first)");
+        out!("(`ebs2azure fixup IMAGE` makes the fix-ups it can; --dry-run shows them first)");
     }
     Ok(())
 }
 
 fn print_fixup(r: &ebs2azure::fixup::apply::Report, json: bool) -> Result<(), String> {
     if json {
-        println!("{}", to_json(r)?);
+        out!("{}", to_json(r)?);
     } else {
         print_fixup_changes(r);
     }
@@ -1052,7 +1074,7 @@ fn print_fixup_changes(r: &ebs2azure::fixup::apply::Report) {
     use ebs2azure::fixup::Class;
     let verb = if r.dry_run { "would change" } else { "changed" };
     if r.changes.is_empty() {
-        println!("  nothing to change");
+        out!("  nothing to change");
     }
     for c in &r.changes {
         let state = match (&c.before, &c.after) {
@@ -1063,12 +1085,12 @@ fn print_fixup_changes(r: &ebs2azure::fixup::apply::Report) {
                 c.original.as_deref().unwrap_or("-")
             ),
         };
-        println!("  {verb} {}: {state}; {}", c.path, c.reason);
+        out!("  {verb} {}: {state}; {}", c.path, c.reason);
     }
     for f in &r.inspection.findings {
         match f.class {
-            Class::Blocker => println!("  BLOCKER (not fixed here)  {}: {}", f.subject, f.message),
-            Class::Advice => println!("  advice  {}: {}", f.subject, f.message),
+            Class::Blocker => out!("  BLOCKER (not fixed here)  {}: {}", f.subject, f.message),
+            Class::Advice => out!("  advice  {}: {}", f.subject, f.message),
             Class::Fixup => {}
         }
     }

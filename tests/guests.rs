@@ -740,3 +740,88 @@ fn a_real_debian_guest_from_debootstrap_is_fixed_up() {
         "{r}"
     );
 }
+
+#[test]
+fn a_root_on_a_linear_lvm_volume_is_found_and_fixed_up() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &["--lvm"]);
+    let r = inspect(&raw);
+    assert_eq!(r["root_partition"], 1001, "{r}");
+    let lv = r["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["number"] == 1001)
+        .unwrap()
+        .clone();
+    assert_eq!(lv["kind"], "LVM volume ebs2azure_vg/root");
+    assert_eq!(lv["fs"]["kind"], "ext4");
+    assert!(has(&r, "advice", "ebs2azure_vg/home"), "{r}");
+
+    // The oracle: lvm2's own tools say where the volume's extents are.
+    let pv = &r["partitions"][2];
+    let (start, size) = (pv["start"].as_u64().unwrap(), pv["size"].as_u64().unwrap());
+    let dev = tool_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &start.to_string(),
+            "--sizelimit",
+            &size.to_string(),
+            path_str(&raw),
+        ],
+    );
+    let dev = dev.trim();
+    let cfg = "devices { obtain_device_list_from_udev=0 } backup { backup=0 archive=0 }";
+    let lvm = |cmd: &str, args: &[&str]| {
+        let mut a = vec![
+            "--config",
+            cfg,
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+        ];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&tool(cmd, &a).stdout)
+            .trim()
+            .to_owned()
+    };
+    let pe_start: u64 = lvm("pvs", &["-o", "pe_start", dev]).parse().unwrap();
+    let extent: u64 = lvm("vgs", &["-o", "vg_extent_size", "ebs2azure_vg"])
+        .parse()
+        .unwrap();
+    let ranges = lvm("lvs", &["-o", "seg_pe_ranges", "ebs2azure_vg/root"]);
+    let _ = tool("losetup", &["-d", dev]);
+    let (first, last) = ranges.rsplit(':').next().unwrap().split_once('-').unwrap();
+    let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+    assert_eq!(
+        lv["start"].as_u64().unwrap(),
+        start + pe_start + first * extent,
+        "{ranges}"
+    );
+    assert_eq!(
+        lv["size"].as_u64().unwrap(),
+        (last - first + 1) * extent,
+        "{ranges}"
+    );
+
+    // fixup edits the guest on the volume; /dev/mapper names are stable on Azure and stay.
+    ok(&ebs2azure(&["fixup", path_str(&raw)]));
+    assert_eq!(loops_of(&raw), "");
+    let p = ebs2azure::fixup::inspect::partitions(&raw).unwrap();
+    let root = p.iter().find(|p| p.number == 1001).unwrap();
+    let fstab = {
+        use ebs2azure::fixup::guest::GuestFs;
+        let m = ebs2azure::fixup::mount::Mounted::read_only(&raw, root.start, root.size, "ext4")
+            .unwrap();
+        m.read_text("/etc/fstab").unwrap().unwrap()
+    };
+    assert!(fstab.contains("/dev/mapper/ebs2azure_vg-root"), "{fstab}");
+    assert!(checks_clean(&raw, 1001, &["e2fsck", "-f", "-n"]));
+    assert!(ok(&ebs2azure(&["fixup", path_str(&raw)])).contains("nothing to change"));
+}

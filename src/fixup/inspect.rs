@@ -145,14 +145,9 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
         azure_agent: false,
         findings: Vec::new(),
     };
+    let lvm_findings = logical_volumes(&image, &mut report.partitions);
+    report.findings.extend(lvm_findings);
     drop(image);
-    if report.partitions.iter().any(|p| p.fs.kind == "LVM2_member") {
-        report.findings.push(finding(
-            Class::Advice,
-            "LVM",
-            "a partition is an LVM physical volume; logical volumes are not inspected (this host has no device-mapper)",
-        ));
-    }
     check_host()?;
     let candidates: Vec<PartInfo> = report
         .partitions
@@ -232,15 +227,69 @@ fn read_partitions(image: &Image, shown: &str) -> Result<(String, Vec<PartInfo>)
     Ok((table.kind().to_owned(), parts))
 }
 
-/// The partitions of the image at `path` and their filesystems, from the
-/// partition table and superblocks alone (nothing is mounted).
+/// Numbers given to logical volumes in reports: they follow the partitions.
+pub const FIRST_VOLUME_NUMBER: u32 = 1001;
+
+/// Adds the linear logical volumes of each LVM physical volume to the
+/// report's partitions (so they are probed and searched for the root like
+/// partitions), and says which volumes cannot be read.
+fn logical_volumes(image: &Image, parts: &mut Vec<PartInfo>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let pvs: Vec<PartInfo> = parts
+        .iter()
+        .filter(|p| p.fs.kind == "LVM2_member")
+        .cloned()
+        .collect();
+    let mut number = FIRST_VOLUME_NUMBER;
+    for pv in pvs {
+        let subject = format!("LVM physical volume on partition {}", pv.number);
+        match super::lvm::volumes(image, pv.start, pv.size) {
+            Err(why) => findings.push(finding(
+                Class::Advice,
+                &subject,
+                format!("{why}; its logical volumes are not inspected"),
+            )),
+            Ok(lvs) => {
+                for lv in lvs {
+                    match lv.linear {
+                        Some((off, len)) => {
+                            parts.push(PartInfo {
+                                number,
+                                start: pv.start + off,
+                                size: len,
+                                kind: format!("LVM volume {}/{}", lv.vg, lv.name),
+                                fs: probe(image, pv.start + off, len),
+                            });
+                            number += 1;
+                        }
+                        None => findings.push(finding(
+                            Class::Advice,
+                            &format!("LVM volume {}/{}", lv.vg, lv.name),
+                            format!(
+                                "{}; only linear volumes are read here (this host has no device-mapper), so it is not inspected",
+                                lv.why_not.unwrap_or_default()
+                            ),
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    findings
+}
+
+/// The partitions of the image at `path`, then its linear LVM logical
+/// volumes, with their filesystems, from the partition table, the LVM
+/// metadata and superblocks alone (nothing is mounted).
 pub fn partitions(path: &Path) -> Result<Vec<PartInfo>, Error> {
     let shown = path.display().to_string();
     let image = Image::open(path, &OpenOptions::default()).map_err(|source| Error::Image {
         path: shown.clone(),
         source,
     })?;
-    Ok(read_partitions(&image, &shown)?.1)
+    let mut parts = read_partitions(&image, &shown)?.1;
+    logical_volumes(&image, &mut parts);
+    Ok(parts)
 }
 
 /// The value of KEY in an os-release or shell-style assignment file.

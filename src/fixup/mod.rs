@@ -10,6 +10,7 @@ pub mod esp;
 pub mod guest;
 pub mod initramfs;
 pub mod inspect;
+pub mod lvm;
 pub mod mount;
 pub mod probe;
 
