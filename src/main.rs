@@ -150,6 +150,10 @@ enum Command {
         dry_run: bool,
         #[command(flatten)]
         disks: DataDiskArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -361,17 +365,17 @@ impl AzureArgs {
 #[command(next_help_heading = "Fix-ups")]
 struct DataDiskArgs {
     /// Another disk of the machine as DEVICE=IMAGE (its EC2 device as fstab
-    /// names it, and a raw image or VHD of it), so fstab entries on that
-    /// device become UUIDs instead of being commented out (repeatable).
+    /// names it, and a raw image, VHD or EBS snapshot of it; a snapshot is
+    /// read only where its partition table and superblocks are), so fstab
+    /// entries on that device become UUIDs instead of being commented out
+    /// (repeatable).
     #[arg(long = "data-disk", value_name = "DEVICE=IMAGE", value_parser = parse_data_disk)]
-    data_disks: Vec<(String, PathBuf)>,
+    data_disks: Vec<(String, String)>,
 }
 
-fn parse_data_disk(s: &str) -> Result<(String, PathBuf), String> {
+fn parse_data_disk(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((d, p)) if d.starts_with("/dev/") && !p.is_empty() => {
-            Ok((d.to_owned(), PathBuf::from(p)))
-        }
+        Some((d, p)) if d.starts_with("/dev/") && !p.is_empty() => Ok((d.to_owned(), p.to_owned())),
         _ => Err(format!(
             "{s:?} is not DEVICE=IMAGE, e.g. /dev/xvdf=data.vhd"
         )),
@@ -379,13 +383,29 @@ fn parse_data_disk(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 impl DataDiskArgs {
-    fn fix_options(&self, dry_run: bool) -> Result<ebs2azure::fixup::apply::FixOptions, String> {
+    /// Fix-up options with each data disk's filesystems probed (snapshots through `ebs`).
+    fn fix_options(
+        &self,
+        dry_run: bool,
+        ebs: &ebs::Settings,
+    ) -> Result<ebs2azure::fixup::apply::FixOptions, String> {
+        use ebs2azure::fixup::apply::DataDisk;
         let data_disks = self
             .data_disks
             .iter()
-            .map(|(dev, path)| {
-                ebs2azure::fixup::apply::DataDisk::probe(dev, path)
-                    .map_err(|e| format!("--data-disk {dev}: {e}"))
+            .map(|(dev, what)| {
+                let disk = match Input::parse(what) {
+                    Input::Image(path) => DataDisk::probe(dev, &path).map_err(|e| e.to_string()),
+                    Input::Snapshot(id) => {
+                        ebs::EbsSource::open(&id, ebs, ebs2azure::source::ebs::Quotas::published())
+                            .map_err(|e| e.to_string())
+                            .and_then(|src| {
+                                let disk = ebs2azure::source::snapshot_disk::SnapshotDisk::new(src);
+                                DataDisk::probe_disk(dev, &disk, &id).map_err(|e| e.to_string())
+                            })
+                    }
+                };
+                disk.map_err(|e| format!("--data-disk {dev}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ebs2azure::fixup::apply::FixOptions {
@@ -475,7 +495,10 @@ fn main() -> ExitCode {
             aws,
             limits,
         } => {
-            let fixup = match fixup.then(|| disks.fix_options(false)).transpose() {
+            let fixup = match fixup
+                .then(|| disks.fix_options(false, &aws.settings(&limits, None)))
+                .transpose()
+            {
                 Ok(f) => f,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -538,9 +561,11 @@ fn main() -> ExitCode {
             image,
             dry_run,
             disks,
+            aws,
+            limits,
             json,
         } => disks
-            .fix_options(dry_run)
+            .fix_options(dry_run, &aws.settings(&limits, None))
             .and_then(|o| ebs2azure::fixup::apply::fixup(&image, &o).map_err(|e| e.to_string()))
             .and_then(|r| print_fixup(&r, json)),
         Command::Upload {
@@ -579,7 +604,7 @@ fn main() -> ExitCode {
             };
             match azure.os_type {
                 Some(OsTypeArg::Linux) if !no_fixup => disks
-                    .fix_options(false)
+                    .fix_options(false, &opts.ebs)
                     .and_then(|fix| {
                         let staging = os_disk::Staging {
                             dir: staging_dir,

@@ -542,8 +542,28 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     let snap = ebs.seed(&raw, &[]);
     let az = Azure::start(&["--proxy", "1"]);
 
+    // The machine's data disk (/dev/xvdf in its fstab) as a snapshot too:
+    // only its superblock is read, to mount it by UUID.
+    let data = dir.path().join("data.raw");
+    sparse_file(&data, 320 << 20, &[]);
+    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
+    let data_uuid = ebs2azure::fixup::inspect::partitions(&data).unwrap()[0]
+        .fs
+        .uuid
+        .clone()
+        .unwrap();
+    let data_snap = ebs.seed(&data, &[]);
+    let data_disk = format!("/dev/xvdf={data_snap}");
+
     // Staged, fixed up, uploaded; the staged copy is removed afterwards.
-    let out = migrate_os(&ebs, &az, &snap, "web01-os", &staging, &["--json"]);
+    let out = migrate_os(
+        &ebs,
+        &az,
+        &snap,
+        "web01-os",
+        &staging,
+        &["--json", "--data-disk", &data_disk],
+    );
     no_azure_secrets(&out);
     no_secrets(&out);
     let r: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
@@ -566,7 +586,11 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     // The disk's guest is fixed up, and its filesystem checks clean.
     let back = dir.path().join("back.vhd");
     az.download("web01-os", &back);
-    assert!(guest_file(&back, "/etc/fstab").unwrap().contains("UUID="));
+    let fstab = guest_file(&back, "/etc/fstab").unwrap();
+    assert!(
+        fstab.contains(&format!("UUID={data_uuid}\t/data\txfs\tdefaults,nofail")),
+        "{fstab}"
+    );
     assert!(checks_clean(&back, 3, &["e2fsck", "-f", "-n"]));
     assert_eq!(loops_of(&back), "");
 

@@ -137,6 +137,19 @@ impl DataDisk {
         })
     }
 
+    /// The same from any disk, such as a snapshot read a few blocks at a time
+    /// ([`crate::source::snapshot_disk::SnapshotDisk`]); `shown` names it in errors.
+    pub fn probe_disk(
+        device: &str,
+        disk: &(impl diskformats::Disk + ?Sized),
+        shown: &str,
+    ) -> Result<DataDisk, Error> {
+        Ok(DataDisk {
+            device: device.to_owned(),
+            partitions: super::inspect::partitions_of(disk, shown)?,
+        })
+    }
+
     /// The UUID of the filesystem `spec` names on this disk, if it is one.
     fn uuid_of(&self, spec: &str) -> Option<String> {
         let names = |d: &str| -> Vec<String> {

@@ -199,7 +199,10 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
 }
 
 /// The partition table's kind and its partitions, each probed.
-fn read_partitions(image: &Image, shown: &str) -> Result<(String, Vec<PartInfo>), Error> {
+fn read_partitions(
+    image: &(impl Disk + ?Sized),
+    shown: &str,
+) -> Result<(String, Vec<PartInfo>), Error> {
     let table = PartitionTable::read(image).map_err(|source| Error::Image {
         path: shown.to_owned(),
         source,
@@ -233,7 +236,7 @@ pub const FIRST_VOLUME_NUMBER: u32 = 1001;
 /// Adds the linear logical volumes of each LVM physical volume to the
 /// report's partitions (so they are probed and searched for the root like
 /// partitions), and says which volumes cannot be read.
-fn logical_volumes(image: &Image, parts: &mut Vec<PartInfo>) -> Vec<Finding> {
+fn logical_volumes(image: &(impl Disk + ?Sized), parts: &mut Vec<PartInfo>) -> Vec<Finding> {
     let mut findings = Vec::new();
     let pvs: Vec<PartInfo> = parts
         .iter()
@@ -287,8 +290,14 @@ pub fn partitions(path: &Path) -> Result<Vec<PartInfo>, Error> {
         path: shown.clone(),
         source,
     })?;
-    let mut parts = read_partitions(&image, &shown)?.1;
-    logical_volumes(&image, &mut parts);
+    partitions_of(&image, &shown)
+}
+
+/// The same for any disk (`shown` names it in errors), such as a snapshot
+/// read a few blocks at a time.
+pub fn partitions_of(disk: &(impl Disk + ?Sized), shown: &str) -> Result<Vec<PartInfo>, Error> {
+    let mut parts = read_partitions(disk, shown)?.1;
+    logical_volumes(disk, &mut parts);
     Ok(parts)
 }
 

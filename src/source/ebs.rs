@@ -373,6 +373,26 @@ impl EbsSource {
         &self.inner.region
     }
 
+    /// Block `index` when the snapshot holds it, `None` when it was never
+    /// written (it reads as zeros). For reading a few structures (partition
+    /// tables, superblocks), not for copies: each call lists the snapshot
+    /// from `index` first.
+    pub fn read_listed_block(&self, index: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.rt.block_on(async {
+            let (page, _, _) = self.inner.list(None, Some(index), REFRESH_PAGE).await?;
+            let Some((_, token)) = page.blocks.into_iter().find(|(i, _)| *i == index) else {
+                return Ok(None);
+            };
+            if let Ok(mut tokens) = self.inner.tokens.lock() {
+                tokens.insert(index, token);
+            }
+            let data = self.inner.fetch(index).await?;
+            let bytes = data.data.to_vec();
+            self.inner.give_back(data);
+            Ok(Some(bytes))
+        })
+    }
+
     /// Retries, throttling and refreshes seen so far.
     pub fn counters(&self) -> &EbsCounters {
         &self.inner.counters

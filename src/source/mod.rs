@@ -4,6 +4,7 @@
 
 pub mod ebs;
 pub mod image;
+pub mod snapshot_disk;
 
 pub use ebs::EbsSource;
 pub use image::ImageSource;
