@@ -120,9 +120,20 @@ pub enum Error {
     },
 }
 
-/// Where the snapshot's staged VHD lives in `dir`.
-pub fn staged_path(dir: &Path, snapshot: &str) -> PathBuf {
-    dir.join(format!("ebs2azure-{snapshot}.vhd"))
+/// Where the staged VHD of `snapshot` on its way to disk `disk` lives in
+/// `dir` (one per disk, so two migrations of one snapshot do not meet).
+pub fn staged_path(dir: &Path, snapshot: &str, disk: &str) -> PathBuf {
+    let disk: String = disk
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("ebs2azure-{snapshot}-{disk}.vhd"))
 }
 
 fn report_path(staged: &Path) -> PathBuf {
@@ -152,7 +163,7 @@ pub fn migrate(
         Ok(_) => return Err(dir_err("it is not a directory".into())),
         Err(e) => return Err(dir_err(e.to_string())),
     }
-    let staged = staged_path(dir, snapshot);
+    let staged = staged_path(dir, snapshot, &target.disk.name);
     let shown = staged.display().to_string();
     let json = report_path(&staged);
     let (staging_report, fix) = if opts.resume {
@@ -258,4 +269,24 @@ pub fn migrate(
         fixup: fix,
         upload: up,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_disk_has_its_own_staged_copy() {
+        let dir = Path::new("/var/tmp");
+        let a = staged_path(dir, "snap-0a", "web01-os");
+        assert_eq!(a, Path::new("/var/tmp/ebs2azure-snap-0a-web01-os.vhd"));
+        assert_ne!(a, staged_path(dir, "snap-0a", "web02-os"));
+        assert_eq!(
+            report_path(&a),
+            Path::new("/var/tmp/ebs2azure-snap-0a-web01-os.vhd.fixup.json")
+        );
+        // Nothing in a disk name can leave the staging directory.
+        let odd = staged_path(dir, "snap-0a", "../../etc/x");
+        assert_eq!(odd.parent(), Some(dir));
+    }
 }

@@ -15,6 +15,9 @@ use std::process::Command;
 use super::guest::GuestFs;
 use super::Error;
 
+/// Times a guest path lookup is retried when the kernel reports a race (EAGAIN).
+const OPEN_RETRIES: u32 = 500;
+
 /// Largest guest file read whole (initramfs images included).
 pub const MAX_READ: u64 = 512 << 20;
 
@@ -157,15 +160,28 @@ impl Mounted {
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (flags | libc::O_CLOEXEC) as u64;
         how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
-        // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
+        // A ".." (a relative guest symlink such as /etc/os-release) gives
+        // EAGAIN when any mount or rename on the host races the lookup:
+        // the kernel asks for a retry. Bounded: a few hundred tries, 1 ms apart.
+        let mut attempts = 0;
+        let fd = loop {
+            // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    root.as_raw_fd(),
+                    c.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            let again =
+                fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+            if !again || attempts >= OPEN_RETRIES {
+                break fd;
+            }
+            attempts += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
         };
         if fd < 0 {
             let e = std::io::Error::last_os_error();
