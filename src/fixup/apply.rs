@@ -64,6 +64,8 @@ enum Edit {
     Write(String),
     /// The same, created owner-only if new (NetworkManager refuses others).
     WritePrivate(String),
+    /// Make its contents these bytes (a binary-safe block such as grubenv).
+    Bytes(Vec<u8>),
     /// Take it out of use, keeping it as the original.
     Remove,
 }
@@ -553,6 +555,27 @@ pub(crate) fn ec2_only(name: &str) -> bool {
     name.to_ascii_lowercase().contains("ec2") || name == "50-curtin-networking.cfg"
 }
 
+/// The edit to a grubenv block whose kernelopts (which BLS entries use)
+/// lack the serial console; refused when it would not fit the block.
+fn grubenv_plan(fs: &dyn GuestFs, path: &str) -> Result<Option<Planned>, Error> {
+    let Some(d) = fs.read(path)? else {
+        return Ok(None);
+    };
+    if !String::from_utf8_lossy(&d).contains("kernelopts=") {
+        return Ok(None);
+    }
+    let new = fix_grubenv(&d).ok_or_else(|| {
+        Error::Guest(format!(
+            "{path}: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
+        ))
+    })?;
+    Ok(Some(planned(
+        path,
+        "BLS entries take the kernel command line from grubenv's kernelopts",
+        Edit::Bytes(new),
+    )))
+}
+
 /// The edits to the bootloader files on the EFI system partition: a full
 /// grub.cfg (RHEL 8 keeps one there) and grubenv's kernelopts.
 fn esp_plan(esp: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
@@ -566,21 +589,7 @@ fn esp_plan(esp: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
                 Edit::Write(fix_grub_cfg(&t)),
             ));
         }
-        let env = format!("/EFI/{vendor}/grubenv");
-        if let Some(d) = esp.read(&env)? {
-            if String::from_utf8_lossy(&d).contains("kernelopts=") {
-                let Some(new) = fix_grubenv(&d) else {
-                    return Err(Error::Guest(format!(
-                        "{env} on the EFI system partition: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
-                    )));
-                };
-                edits.push(planned(
-                    env,
-                    "BLS entries take the kernel command line from grubenv's kernelopts",
-                    Edit::Write(String::from_utf8_lossy(&new).into_owned()),
-                ));
-            }
-        }
+        edits.extend(grubenv_plan(esp, &format!("/EFI/{vendor}/grubenv"))?);
     }
     Ok(edits)
 }
@@ -630,20 +639,7 @@ fn plan(m: &dyn GuestFs, ins: &Inspection, data_disks: &[DataDisk]) -> Result<Ve
         }
     }
     for f in ["/boot/grub2/grubenv", "/boot/grub/grubenv"] {
-        if let Some(d) = m.read(f)? {
-            if String::from_utf8_lossy(&d).contains("kernelopts=") {
-                let Some(new) = fix_grubenv(&d) else {
-                    return Err(Error::Guest(format!(
-                        "{f}: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
-                    )));
-                };
-                edits.push(planned(
-                    f,
-                    "BLS entries take the kernel command line from grubenv's kernelopts",
-                    Edit::Write(String::from_utf8_lossy(&new).into_owned()),
-                ));
-            }
-        }
+        edits.extend(grubenv_plan(m, f)?);
     }
     let mut cloud = vec!["/etc/cloud/cloud.cfg".to_owned()];
     cloud.extend(
@@ -732,6 +728,7 @@ fn changes(fs: &dyn GuestFs, p: &Planned) -> Result<bool, Error> {
     let old = fs.read(&p.path)?;
     Ok(match &p.edit {
         Edit::Write(t) | Edit::WritePrivate(t) => old.as_deref() != Some(t.as_bytes()),
+        Edit::Bytes(b) => old.as_deref() != Some(&b[..]),
         Edit::Remove => old.is_some(),
     })
 }
@@ -751,6 +748,7 @@ fn apply(
         let (new, mode) = match &p.edit {
             Edit::Write(t) => (Some(t.as_bytes()), 0o644),
             Edit::WritePrivate(t) => (Some(t.as_bytes()), 0o600),
+            Edit::Bytes(b) => (Some(&b[..]), 0o644),
             Edit::Remove => (None, 0),
         };
         if old.as_deref() == new || (old.is_none() && new.is_none()) {
