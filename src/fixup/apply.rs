@@ -556,7 +556,8 @@ pub(crate) fn ec2_only(name: &str) -> bool {
 }
 
 /// The edit to a grubenv block whose kernelopts (which BLS entries use)
-/// lack the serial console; refused when it would not fit the block.
+/// lack the serial console; none when the longer line would not fit the
+/// block (inspect says so: the guest boots, without the serial console).
 fn grubenv_plan(fs: &dyn GuestFs, path: &str) -> Result<Option<Planned>, Error> {
     let Some(d) = fs.read(path)? else {
         return Ok(None);
@@ -564,16 +565,49 @@ fn grubenv_plan(fs: &dyn GuestFs, path: &str) -> Result<Option<Planned>, Error> 
     if !String::from_utf8_lossy(&d).contains("kernelopts=") {
         return Ok(None);
     }
-    let new = fix_grubenv(&d).ok_or_else(|| {
-        Error::Guest(format!(
-            "{path}: kernelopts with the serial console would not fit its 1024 bytes; shorten it on the source"
-        ))
-    })?;
+    let Some(new) = fix_grubenv(&d) else {
+        return Ok(None);
+    };
     Ok(Some(planned(
         path,
         "BLS entries take the kernel command line from grubenv's kernelopts",
         Edit::Bytes(new),
     )))
+}
+
+/// The grubenv blocks of the root filesystem.
+const GRUBENVS: [&str; 2] = ["/boot/grub2/grubenv", "/boot/grub/grubenv"];
+
+/// The edits to what the bootloader reads from the root filesystem now:
+/// grub.cfg's kernel lines, BLS entries and grubenv's kernelopts.
+fn boot_plan(m: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
+    let mut edits = Vec::new();
+    for f in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
+        if let Some(t) = m.read_text(f)? {
+            edits.push(planned(
+                f,
+                "the bootloader reads grub.cfg, not /etc/default/grub, until it is regenerated: its kernel lines need the serial console too",
+                Edit::Write(fix_grub_cfg(&t)),
+            ));
+        }
+    }
+    for n in m.list("/boot/loader/entries")? {
+        if !n.ends_with(".conf") {
+            continue;
+        }
+        let f = format!("/boot/loader/entries/{n}");
+        if let Some(t) = m.read_text(&f)? {
+            edits.push(planned(
+                f,
+                "BLS entries carry the kernel command line the bootloader uses",
+                Edit::Write(fix_bls(&t)),
+            ));
+        }
+    }
+    for f in GRUBENVS {
+        edits.extend(grubenv_plan(m, f)?);
+    }
+    Ok(edits)
 }
 
 /// The edits to the bootloader files on the EFI system partition: a full
@@ -616,31 +650,7 @@ fn plan(m: &dyn GuestFs, ins: &Inspection, data_disks: &[DataDisk]) -> Result<Ve
             Edit::Write(fix_grub(&t)),
         ));
     }
-    for f in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
-        if let Some(t) = m.read_text(f)? {
-            edits.push(planned(
-                f,
-                "the bootloader reads grub.cfg, not /etc/default/grub, until it is regenerated: its kernel lines need the serial console too",
-                Edit::Write(fix_grub_cfg(&t)),
-            ));
-        }
-    }
-    for n in m.list("/boot/loader/entries")? {
-        if !n.ends_with(".conf") {
-            continue;
-        }
-        let f = format!("/boot/loader/entries/{n}");
-        if let Some(t) = m.read_text(&f)? {
-            edits.push(planned(
-                f,
-                "BLS entries carry the kernel command line the bootloader uses",
-                Edit::Write(fix_bls(&t)),
-            ));
-        }
-    }
-    for f in ["/boot/grub2/grubenv", "/boot/grub/grubenv"] {
-        edits.extend(grubenv_plan(m, f)?);
-    }
+    edits.extend(boot_plan(m)?);
     let mut cloud = vec!["/etc/cloud/cloud.cfg".to_owned()];
     cloud.extend(
         m.list("/etc/cloud/cloud.cfg.d")?
@@ -697,23 +707,49 @@ fn plan(m: &dyn GuestFs, ins: &Inspection, data_disks: &[DataDisk]) -> Result<Ve
     Ok(edits)
 }
 
-/// The network and EFI-partition edits `fixup` would make, as (path,
-/// reason) pairs for `inspect`'s findings: one planner serves both, so they
-/// agree.
+/// What `fixup` would change in the bootloader and network files (root
+/// and EFI system partition) as `inspect`'s findings: one planner serves
+/// both, so they agree. A grubenv whose kernelopts cannot take the serial
+/// console is advice.
 pub(crate) fn pending(
     m: &dyn GuestFs,
     esp: Option<&dyn GuestFs>,
-) -> Result<Vec<(String, String)>, Error> {
+) -> Result<Vec<super::Finding>, Error> {
+    let finding = |class, subject: String, message: String| super::Finding {
+        class,
+        subject,
+        message,
+    };
     let mut out = Vec::new();
-    for p in network_plan(m)? {
-        if changes(m, &p)? {
-            out.push((p.path, p.reason));
+    let mut envs: Vec<(&dyn GuestFs, String, &str)> =
+        GRUBENVS.iter().map(|f| (m, (*f).to_owned(), "")).collect();
+    let mut plans = vec![("", m, boot_plan(m)?), ("", m, network_plan(m)?)];
+    if let Some(esp) = esp {
+        plans.push((ESP_MOUNT, esp, esp_plan(esp)?));
+        for vendor in esp.list("/EFI")? {
+            envs.push((esp, format!("/EFI/{vendor}/grubenv"), ESP_MOUNT));
         }
     }
-    if let Some(esp) = esp {
-        for p in esp_plan(esp)? {
-            if changes(esp, &p)? {
-                out.push((format!("{ESP_MOUNT}{}", p.path), p.reason));
+    for (prefix, fs, edits) in plans {
+        for p in edits {
+            if changes(fs, &p)? {
+                let why = format!("{} (fixup makes this change)", p.reason);
+                out.push(finding(
+                    super::Class::Fixup,
+                    format!("{prefix}{}", p.path),
+                    why,
+                ));
+            }
+        }
+    }
+    for (fs, path, prefix) in envs {
+        if let Some(d) = fs.read(&path)? {
+            if String::from_utf8_lossy(&d).contains("kernelopts=") && fix_grubenv(&d).is_none() {
+                out.push(finding(
+                    super::Class::Advice,
+                    format!("{prefix}{path}"),
+                    "kernelopts with the serial console would not fit grubenv's 1024 bytes, so fixup leaves it and the serial console stays off; shorten kernelopts on the source (grub2-editenv - set kernelopts=...)".into(),
+                ));
             }
         }
     }
@@ -995,5 +1031,104 @@ mod tests {
         assert!(!names_other_interface(&once));
         assert!(ifcfg_pinned("DEVICE=eth0\nHWADDR=0a:1b:2c:3d:4e:5f\n"));
         assert!(!ifcfg_pinned(IFCFG_ETH0));
+    }
+
+    /// A guest filesystem in memory: files by path, directories implied.
+    #[derive(Default)]
+    struct MemFs(std::cell::RefCell<std::collections::BTreeMap<String, Vec<u8>>>);
+
+    impl GuestFs for MemFs {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+            Ok(self.0.borrow().get(path).cloned())
+        }
+        fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+            let dir = format!("{path}/");
+            let mut names: Vec<String> = self
+                .0
+                .borrow()
+                .keys()
+                .filter_map(|k| k.strip_prefix(&dir))
+                .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+                .collect();
+            names.dedup();
+            Ok(names)
+        }
+        fn exists(&self, path: &str) -> Result<bool, Error> {
+            Ok(self.read(path)?.is_some() || !self.list(path)?.is_empty())
+        }
+        fn write(&self, path: &str, data: &[u8], _mode: u32) -> Result<(), Error> {
+            self.0.borrow_mut().insert(path.to_owned(), data.to_vec());
+            Ok(())
+        }
+        fn rename(&self, from: &str, to_name: &str) -> Result<(), Error> {
+            let (dir, _) = from.rsplit_once('/').unwrap();
+            let data = self.0.borrow_mut().remove(from).unwrap();
+            self.0.borrow_mut().insert(format!("{dir}/{to_name}"), data);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_grubenv_that_cannot_take_the_console_is_advice_not_an_edit() {
+        let fs = MemFs::default();
+        let mut full = format!("kernelopts={}\n", "x".repeat(1000)).into_bytes();
+        full.resize(1024, b'#');
+        fs.write("/boot/grub2/grubenv", &full, 0o644).unwrap();
+        assert!(boot_plan(&fs).unwrap().is_empty());
+        let found = pending(&fs, None).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].class, super::super::Class::Advice);
+        assert_eq!(found[0].subject, "/boot/grub2/grubenv");
+    }
+
+    #[test]
+    fn network_edits_keep_originals_where_they_are_not_read_and_run_once() {
+        let fs = MemFs::default();
+        let dir = "/etc/sysconfig/network-scripts";
+        fs.write(
+            &format!("{dir}/ifcfg-ens5"),
+            b"DEVICE=ens5\nHWADDR=0a:1b:2c:3d:4e:5f\nBOOTPROTO=dhcp\n",
+            0o644,
+        )
+        .unwrap();
+        fs.write(&format!("{dir}/ifcfg-lo"), b"DEVICE=lo\n", 0o644)
+            .unwrap();
+        let custom = b"network:\n  ethernets:\n    ens5:\n      match:\n        macaddress: 0a:1b:2c:3d:4e:5f\n";
+        fs.write("/etc/netplan/60-custom.yaml", custom, 0o644)
+            .unwrap();
+        let found = pending(&fs, None).unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        let changes = apply(&fs, "", network_plan(&fs).unwrap(), false).unwrap();
+        let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/netplan/60-custom.yaml",
+                "/etc/sysconfig/network-scripts/ifcfg-ens5",
+                "/etc/sysconfig/network-scripts/ifcfg-eth0"
+            ]
+        );
+        assert_eq!(
+            changes[1].original.as_deref(),
+            Some("/etc/sysconfig/network-scripts/.ifcfg-ens5.ebs2azure-orig")
+        );
+        assert_eq!(changes[2].original, None, "ifcfg-eth0 is new");
+        assert_eq!(
+            fs.read(&format!("{dir}/ifcfg-eth0")).unwrap().as_deref(),
+            Some(IFCFG_ETH0.as_bytes())
+        );
+        assert_eq!(
+            fs.read("/etc/netplan/60-custom.yaml.ebs2azure-orig")
+                .unwrap()
+                .as_deref(),
+            Some(&custom[..])
+        );
+        assert!(
+            pending(&fs, None).unwrap().is_empty(),
+            "a second look finds nothing"
+        );
+        assert!(apply(&fs, "", network_plan(&fs).unwrap(), false)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -164,15 +164,8 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
                 Some(e) => Some(Esp::open(path, e.start, e.size, false)?),
                 None => None,
             };
-            for (subject, why) in
-                super::apply::pending(&m, esp.as_ref().map(|e| e as &dyn GuestFs))?
-            {
-                report.findings.push(finding(
-                    Class::Fixup,
-                    &subject,
-                    format!("{why} (fixup makes this change)"),
-                ));
-            }
+            let pending = super::apply::pending(&m, esp.as_ref().map(|e| e as &dyn GuestFs))?;
+            report.findings.extend(pending);
             break;
         }
     }
@@ -638,31 +631,6 @@ fn boot_config(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
             "/etc/default/grub",
             "the kernel command line has no console=ttyS0, so Azure's serial console and boot diagnostics stay blank; fixup adds console=ttyS0,115200n8 earlyprintk=ttyS0 rootdelay=300",
         ));
-    }
-    use super::apply::{fix_bls, fix_grub_cfg, fix_grubenv};
-    for f in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
-        if let Some(t) = m.read_text(f)? {
-            if fix_grub_cfg(&t) != t {
-                r.findings.push(finding(Class::Fixup, f, "the kernel lines the bootloader reads lack the serial console (or carry Xen's); fixup edits them"));
-            }
-        }
-    }
-    for n in m.list("/boot/loader/entries")? {
-        let f = format!("/boot/loader/entries/{n}");
-        if let Some(t) = m.read_text(&f)? {
-            if n.ends_with(".conf") && fix_bls(&t) != t {
-                r.findings.push(finding(Class::Fixup, &f, "this boot entry's options lack the serial console (or carry Xen's); fixup edits them"));
-            }
-        }
-    }
-    for f in ["/boot/grub2/grubenv", "/boot/grub/grubenv"] {
-        if let Some(d) = m.read(f)? {
-            if String::from_utf8_lossy(&d).contains("kernelopts=")
-                && fix_grubenv(&d).as_deref() != Some(&d[..])
-            {
-                r.findings.push(finding(Class::Fixup, f, "grubenv's kernelopts, which BLS entries use, lack the serial console (or carry Xen's); fixup edits them"));
-            }
-        }
     }
     if cmdline.contains("console=hvc0") || cmdline.contains("xen") {
         r.findings.push(finding(
