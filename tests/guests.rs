@@ -888,3 +888,21 @@ fn a_root_on_a_linear_lvm_volume_is_found_and_fixed_up() {
     assert!(checks_clean(&raw, 1001, &["e2fsck", "-f", "-n"]));
     assert!(ok(&ebs2azure(&["fixup", path_str(&raw)])).contains("nothing to change"));
 }
+
+#[test]
+fn a_btrfs_root_is_fixed_up_and_checks_clean() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &["--btrfs"]);
+    let r = inspect(&raw);
+    assert_eq!(r["partitions"][2]["fs"]["kind"], "btrfs", "{r}");
+    assert_eq!(r["root_partition"], 3);
+    let fixed: serde_json::Value =
+        serde_json::from_str(&ok(&ebs2azure(&["fixup", path_str(&raw), "--json"]))).unwrap();
+    assert_eq!(fixed["changes"].as_array().unwrap().len(), 8, "{fixed}");
+    assert_eq!(loops_of(&raw), "");
+    assert!(guest_file(&raw, "/etc/fstab").unwrap().contains("UUID="));
+    assert!(checks_clean(&raw, 3, &["btrfs", "check", "--readonly"]));
+    assert!(ok(&ebs2azure(&["fixup", path_str(&raw)])).contains("nothing to change"));
+    assert!(!has(&inspect(&raw), "fixup", ""));
+}

@@ -217,7 +217,7 @@ impl Mounted {
         Ok((fd, name))
     }
 
-    /// Unmounts, checks the filesystem (e2fsck -fn / xfs_repair -n), and detaches.
+    /// Unmounts, checks the filesystem (e2fsck -fn, xfs_repair -n or btrfs check --readonly), and detaches.
     pub fn finish(mut self) -> Result<(), Error> {
         self.root = None;
         if let Some(dir) = &self.dir {
@@ -227,6 +227,7 @@ impl Mounted {
         let check = match self.fstype.as_str() {
             "ext4" => Some(("e2fsck", vec!["-f", "-n"])),
             "xfs" => Some(("xfs_repair", vec!["-n"])),
+            "btrfs" => Some(("btrfs", vec!["check", "--readonly"])),
             _ => None,
         };
         if let Some((tool, args)) = check {
