@@ -906,3 +906,153 @@ fn a_btrfs_root_is_fixed_up_and_checks_clean() {
     assert!(ok(&ebs2azure(&["fixup", path_str(&raw)])).contains("nothing to change"));
     assert!(!has(&inspect(&raw), "fixup", ""));
 }
+
+/// What the booted guest runs as init: mount everything fstab lists, say
+/// how that went and what is mounted where, then reset (qemu exits).
+const BOOT_CHECK: &str = "#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -o remount,rw /
+mount -a
+echo \"EBS2AZURE-BOOT mount-a=$?\"
+sed 's/^/EBS2AZURE-MOUNT /' /proc/mounts
+echo b > /proc/sysrq-trigger
+";
+
+/// Boots `disk` (and `more` disks) in qemu (software emulation) with the
+/// guest's own kernel and initramfs, root by UUID, and BOOT_CHECK as init;
+/// returns the serial console's output. Bounded to three minutes.
+fn boot(disk: &Path, more: &[&Path], dir: &Path) -> String {
+    use ebs2azure::fixup::guest::GuestFs;
+    let root = ebs2azure::fixup::inspect::partitions(disk)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.number == 1)
+        .unwrap();
+    let m =
+        ebs2azure::fixup::mount::Mounted::read_write(disk, root.start, root.size, "ext4").unwrap();
+    m.write("/ebs2azure-boot-check", BOOT_CHECK.as_bytes(), 0o755)
+        .unwrap();
+    let boot_files = m.list("/boot").unwrap();
+    let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("initrd"));
+    for (prefix, out) in [("vmlinuz-", &kernel), ("initrd.img-", &initrd)] {
+        let name = boot_files.iter().find(|n| n.starts_with(prefix)).unwrap();
+        std::fs::write(out, m.read(&format!("/boot/{name}")).unwrap().unwrap()).unwrap();
+    }
+    m.finish().unwrap();
+    let append = format!(
+        "root=UUID={} ro console=ttyS0 init=/ebs2azure-boot-check panic=-1",
+        root.fs.uuid.unwrap()
+    );
+    let log = dir.join("console.log");
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+    ])
+    .args(["-serial", &format!("file:{}", path_str(&log))])
+    .arg("-kernel")
+    .arg(&kernel)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args(["-append", &append]);
+    for d in std::iter::once(&disk).chain(more) {
+        c.args([
+            "-drive",
+            &format!("file={},format=raw,if=virtio", path_str(d)),
+        ]);
+    }
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(180) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn a_fixed_up_debian_guest_boots_and_mounts_its_fstab() {
+    need_loop_devices!();
+    let Some(cache) = debootstrap_cache() else {
+        eprintln!("skipped: no Debian root tree; run scripts/gen-debootstrap-guest --fetch-only (scripts/test does)");
+        return;
+    };
+    if tool("sh", &["-c", "command -v qemu-system-x86_64"])
+        .stdout
+        .is_empty()
+    {
+        eprintln!("skipped: qemu-system-x86_64 is missing (apt-get install qemu-system-x86; scripts/test does)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-debootstrap-guest");
+    let make = |name: &str| {
+        let out = dir.path().join(name);
+        let st = Command::new(&script)
+            .arg(&out)
+            .arg("--cache")
+            .arg(&cache)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        out
+    };
+    // The machine's data disk, /dev/xvdf in its fstab: XFS on the whole disk.
+    let data = dir.path().join("data.raw");
+    sparse_file(&data, 320 << 20, &[]);
+    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
+
+    // As it came from EC2: the kernel finds its root by UUID, but fstab's
+    // AWS device names do not exist on this (virtio) machine.
+    let unfixed = make("unfixed.raw");
+    let console = boot(&unfixed, &[&data], dir.path());
+    assert!(
+        console.contains("EBS2AZURE-MOUNT /dev/vda1 / ext4"),
+        "{console}"
+    );
+    assert!(!console.contains("EBS2AZURE-BOOT mount-a=0"), "{console}");
+    assert!(console.contains("/dev/nvme0n1p15"), "mount names the missing device: {console}");
+
+    // Fixed up (with the data disk known): every fstab entry mounts, by UUID.
+    let fixed = make("fixed.raw");
+    let disk = format!("/dev/xvdf={}", path_str(&data));
+    ok(&ebs2azure(&[
+        "fixup",
+        path_str(&fixed),
+        "--data-disk",
+        &disk,
+    ]));
+    let console = boot(&fixed, &[&data], dir.path());
+    assert!(console.contains("EBS2AZURE-BOOT mount-a=0"), "{console}");
+    assert!(
+        console.contains("EBS2AZURE-MOUNT /dev/vda1 / ext4"),
+        "{console}"
+    );
+    assert!(
+        console.contains("EBS2AZURE-MOUNT /dev/vda15 /boot/efi vfat"),
+        "{console}"
+    );
+    assert!(
+        console.contains("EBS2AZURE-MOUNT /dev/vdb /data xfs"),
+        "{console}"
+    );
+    assert_eq!(loops_of(&fixed), "");
+}
