@@ -396,6 +396,16 @@ fn fix_up_and_rename(
                     .map_err(|e| io("flush", e))?;
             }
             fs::rename(staged, output).map_err(|e| io("rename", e))?;
+            if sync {
+                // And the rename itself.
+                let dir = match output.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io("flush the directory of", e))?;
+            }
             Ok(report)
         });
     if result.is_err() {

@@ -76,20 +76,20 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
         /// Replace OUTPUT if it exists.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         force: bool,
         /// Do not flush OUTPUT to stable storage before renaming it into place
         /// (faster; after a power loss OUTPUT may be incomplete).
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         no_sync: bool,
         /// Fix the guest up for Azure before OUTPUT is renamed into place
         /// (OS disks; needs root and loop devices; see `ebs2azure fixup --help`).
-        #[arg(long)]
+        #[arg(long, help_heading = "Fix-ups")]
         fixup: bool,
         #[command(flatten)]
         disks: DataDiskArgs,
         /// Print the summary as JSON on standard output.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
     },
     /// Show an image's format, VHD footer, geometry, sizes and partitions, or a snapshot's size and written blocks.
@@ -106,7 +106,7 @@ enum Command {
         #[arg(long)]
         accept_bad_checksum: bool,
         /// Print as JSON.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
         #[command(flatten)]
         aws: AwsArgs,
@@ -127,7 +127,7 @@ enum Command {
         /// A raw image or fixed VHD of the OS disk.
         image: PathBuf,
         /// Print as JSON.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
     },
     /// Make the fix-ups `inspect` lists, in the guest (needs root and loop devices).
@@ -155,7 +155,7 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
         /// Print the report as JSON.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
     },
     /// Upload a fixed VHD to a new Azure managed disk (direct upload).
@@ -179,7 +179,7 @@ enum Command {
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
         /// Print the summary as JSON on standard output.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
     },
     /// Move an EBS snapshot into a new Azure managed disk: data disks stream with no local copy, OS disks are fixed up first.
@@ -208,21 +208,26 @@ enum Command {
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
         /// Upload an OS disk as it is, streamed, without fix-ups.
-        #[arg(long)]
+        #[arg(long, help_heading = "Fix-ups")]
         no_fixup: bool,
         /// Where an OS disk is staged; it needs room for the snapshot's written data.
-        #[arg(long, env = "EBS2AZURE_STAGING_DIR", default_value = "/var/tmp")]
+        #[arg(
+            long,
+            env = "EBS2AZURE_STAGING_DIR",
+            default_value = "/var/tmp",
+            help_heading = "Fix-ups"
+        )]
         staging_dir: PathBuf,
         /// Keep the staged VHD of an OS disk after the upload.
-        #[arg(long)]
+        #[arg(long, help_heading = "Fix-ups")]
         keep_staged: bool,
         /// Upload an OS disk even when inspection finds it will not boot on Azure.
-        #[arg(long)]
+        #[arg(long, help_heading = "Fix-ups")]
         allow_blockers: bool,
         #[command(flatten)]
         disks: DataDiskArgs,
         /// Print the summary as JSON on standard output.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
     },
     /// Read a managed disk back and compare it with its source, range by range.
@@ -243,10 +248,10 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
         /// Print every range, not only the differing ones.
-        #[arg(long, short)]
+        #[arg(long, short, help_heading = "Output")]
         verbose: bool,
         /// Print the result as JSON on standard output.
-        #[arg(long)]
+        #[arg(long, help_heading = "Output")]
         json: bool,
     },
 }

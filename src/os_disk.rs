@@ -105,10 +105,12 @@ pub enum Error {
     #[error("{0}; the staged copy was removed too")]
     CleanedUp(Box<upload::Error>),
     /// `--resume` needs the staged copy of the run that started the upload.
-    #[error("--resume needs the fixed-up copy {staged} (and its report) that the interrupted run left, and it is gone; run with --cleanup once to delete the disk, then start again without --resume")]
+    #[error("--resume needs the fixed-up copy {staged} (and its report) that the interrupted run left, and it is gone; delete disk {disk} (az disk delete) and start again without --resume")]
     NoStagedCopy {
         /// Where it was expected.
         staged: String,
+        /// The disk left in its upload state.
+        disk: String,
     },
     /// The staging directory cannot be used.
     #[error("cannot stage in {dir}: {why}; choose another directory with --staging-dir")]
@@ -172,6 +174,7 @@ pub fn migrate(
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| Error::NoStagedCopy {
                 staged: shown.clone(),
+                disk: target.disk.name.clone(),
             })?;
         (None, fix)
     } else {

@@ -1029,7 +1029,10 @@ fn a_fixed_up_debian_guest_boots_and_mounts_its_fstab() {
         "{console}"
     );
     assert!(!console.contains("EBS2AZURE-BOOT mount-a=0"), "{console}");
-    assert!(console.contains("/dev/nvme0n1p15"), "mount names the missing device: {console}");
+    assert!(
+        console.contains("/dev/nvme0n1p15"),
+        "mount names the missing device: {console}"
+    );
 
     // Fixed up (with the data disk known): every fstab entry mounts, by UUID.
     let fixed = make("fixed.raw");
