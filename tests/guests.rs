@@ -678,6 +678,24 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 }
 
+/// A disk of the real Debian guest at `out`, from the root tree in `cache`.
+fn debian_guest(cache: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-debootstrap-guest");
+    let st = Command::new(script)
+        .arg(out)
+        .arg("--cache")
+        .arg(cache)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out.to_owned()
+}
+
 /// The Debian root tree `scripts/gen-debootstrap-guest` keeps (scripts/test
 /// fetches it before the tests; the tests themselves never download).
 fn debootstrap_cache() -> Option<PathBuf> {
@@ -693,23 +711,7 @@ fn a_real_debian_guest_from_debootstrap_is_fixed_up() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let make = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-debootstrap-guest");
-        let st = Command::new(script)
-            .arg(&out)
-            .arg("--cache")
-            .arg(&cache)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        out
-    };
+    let make = |name: &str, extra: &[&str]| debian_guest(&cache, &dir.path().join(name), extra);
     let raw = make("debian.raw", &[]);
     // Debian's cloud layout (root 1, BIOS boot 14, ESP 15), its real kernel
     // and the zstd initramfs Debian built, read here; while the host mounts
@@ -999,22 +1001,7 @@ fn a_fixed_up_debian_guest_boots_and_mounts_its_fstab() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-debootstrap-guest");
-    let make = |name: &str| {
-        let out = dir.path().join(name);
-        let st = Command::new(&script)
-            .arg(&out)
-            .arg("--cache")
-            .arg(&cache)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        out
-    };
+    let make = |name: &str| debian_guest(&cache, &dir.path().join(name), &[]);
     // The machine's data disk, /dev/xvdf in its fstab: XFS on the whole disk.
     let data = dir.path().join("data.raw");
     sparse_file(&data, 320 << 20, &[]);
