@@ -467,6 +467,14 @@ fn names_other_interface(text: &str) -> bool {
     })
 }
 
+/// True when an ifupdown file configures eth0.
+fn declares_eth0(text: &str) -> bool {
+    text.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.first() == Some(&"iface") && w.get(1) == Some(&"eth0")
+    })
+}
+
 /// True when an ifcfg file pins its interface to a MAC address.
 fn ifcfg_pinned(text: &str) -> bool {
     text.lines().any(|l| {
@@ -517,26 +525,44 @@ fn network_plan(m: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
             Edit::Write(IFCFG_ETH0.into()),
         ));
     }
-    if let Some(t) = m.read_text("/etc/network/interfaces")? {
-        if t.contains("hwaddress") || names_other_interface(&t) {
+    // ifupdown: eth0 declared once in all; a second pinned file is taken
+    // out of use rather than declaring eth0 again (ifupdown refuses that).
+    let pinned_ifupdown = |t: &str| t.contains("hwaddress") || names_other_interface(t);
+    let mut files = vec!["/etc/network/interfaces".to_owned()];
+    files.extend(
+        m.list("/etc/network/interfaces.d")?
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| format!("/etc/network/interfaces.d/{n}")),
+    );
+    let mut texts = Vec::new();
+    for f in files {
+        if let Some(t) = m.read_text(&f)? {
+            texts.push((f, t));
+        }
+    }
+    let mut eth0_declared = texts
+        .iter()
+        .any(|(_, t)| !pinned_ifupdown(t) && declares_eth0(t));
+    for (f, t) in texts.iter().filter(|(_, t)| pinned_ifupdown(t)) {
+        if f == "/etc/network/interfaces" {
+            // Its loopback and `source` lines stay; eth0 comes with them.
+            edits.push(planned(f.clone(), PINNED, Edit::Write(fix_interfaces(t))));
+            eth0_declared = true;
+        } else if eth0_declared {
+            edits.push(planned(f.clone(), PINNED, Edit::Remove));
+        } else {
             edits.push(planned(
-                "/etc/network/interfaces",
+                f.clone(),
                 PINNED,
-                Edit::Write(fix_interfaces(&t)),
+                Edit::Write(INTERFACES_ETH0.into()),
             ));
+            eth0_declared = true;
         }
     }
-    for n in m.list("/etc/network/interfaces.d")? {
-        if n.starts_with('.') {
-            continue;
-        }
-        let f = format!("/etc/network/interfaces.d/{n}");
-        let t = m.read_text(&f)?.unwrap_or_default();
-        if t.contains("hwaddress") || names_other_interface(&t) {
-            edits.push(planned(f, PINNED, Edit::Write(INTERFACES_ETH0.into())));
-        }
-    }
+    // NetworkManager: one eth0 profile; further pinned profiles are taken out of use.
     let dir = "/etc/NetworkManager/system-connections";
+    let mut profile_written = false;
     for n in m.list(dir)? {
         if n.starts_with('.') {
             continue;
@@ -544,7 +570,12 @@ fn network_plan(m: &dyn GuestFs) -> Result<Vec<Planned>, Error> {
         let f = format!("{dir}/{n}");
         let t = m.read_text(&f)?.unwrap_or_default();
         if t.lines().any(|l| l.trim().starts_with("mac-address=")) {
-            edits.push(planned(f, PINNED, Edit::WritePrivate(NM_ETH0.into())));
+            if profile_written {
+                edits.push(planned(f, PINNED, Edit::Remove));
+            } else {
+                edits.push(planned(f, PINNED, Edit::WritePrivate(NM_ETH0.into())));
+                profile_written = true;
+            }
         }
     }
     Ok(edits)
@@ -1127,6 +1158,65 @@ mod tests {
             pending(&fs, None).unwrap().is_empty(),
             "a second look finds nothing"
         );
+        assert!(apply(&fs, "", network_plan(&fs).unwrap(), false)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn ifupdown_and_networkmanager_get_one_eth0_each() {
+        let fs = MemFs::default();
+        let d = "/etc/network/interfaces.d";
+        fs.write(
+            "/etc/network/interfaces",
+            b"auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n",
+            0o644,
+        )
+        .unwrap();
+        fs.write(
+            &format!("{d}/50-cloud-init"),
+            b"auto ens5\niface ens5 inet dhcp\n",
+            0o644,
+        )
+        .unwrap();
+        fs.write(
+            &format!("{d}/60-ens6"),
+            b"auto ens6\niface ens6 inet dhcp\n",
+            0o644,
+        )
+        .unwrap();
+        let nm = "/etc/NetworkManager/system-connections";
+        for n in ["a.nmconnection", "b.nmconnection"] {
+            fs.write(
+                &format!("{nm}/{n}"),
+                b"[ethernet]\nmac-address=0A:1B:2C:3D:4E:5F\n",
+                0o600,
+            )
+            .unwrap();
+        }
+        apply(&fs, "", network_plan(&fs).unwrap(), false).unwrap();
+        let eth0_stanzas: usize = [
+            "/etc/network/interfaces".to_owned(),
+            format!("{d}/50-cloud-init"),
+            format!("{d}/60-ens6"),
+        ]
+        .iter()
+        .filter_map(|f| fs.read_text(f).unwrap())
+        .filter(|t| declares_eth0(t))
+        .count();
+        assert_eq!(eth0_stanzas, 1);
+        assert!(fs.read(&format!("{d}/60-ens6")).unwrap().is_none());
+        assert!(fs
+            .read(&format!("{d}/.60-ens6.ebs2azure-orig"))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            fs.read_text(&format!("{nm}/a.nmconnection"))
+                .unwrap()
+                .as_deref(),
+            Some(NM_ETH0)
+        );
+        assert!(fs.read(&format!("{nm}/b.nmconnection")).unwrap().is_none());
         assert!(apply(&fs, "", network_plan(&fs).unwrap(), false)
             .unwrap()
             .is_empty());
