@@ -921,6 +921,9 @@ fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
         out!("{}", to_json(r)?);
         return Ok(());
     }
+    if let Some(staging) = &r.staging {
+        print_report(staging);
+    }
     out!(
         "fix-up report ({}):",
         r.fixup

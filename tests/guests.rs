@@ -656,6 +656,22 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     ));
     assert!(e.contains("--resume needs the fixed-up copy"), "{e}");
 
+    // The text summary: staging, the fix-up report, the upload, the staged copy.
+    let text = ok(&migrate_os(&ebs, &az, &snap, "web04-os", &staging, &[]));
+    let staged_line = format!(
+        "{snap} -> {}",
+        path_str(&staging.join(format!("ebs2azure-{snap}-web04-os.vhd")))
+    );
+    for part in [
+        staged_line.as_str(),
+        "fix-up report (Debian GNU/Linux 12 (bookworm)):",
+        "changed /etc/fstab: edited",
+        "disk Unattached",
+        "web04-os.vhd: removed",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from:\n{text}");
+    }
+
     // --no-fixup streams it unchanged: the disk is the snapshot.
     let out = migrate_os(&ebs, &az, &snap, "web03-os", &staging, &["--no-fixup"]);
     ok(&out);
