@@ -9,20 +9,26 @@ use std::process::Command;
 
 use common::*;
 
-fn guest(dir: &Path, flags: &[&str]) -> PathBuf {
-    let out = dir.join("guest.raw");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-linux-guest");
+/// Runs the guest builder `scripts/NAME OUT ARGS...` and returns OUT.
+fn build_guest(name: &str, out: &Path, args: &[&str]) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
     let st = Command::new(script)
-        .arg(&out)
-        .args(flags)
+        .arg(out)
+        .args(args)
         .output()
-        .expect("run scripts/gen-linux-guest");
+        .unwrap_or_else(|e| panic!("run scripts/{name}: {e}"));
     assert!(
         st.status.success(),
-        "gen-linux-guest failed: {}",
+        "{name} failed: {}",
         String::from_utf8_lossy(&st.stderr)
     );
-    out
+    out.to_owned()
+}
+
+fn guest(dir: &Path, flags: &[&str]) -> PathBuf {
+    build_guest("gen-linux-guest", &dir.join("guest.raw"), flags)
 }
 
 /// Loop devices backed by `image`.
@@ -696,20 +702,9 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
 
 /// A disk of the real Debian guest at `out`, from the root tree in `cache`.
 fn debian_guest(cache: &Path, out: &Path, extra: &[&str]) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-debootstrap-guest");
-    let st = Command::new(script)
-        .arg(out)
-        .arg("--cache")
-        .arg(cache)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    out.to_owned()
+    let mut args = vec!["--cache", path_str(cache)];
+    args.extend_from_slice(extra);
+    build_guest("gen-debootstrap-guest", out, &args)
 }
 
 /// The Debian root tree `scripts/gen-debootstrap-guest` keeps (scripts/test
