@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use diskformats::vhd::{Footer, FOOTER_SIZE};
-use diskformats::{data_ranges, Disk, Format, Image, OpenOptions, PartitionTable};
+use std::os::unix::fs::FileTypeExt;
+
+use diskformats::{
+    data_ranges, Disk, Format, Image, OpenOptions, PartitionKind, PartitionTable, TableKind, TypeId,
+};
 use serde::Serialize;
 
 use crate::limits;
@@ -59,8 +63,9 @@ pub struct Info {
     pub footer: Option<FooterInfo>,
     /// Dynamic VHD header fields.
     pub dynamic: Option<DynamicInfo>,
-    /// "gpt", "mbr" or "none".
-    pub partition_table: String,
+    /// "gpt", "mbr", "none" or "gpt (damaged)".
+    #[serde(serialize_with = "crate::kinds::as_text::serialize")]
+    pub partition_table: TableKind,
     /// Partitions in table order.
     pub partitions: Vec<PartitionInfo>,
     /// Problems found in the partition table.
@@ -132,8 +137,12 @@ pub struct PartitionInfo {
     pub start: u64,
     /// Size in bytes.
     pub size: u64,
-    /// Type name, GUID or MBR type.
-    pub kind: String,
+    /// What the partition is for (a name, else its type GUID or byte).
+    #[serde(serialize_with = "crate::kinds::as_text::serialize")]
+    pub kind: PartitionKind,
+    /// Its type as the table stores it: a GPT type GUID or an MBR type byte.
+    #[serde(serialize_with = "crate::kinds::as_text::serialize")]
+    pub type_id: TypeId,
     /// GPT name.
     pub name: String,
     /// GPT unique GUID.
@@ -159,10 +168,17 @@ pub fn info(path: &Path, opts: &OpenOptions) -> Result<Info, Error> {
         .map(|r| r.map(|r| r.end - r.start))
         .sum::<Result<u64, _>>()
         .map_err(err)?;
-    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let file_size = match (file_len, image.format()) {
-        (0, Format::Raw) => image.size(),
-        (len, _) => len,
+    // A block device's metadata says 0 bytes: its size is the device's.
+    let meta = std::fs::metadata(path).map_err(|source| {
+        err(diskformats::Error::Io {
+            context: "reading the file's metadata".into(),
+            source,
+        })
+    })?;
+    let file_size = if meta.file_type().is_block_device() {
+        image.size()
+    } else {
+        meta.len()
     };
     let table = PartitionTable::read(&image).map_err(err)?;
     let footer = image.footer().map(footer_info);
@@ -191,7 +207,7 @@ pub fn info(path: &Path, opts: &OpenOptions) -> Result<Info, Error> {
         allocated_bytes,
         footer,
         dynamic,
-        partition_table: table.kind().to_string(),
+        partition_table: table.kind(),
         partitions: table
             .partitions()
             .into_iter()
@@ -200,6 +216,7 @@ pub fn info(path: &Path, opts: &OpenOptions) -> Result<Info, Error> {
                 start: p.start,
                 size: p.size,
                 kind: p.kind,
+                type_id: p.type_id,
                 name: p.name,
                 guid: p.guid,
             })

@@ -30,6 +30,7 @@ pub mod azure;
 pub mod convert;
 pub mod fixup;
 pub mod info;
+pub mod kinds;
 pub mod limits;
 pub mod os_disk;
 pub mod pipeline;

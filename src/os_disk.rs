@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::azure::arm::HyperVGeneration;
 use crate::convert::{self, Conversion, Input};
 use crate::fixup::{self, apply, Class};
 use crate::sink::vhd_file::FileOptions;
@@ -239,10 +238,7 @@ pub fn migrate(
     };
     let mut target = target.clone();
     if target.hyper_v_generation.is_none() {
-        target.hyper_v_generation = Some(match fix.inspection.hyper_v_generation.as_str() {
-            "V2" => HyperVGeneration::V2,
-            _ => HyperVGeneration::V1,
-        });
+        target.hyper_v_generation = Some(fix.inspection.hyper_v_generation);
     }
     progress(Progress::Step("uploading the fixed-up disk"));
     let sent = upload::upload(&staged, &target, opts, &|n| progress(Progress::Bytes(n)));

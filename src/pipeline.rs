@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::sink::{self, vhd_file::DIRECT_IO_ALIGN, BlockSink};
+use crate::sink::{self, BlockSink, BUFFER_ALIGN};
 use crate::source::{self, BlockSource};
 
 /// Grain of zero detection inside a block: the file system's page size, so
@@ -18,7 +18,7 @@ pub const ZERO_GRANULARITY: usize = 4096;
 /// How to run a copy.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// Blocks in flight at once (and worker threads); `None` lets the source choose.
+    /// Blocks in flight at once (and worker threads); `None`: [`default_concurrency`].
     pub concurrency: Option<NonZeroUsize>,
     /// Grain of zero detection inside a block, in bytes.
     pub zero_granularity: usize,
@@ -105,10 +105,7 @@ pub fn copy(
     opts: &Options,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Stats, Error> {
-    let threads = opts
-        .concurrency
-        .unwrap_or_else(|| source.preferred_concurrency())
-        .get();
+    let threads = opts.concurrency.unwrap_or_else(default_concurrency).get();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("copy-{i}"))
@@ -132,11 +129,11 @@ pub fn copy(
             scope.spawn(|_| {
                 // Aligned so that sinks can hand the bytes to direct I/O.
                 let bs = source.block_size() as usize;
-                let mut backing = vec![0u8; bs + DIRECT_IO_ALIGN];
+                let mut backing = vec![0u8; bs + BUFFER_ALIGN];
                 let start = backing
                     .as_ptr()
-                    .align_offset(DIRECT_IO_ALIGN)
-                    .min(DIRECT_IO_ALIGN);
+                    .align_offset(BUFFER_ALIGN)
+                    .min(BUFFER_ALIGN);
                 let buf = &mut backing[start..start + bs];
                 while !failed.load(Ordering::Relaxed) {
                     let next = match blocks.lock() {

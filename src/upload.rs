@@ -19,7 +19,7 @@ use diskformats::{Disk, Format, Image, OpenOptions};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::azure::arm::{Access, Arm, DiskRef, DiskSpec, HyperVGeneration, OsType};
+use crate::azure::arm::{Access, Arm, DiskRef, DiskSpec, DiskState, HyperVGeneration, OsType};
 use crate::azure::page_blob::PageBlob;
 use crate::azure::{self, token, RetryBudget, Secret};
 use crate::convert::Input;
@@ -113,7 +113,7 @@ pub struct Report {
     /// Bytes sent per second, in MiB/s.
     pub throughput_mib_s: f64,
     /// Final disk state.
-    pub state: String,
+    pub state: DiskState,
 }
 
 /// One compared range of `verify`.
@@ -342,7 +342,7 @@ fn transfer(
             })
         }
         (Some(d), true) => {
-            if !matches!(d.state.as_str(), "ReadyToUpload" | "ActiveUpload") {
+            if !d.state.is_upload() {
                 return Err(Error::NothingToResume {
                     disk: name,
                     why: format!("is {}, not in an upload state", d.state),
@@ -430,7 +430,7 @@ fn transfer(
         retries: budget.used(),
         seconds,
         throughput_mib_s: up.bytes_sent as f64 / (1 << 20) as f64 / seconds.max(1e-9),
-        state: info.map(|d| d.state).unwrap_or_default(),
+        state: info.map_or(DiskState::Other("gone".into()), |d| d.state),
     })
 }
 

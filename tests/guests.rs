@@ -158,8 +158,7 @@ fn root_partition(image: &Path) -> ebs2azure::fixup::inspect::PartInfo {
 fn guest_file(image: &Path, path: &str) -> Option<String> {
     use ebs2azure::fixup::guest::GuestFs;
     let p = root_partition(image);
-    let m =
-        ebs2azure::fixup::mount::Mounted::read_only(image, p.start, p.size, &p.fs.kind).unwrap();
+    let m = ebs2azure::fixup::mount::Mounted::read_only(image, p.start, p.size, p.fs.kind).unwrap();
     m.read_text(path).unwrap()
 }
 
@@ -789,8 +788,13 @@ fn a_real_debian_guest_from_debootstrap_is_fixed_up() {
             .unwrap()
     };
     let root = parts.iter().find(|p| p.number == 1).unwrap();
-    let m =
-        ebs2azure::fixup::mount::Mounted::read_only(&raw, root.start, root.size, "ext4").unwrap();
+    let m = ebs2azure::fixup::mount::Mounted::read_only(
+        &raw,
+        root.start,
+        root.size,
+        ebs2azure::fixup::probe::FsKind::Ext4,
+    )
+    .unwrap();
     let fstab = {
         use ebs2azure::fixup::guest::GuestFs;
         m.read_text("/etc/fstab").unwrap().unwrap()
@@ -893,8 +897,13 @@ fn a_root_on_a_linear_lvm_volume_is_found_and_fixed_up() {
     let root = p.iter().find(|p| p.number == 1001).unwrap();
     let fstab = {
         use ebs2azure::fixup::guest::GuestFs;
-        let m = ebs2azure::fixup::mount::Mounted::read_only(&raw, root.start, root.size, "ext4")
-            .unwrap();
+        let m = ebs2azure::fixup::mount::Mounted::read_only(
+            &raw,
+            root.start,
+            root.size,
+            ebs2azure::fixup::probe::FsKind::Ext4,
+        )
+        .unwrap();
         m.read_text("/etc/fstab").unwrap().unwrap()
     };
     assert!(fstab.contains("/dev/mapper/ebs2azure_vg-root"), "{fstab}");
@@ -942,8 +951,13 @@ fn boot(disk: &Path, more: &[&Path], dir: &Path) -> String {
         .into_iter()
         .find(|p| p.number == 1)
         .unwrap();
-    let m =
-        ebs2azure::fixup::mount::Mounted::read_write(disk, root.start, root.size, "ext4").unwrap();
+    let m = ebs2azure::fixup::mount::Mounted::read_write(
+        disk,
+        root.start,
+        root.size,
+        ebs2azure::fixup::probe::FsKind::Ext4,
+    )
+    .unwrap();
     m.write("/ebs2azure-boot-check", BOOT_CHECK.as_bytes(), 0o755)
         .unwrap();
     let boot_files = m.list("/boot").unwrap();

@@ -50,7 +50,7 @@ mod zero;
 pub use disk::{data_ranges, DataRanges, Disk};
 pub use error::{Error, Result};
 pub use image::{Format, Image, OpenOptions};
-pub use part::{Partition, PartitionTable};
+pub use part::{Partition, PartitionKind, PartitionTable, TableKind, TypeId};
 pub use raw::RawImage;
 pub use zero::{is_zero, nonzero_runs, NonZeroRuns};
 

@@ -37,22 +37,82 @@ impl DiskRef {
     }
 }
 
-/// The OS a disk boots, when it is an OS disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum OsType {
-    /// Linux.
-    Linux,
-    /// Windows.
-    Windows,
+pub use crate::kinds::{HyperVGeneration, OsType};
+
+/// A managed disk's `diskState`, as the Compute API's `DiskState` enum
+/// names it (an answer outside the enum is kept as [`DiskState::Other`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DiskState {
+    /// Not attached to a VM: the state an upload ends in.
+    Unattached,
+    /// Attached to a running VM.
+    Attached,
+    /// Attached to a stopped, deallocated VM.
+    Reserved,
+    /// Frozen for a snapshot or restore point.
+    Frozen,
+    /// A SAS is open on it (after beginGetAccess with Read).
+    ActiveSas,
+    /// A SAS is open while it is frozen.
+    ActiveSasFrozen,
+    /// Created for upload; no SAS yet.
+    ReadyToUpload,
+    /// Created for upload, with a write SAS open.
+    ActiveUpload,
+    /// A state this client does not know.
+    Other(String),
 }
 
-/// Hyper-V generation: V1 boots BIOS guests, V2 UEFI ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum HyperVGeneration {
-    /// BIOS.
-    V1,
-    /// UEFI.
-    V2,
+impl DiskState {
+    /// The state ARM's JSON names `s`.
+    pub fn parse(s: &str) -> DiskState {
+        match s {
+            "Unattached" => DiskState::Unattached,
+            "Attached" => DiskState::Attached,
+            "Reserved" => DiskState::Reserved,
+            "Frozen" => DiskState::Frozen,
+            "ActiveSAS" => DiskState::ActiveSas,
+            "ActiveSASFrozen" => DiskState::ActiveSasFrozen,
+            "ReadyToUpload" => DiskState::ReadyToUpload,
+            "ActiveUpload" => DiskState::ActiveUpload,
+            other => DiskState::Other(other.to_owned()),
+        }
+    }
+
+    /// True for the states an interrupted upload can continue from.
+    pub fn is_upload(&self) -> bool {
+        matches!(self, DiskState::ReadyToUpload | DiskState::ActiveUpload)
+    }
+}
+
+impl std::fmt::Display for DiskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiskState::Unattached => "Unattached",
+            DiskState::Attached => "Attached",
+            DiskState::Reserved => "Reserved",
+            DiskState::Frozen => "Frozen",
+            DiskState::ActiveSas => "ActiveSAS",
+            DiskState::ActiveSasFrozen => "ActiveSASFrozen",
+            DiskState::ReadyToUpload => "ReadyToUpload",
+            DiskState::ActiveUpload => "ActiveUpload",
+            DiskState::Other(s) => s,
+        })
+    }
+}
+
+impl std::str::FromStr for DiskState {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<DiskState, Self::Err> {
+        Ok(DiskState::parse(s))
+    }
+}
+
+impl Serialize for DiskState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::kinds::as_text::serialize(self, s)
+    }
 }
 
 /// What the disk to create looks like.
@@ -87,7 +147,7 @@ pub enum Access {
 #[derive(Clone, Debug, Serialize)]
 pub struct DiskInfo {
     /// ReadyToUpload, ActiveUpload, Unattached, ActiveSAS, ...
-    pub state: String,
+    pub state: DiskState,
     /// uploadSizeBytes it was created with, if any.
     pub upload_size_bytes: Option<u64>,
     /// Its resource id.
@@ -261,11 +321,11 @@ impl Arm {
             Ok(r) => {
                 let v = body_json(r).await.unwrap_or(Value::Null);
                 Ok(Some(DiskInfo {
-                    state: v
-                        .pointer("/properties/diskState")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Unknown")
-                        .to_owned(),
+                    state: DiskState::parse(
+                        v.pointer("/properties/diskState")
+                            .and_then(Value::as_str)
+                            .unwrap_or("Unknown"),
+                    ),
                     upload_size_bytes: v
                         .pointer("/properties/creationData/uploadSizeBytes")
                         .and_then(Value::as_u64),
@@ -292,10 +352,10 @@ impl Arm {
             "creationData": {"createOption": "Upload", "uploadSizeBytes": spec.upload_size_bytes},
         });
         if let Some(os) = spec.os_type {
-            props["osType"] = json!(format!("{os:?}"));
+            props["osType"] = json!(os.to_string());
         }
         if let Some(g) = spec.hyper_v_generation {
-            props["hyperVGeneration"] = json!(format!("{g:?}"));
+            props["hyperVGeneration"] = json!(g.to_string());
         }
         let mut body = json!({
             "location": spec.location,
@@ -321,10 +381,10 @@ impl Arm {
             what: what.clone(),
             detail: "the disk is gone after its creation".into(),
         })?;
-        if info.state != "ReadyToUpload" {
+        if info.state != DiskState::ReadyToUpload {
             return Err(Error::State {
                 disk: disk.name.clone(),
-                state: info.state,
+                state: info.state.clone(),
                 advice: "a new upload needs ReadyToUpload; delete the disk or choose another name"
                     .into(),
             });

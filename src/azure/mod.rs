@@ -119,7 +119,7 @@ pub enum Error {
         /// Disk name.
         disk: String,
         /// Its state.
-        state: String,
+        state: arm::DiskState,
         /// What to do.
         advice: String,
     },

@@ -13,6 +13,7 @@ use super::esp::Esp;
 use super::guest::GuestFs;
 use super::inspect::{inspect, partitions, PartInfo, Report as Inspection};
 use super::mount::Mounted;
+use super::probe::FsKind;
 use super::Error;
 
 /// The kernel arguments Azure's serial console and slow first attach need.
@@ -875,9 +876,9 @@ pub fn fixup(path: &Path, opts: &FixOptions) -> Result<Report, Error> {
             ))
         })?;
     let m = if dry_run {
-        Mounted::read_only(path, root.start, root.size, &root.fs.kind)?
+        Mounted::read_only(path, root.start, root.size, root.fs.kind)?
     } else {
-        Mounted::read_write(path, root.start, root.size, &root.fs.kind)?
+        Mounted::read_write(path, root.start, root.size, root.fs.kind)?
     };
     let mut changes = apply(&m, "", plan(&m, &ins, &opts.data_disks)?, dry_run)?;
     if dry_run {
@@ -901,7 +902,7 @@ pub fn fixup(path: &Path, opts: &FixOptions) -> Result<Report, Error> {
 pub(crate) fn esp_partition(ins: &Inspection) -> Option<&PartInfo> {
     ins.partitions
         .iter()
-        .find(|p| p.kind == "EFI system" && p.fs.kind == "vfat")
+        .find(|p| p.kind.is_efi_system() && p.fs.kind == FsKind::Vfat)
 }
 
 #[cfg(test)]
@@ -914,9 +915,11 @@ mod tests {
             number: n,
             start: 0,
             size: 0,
-            kind: "Linux filesystem".into(),
+            kind: super::super::inspect::VolumeKind::Partition(
+                diskformats::PartitionKind::LinuxFilesystem,
+            ),
             fs: Probe {
-                kind: "ext4".into(),
+                kind: crate::fixup::probe::FsKind::Ext4,
                 uuid: Some(uuid.into()),
                 label: None,
             },

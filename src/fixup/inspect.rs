@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
-use diskformats::{Disk, Format, Image, OpenOptions, PartitionTable};
+use diskformats::{Disk, Format, Image, OpenOptions, PartitionKind, PartitionTable, TableKind};
 use serde::{Deserialize, Serialize};
 
 use super::esp::Esp;
 use super::guest::GuestFs;
 use super::mount::{check_host, Mounted};
-use super::probe::{probe, Probe};
+use super::probe::{probe, FsKind, Probe};
 use super::{Class, Error, Finding};
+use crate::kinds::{BootMode, HyperVGeneration};
 
 /// The Hyper-V drivers a guest needs, with the kernel options that build them in.
 pub const HYPERV_DRIVERS: [(&str, &str); 3] = [
@@ -18,6 +19,59 @@ pub const HYPERV_DRIVERS: [(&str, &str); 3] = [
     ("hv_storvsc", "CONFIG_HYPERV_STORAGE"),
     ("hv_netvsc", "CONFIG_HYPERV_NET"),
 ];
+
+/// Where a filesystem lives on the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumeKind {
+    /// A partition of this kind.
+    Partition(PartitionKind),
+    /// A linear LVM logical volume, read at its offset in its physical volume.
+    LogicalVolume {
+        /// Its volume group.
+        vg: String,
+        /// Its name.
+        name: String,
+    },
+    /// The whole disk (it has no partition table).
+    WholeDisk,
+}
+
+impl VolumeKind {
+    /// True for an EFI system partition, whatever the partition table.
+    pub fn is_efi_system(&self) -> bool {
+        *self == VolumeKind::Partition(PartitionKind::EfiSystem)
+    }
+}
+
+impl std::fmt::Display for VolumeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeKind::Partition(k) => write!(f, "{k}"),
+            VolumeKind::LogicalVolume { vg, name } => write!(f, "LVM volume {vg}/{name}"),
+            VolumeKind::WholeDisk => f.write_str("whole disk"),
+        }
+    }
+}
+
+impl std::str::FromStr for VolumeKind {
+    type Err = diskformats::part::kind::UnknownKind;
+
+    fn from_str(s: &str) -> Result<VolumeKind, Self::Err> {
+        if s == "whole disk" {
+            return Ok(VolumeKind::WholeDisk);
+        }
+        if let Some((vg, name)) = s
+            .strip_prefix("LVM volume ")
+            .and_then(|v| v.split_once('/'))
+        {
+            return Ok(VolumeKind::LogicalVolume {
+                vg: vg.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        s.parse().map(VolumeKind::Partition)
+    }
+}
 
 /// A partition and what it holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -28,8 +82,9 @@ pub struct PartInfo {
     pub start: u64,
     /// Size in bytes.
     pub size: u64,
-    /// Partition type.
-    pub kind: String,
+    /// Partition type, or logical volume.
+    #[serde(with = "crate::kinds::as_text")]
+    pub kind: VolumeKind,
     /// Filesystem found.
     pub fs: Probe,
 }
@@ -79,17 +134,18 @@ pub struct Report {
     /// The image.
     pub image: String,
     /// Partition table kind.
-    pub table: String,
+    #[serde(with = "crate::kinds::as_text")]
+    pub table: TableKind,
     /// Partitions and their filesystems.
     pub partitions: Vec<PartInfo>,
     /// The partition holding the root filesystem (with /etc/os-release).
     pub root_partition: Option<u32>,
     /// The distribution.
     pub os: Option<Os>,
-    /// "bios", "uefi", "bios+uefi" or "unknown".
-    pub boot_mode: String,
+    /// How the disk boots.
+    pub boot_mode: BootMode,
     /// The Hyper-V generation to create the disk with.
-    pub hyper_v_generation: String,
+    pub hyper_v_generation: HyperVGeneration,
     /// Installed kernels.
     pub kernels: Vec<Kernel>,
     /// /etc/fstab.
@@ -123,22 +179,20 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
         )));
     }
     let (table, parts) = read_partitions(&image, &shown)?;
-    let bios = table == "mbr" || parts.iter().any(|p| p.kind == "BIOS boot");
-    let uefi = parts.iter().any(|p| p.kind == "EFI system");
-    let (boot_mode, generation) = match (bios, uefi) {
-        (true, true) => ("bios+uefi", "V1"),
-        (true, false) => ("bios", "V1"),
-        (false, true) => ("uefi", "V2"),
-        (false, false) => ("unknown", "V1"),
-    };
+    let bios = table == TableKind::Mbr
+        || parts
+            .iter()
+            .any(|p| p.kind == VolumeKind::Partition(PartitionKind::BiosBoot));
+    let uefi = parts.iter().any(|p| p.kind.is_efi_system());
+    let boot_mode = BootMode::from_paths(bios, uefi);
     let mut report = Report {
         image: shown,
-        table: table.clone(),
+        table,
         partitions: parts,
         root_partition: None,
         os: None,
-        boot_mode: boot_mode.into(),
-        hyper_v_generation: generation.into(),
+        boot_mode,
+        hyper_v_generation: boot_mode.generation(),
         kernels: Vec::new(),
         fstab: Vec::new(),
         cloud_init_datasources: None,
@@ -152,11 +206,11 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     let candidates: Vec<PartInfo> = report
         .partitions
         .iter()
-        .filter(|p| matches!(p.fs.kind.as_str(), "ext4" | "xfs" | "btrfs"))
+        .filter(|p| p.fs.kind.may_hold_linux_root())
         .cloned()
         .collect();
     for p in candidates {
-        let m = Mounted::read_only(path, p.start, p.size, &p.fs.kind)?;
+        let m = Mounted::read_only(path, p.start, p.size, p.fs.kind)?;
         if m.exists("/etc/os-release")? || m.exists("/usr/lib/os-release")? {
             report.root_partition = Some(p.number);
             inspect_root(&m, &mut report)?;
@@ -176,7 +230,7 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
             "no partition holds a Linux root filesystem (/etc/os-release); is this an OS disk?",
         ));
     }
-    if boot_mode == "unknown" && report.root_partition.is_some() {
+    if boot_mode == BootMode::Unknown && report.root_partition.is_some() {
         report.findings.push(finding(
             Class::Blocker,
             "boot",
@@ -195,7 +249,7 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
 fn read_partitions(
     image: &(impl Disk + ?Sized),
     shown: &str,
-) -> Result<(String, Vec<PartInfo>), Error> {
+) -> Result<(TableKind, Vec<PartInfo>), Error> {
     let table = PartitionTable::read(image).map_err(|source| Error::Image {
         path: shown.to_owned(),
         source,
@@ -208,7 +262,7 @@ fn read_partitions(
             start: p.start,
             size: p.size,
             fs: probe(image, p.start, p.size),
-            kind: p.kind,
+            kind: VolumeKind::Partition(p.kind),
         })
         .collect();
     if parts.is_empty() {
@@ -216,11 +270,11 @@ fn read_partitions(
             number: 0,
             start: 0,
             size: image.size(),
-            kind: "whole disk".into(),
+            kind: VolumeKind::WholeDisk,
             fs: probe(image, 0, image.size()),
         });
     }
-    Ok((table.kind().to_owned(), parts))
+    Ok((table.kind(), parts))
 }
 
 /// Numbers given to logical volumes in reports: they follow the partitions.
@@ -233,7 +287,7 @@ fn logical_volumes(image: &(impl Disk + ?Sized), parts: &mut Vec<PartInfo>) -> V
     let mut findings = Vec::new();
     let pvs: Vec<PartInfo> = parts
         .iter()
-        .filter(|p| p.fs.kind == "LVM2_member")
+        .filter(|p| p.fs.kind == FsKind::LvmMember)
         .cloned()
         .collect();
     let mut number = FIRST_VOLUME_NUMBER;
@@ -253,7 +307,10 @@ fn logical_volumes(image: &(impl Disk + ?Sized), parts: &mut Vec<PartInfo>) -> V
                                 number,
                                 start: pv.start + off,
                                 size: len,
-                                kind: format!("LVM volume {}/{}", lv.vg, lv.name),
+                                kind: VolumeKind::LogicalVolume {
+                                    vg: lv.vg.clone(),
+                                    name: lv.name.clone(),
+                                },
                                 fs: probe(image, pv.start + off, len),
                             });
                             number += 1;

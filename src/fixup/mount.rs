@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::guest::GuestFs;
+use super::probe::FsKind;
 use super::Error;
 
 /// Times a guest path lookup is retried when the kernel reports a race (EAGAIN).
@@ -52,7 +53,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
 
 /// A guest filesystem mounted read-only.
 pub struct Mounted {
-    fstype: String,
+    fstype: FsKind,
     loop_dev: String,
     dir: Option<tempfile::TempDir>,
     mounted: bool,
@@ -62,7 +63,12 @@ pub struct Mounted {
 impl Mounted {
     /// Attaches `size` bytes at `offset` of `image` and mounts them as
     /// `fstype`, read-only and without replaying a journal.
-    pub fn read_only(image: &Path, offset: u64, size: u64, fstype: &str) -> Result<Mounted, Error> {
+    pub fn read_only(
+        image: &Path,
+        offset: u64,
+        size: u64,
+        fstype: FsKind,
+    ) -> Result<Mounted, Error> {
         Mounted::mount(image, offset, size, fstype, false)
     }
 
@@ -71,7 +77,7 @@ impl Mounted {
         image: &Path,
         offset: u64,
         size: u64,
-        fstype: &str,
+        fstype: FsKind,
     ) -> Result<Mounted, Error> {
         Mounted::mount(image, offset, size, fstype, true)
     }
@@ -80,14 +86,14 @@ impl Mounted {
         image: &Path,
         offset: u64,
         size: u64,
-        fstype: &str,
+        fstype: FsKind,
         writable: bool,
     ) -> Result<Mounted, Error> {
         let opts = match (fstype, writable) {
-            ("ext4", false) => "ro,noload,nosuid,nodev,noexec",
-            ("xfs", false) => "ro,norecovery,nosuid,nodev,noexec",
-            ("btrfs", false) => "ro,rescue=nologreplay,nosuid,nodev,noexec",
-            ("ext4" | "xfs" | "btrfs", true) => "rw,nosuid,nodev,noexec",
+            (FsKind::Ext4, false) => "ro,noload,nosuid,nodev,noexec",
+            (FsKind::Xfs, false) => "ro,norecovery,nosuid,nodev,noexec",
+            (FsKind::Btrfs, false) => "ro,rescue=nologreplay,nosuid,nodev,noexec",
+            (FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs, true) => "rw,nosuid,nodev,noexec",
             (other, _) => {
                 return Err(Error::Mount(format!(
                     "{other} filesystems are not mounted here"
@@ -108,7 +114,7 @@ impl Mounted {
         }
         let loop_dev = run(Command::new("losetup").args(&args).arg(image), "losetup")?;
         let mut m = Mounted {
-            fstype: fstype.to_owned(),
+            fstype,
             loop_dev,
             dir: None,
             mounted: false,
@@ -120,7 +126,7 @@ impl Mounted {
             .map_err(|e| Error::Host(format!("cannot make a mount point: {e}")))?;
         run(
             Command::new("mount")
-                .args(["-t", fstype, "-o", opts, &m.loop_dev])
+                .args(["-t", fstype.name(), "-o", opts, &m.loop_dev])
                 .arg(dir.path()),
             "mount",
         )?;
@@ -224,11 +230,11 @@ impl Mounted {
             run(Command::new("umount").arg(dir.path()), "umount")?;
         }
         self.mounted = false;
-        let check = match self.fstype.as_str() {
-            "ext4" => Some(("e2fsck", vec!["-f", "-n"])),
-            "xfs" => Some(("xfs_repair", vec!["-n"])),
-            "btrfs" => Some(("btrfs", vec!["check", "--readonly"])),
-            _ => None,
+        let check = match self.fstype {
+            FsKind::Ext4 => Some(("e2fsck", vec!["-f", "-n"])),
+            FsKind::Xfs => Some(("xfs_repair", vec!["-n"])),
+            FsKind::Btrfs => Some(("btrfs", vec!["check", "--readonly"])),
+            FsKind::Vfat | FsKind::Swap | FsKind::LvmMember | FsKind::Unknown => None,
         };
         if let Some((tool, args)) = check {
             run(Command::new(tool).args(&args).arg(&self.loop_dev), tool).map_err(|e| {

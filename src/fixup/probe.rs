@@ -4,11 +4,63 @@
 use diskformats::Disk;
 use serde::{Deserialize, Serialize};
 
+/// A filesystem (or what else a partition may hold), as blkid names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FsKind {
+    /// ext2, ext3 or ext4 (one driver mounts them all).
+    #[serde(rename = "ext4")]
+    Ext4,
+    /// XFS.
+    #[serde(rename = "xfs")]
+    Xfs,
+    /// Btrfs.
+    #[serde(rename = "btrfs")]
+    Btrfs,
+    /// FAT12/16/32 (an EFI system partition).
+    #[serde(rename = "vfat")]
+    Vfat,
+    /// Linux swap.
+    #[serde(rename = "swap")]
+    Swap,
+    /// An LVM physical volume.
+    #[serde(rename = "LVM2_member")]
+    LvmMember,
+    /// Nothing recognised.
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl FsKind {
+    /// The name blkid and `mount -t` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Ext4 => "ext4",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Vfat => "vfat",
+            FsKind::Swap => "swap",
+            FsKind::LvmMember => "LVM2_member",
+            FsKind::Unknown => "unknown",
+        }
+    }
+
+    /// True for the filesystems a Linux root is looked for on (and mounted).
+    pub fn may_hold_linux_root(self) -> bool {
+        matches!(self, FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs)
+    }
+}
+
+impl std::fmt::Display for FsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a partition holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
-    /// ext2/3/4 ("ext4"), "xfs", "btrfs", "vfat", "swap", "LVM2_member", or "unknown".
-    pub kind: String,
+    /// The filesystem found.
+    pub kind: FsKind,
     /// The UUID as fstab's `UUID=` takes it (FAT: the volume serial, XXXX-XXXX).
     pub uuid: Option<String>,
     /// The label, if any.
@@ -52,14 +104,14 @@ fn read(
 /// Probes the partition at `start` (`size` bytes) of `disk`.
 pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
     let unknown = Probe {
-        kind: "unknown".into(),
+        kind: FsKind::Unknown,
         uuid: None,
         label: None,
     };
     if let Some(sb) = read(disk, start, size, 1024, 1024) {
         if sb[56..58] == [0x53, 0xEF] {
             return Probe {
-                kind: "ext4".into(),
+                kind: FsKind::Ext4,
                 uuid: Some(uuid_string(&sb[104..120])),
                 label: label(&sb[120..136]),
             };
@@ -68,7 +120,7 @@ pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
     if let Some(sb) = read(disk, start, size, 0, 512) {
         if &sb[0..4] == b"XFSB" {
             return Probe {
-                kind: "xfs".into(),
+                kind: FsKind::Xfs,
                 uuid: Some(uuid_string(&sb[32..48])),
                 label: label(&sb[108..120]),
             };
@@ -81,7 +133,7 @@ pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
             };
             let lab = label(lab).filter(|l| l != "NO NAME");
             return Probe {
-                kind: "vfat".into(),
+                kind: FsKind::Vfat,
                 uuid: Some(format!(
                     "{:02X}{:02X}-{:02X}{:02X}",
                     id[3], id[2], id[1], id[0]
@@ -93,7 +145,7 @@ pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
     if let Some(sb) = read(disk, start, size, 512, 32) {
         if &sb[0..8] == b"LABELONE" && &sb[24..32] == b"LVM2 001" {
             return Probe {
-                kind: "LVM2_member".into(),
+                kind: FsKind::LvmMember,
                 uuid: None,
                 label: None,
             };
@@ -102,7 +154,7 @@ pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
     if let Some(sb) = read(disk, start, size, 65536, 512) {
         if &sb[64..72] == b"_BHRfS_M" {
             return Probe {
-                kind: "btrfs".into(),
+                kind: FsKind::Btrfs,
                 uuid: Some(uuid_string(&sb[32..48])),
                 label: label(&sb[299..512]),
             };
@@ -111,7 +163,7 @@ pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
     if let Some(page) = read(disk, start, size, 0, 4096) {
         if &page[4086..4096] == b"SWAPSPACE2" {
             return Probe {
-                kind: "swap".into(),
+                kind: FsKind::Swap,
                 uuid: Some(uuid_string(&page[1036..1052])),
                 label: label(&page[1052..1068]),
             };
@@ -133,7 +185,7 @@ mod tests {
         d[1024 + 104..1024 + 120].copy_from_slice(&[0x11; 16]);
         d[1024 + 120..1024 + 124].copy_from_slice(b"root");
         let p = probe(&d[..], 0, 1 << 20);
-        assert_eq!(p.kind, "ext4");
+        assert_eq!(p.kind, FsKind::Ext4);
         assert_eq!(
             p.uuid.as_deref(),
             Some("11111111-1111-1111-1111-111111111111")
@@ -143,11 +195,11 @@ mod tests {
         let start = 512 * 1024;
         d[start..start + 4].copy_from_slice(b"XFSB");
         let p = probe(&d[..], start as u64, 512 * 1024);
-        assert_eq!(p.kind, "xfs");
+        assert_eq!(p.kind, FsKind::Xfs);
         // Nothing there.
         let z = vec![0u8; 8192];
-        assert_eq!(probe(&z[..], 0, 8192).kind, "unknown");
+        assert_eq!(probe(&z[..], 0, 8192).kind, FsKind::Unknown);
         // Too small to hold a superblock: no read past the partition.
-        assert_eq!(probe(&d[..], 0, 100).kind, "unknown");
+        assert_eq!(probe(&d[..], 0, 100).kind, FsKind::Unknown);
     }
 }

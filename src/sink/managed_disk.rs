@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 
 use super::{BlockSink, Error};
-use crate::azure::arm::{Access, Arm, DiskRef};
+use crate::azure::arm::{Access, Arm, DiskRef, DiskState};
 use crate::azure::page_blob::{PageBlob, MAX_PUT_PAGE, PAGE};
 use crate::azure::{backoff, RetryBudget, Secret, Settings};
 
@@ -174,8 +174,8 @@ impl ManagedDiskSink {
                     .get(&self.disk)
                     .await?
                     .map(|d| d.state)
-                    .unwrap_or_else(|| "gone".into());
-                if state != "Unattached" {
+                    .unwrap_or_else(|| DiskState::Other("gone".into()));
+                if state != DiskState::Unattached {
                     return Err(crate::azure::Error::State {
                         disk: self.disk.name.clone(),
                         state,

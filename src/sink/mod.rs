@@ -7,6 +7,10 @@ pub mod vhd_file;
 pub use managed_disk::ManagedDiskSink;
 pub use vhd_file::VhdFileSink;
 
+/// Alignment of the buffers the pipeline hands to [`BlockSink::write_at`]:
+/// the page size, so that a sink can pass whole pages to direct I/O.
+pub const BUFFER_ALIGN: usize = 4096;
+
 /// A destination that takes positional writes.
 pub trait BlockSink: Send + Sync {
     /// Writes `data` at byte `offset` of the disk.

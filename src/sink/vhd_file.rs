@@ -22,8 +22,8 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// Alignment of offset, length and memory that direct I/O needs (the largest
-/// logical block size in use).
-pub const DIRECT_IO_ALIGN: usize = 4096;
+/// logical block size in use); the pipeline's buffers are aligned to it.
+pub const DIRECT_IO_ALIGN: usize = super::BUFFER_ALIGN;
 
 /// How to create the output file.
 #[derive(Clone, Copy, Debug)]

@@ -952,11 +952,6 @@ impl BlockSource for EbsSource {
         Box::new(Arrivals { src: self, rx })
     }
 
-    /// The copy workers only hand blocks over; a few suffice.
-    fn preferred_concurrency(&self) -> std::num::NonZeroUsize {
-        crate::pipeline::default_concurrency()
-    }
-
     fn read_block<'a>(&'a self, index: u64, buf: &'a mut [u8]) -> Result<&'a [u8], Error> {
         let ready = self.ready.lock().ok().and_then(|mut r| r.remove(&index));
         let data = match ready {

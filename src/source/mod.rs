@@ -1,5 +1,5 @@
-//! Block sources: where a disk's blocks come from (a local image now, EBS
-//! snapshots next). A source lists the blocks that may hold data and reads
+//! Block sources: where a disk's blocks come from (a local image, an EBS
+//! snapshot). A source lists the blocks that may hold data and reads
 //! one block on demand; every block it does not list is zero.
 
 pub mod ebs;
@@ -34,12 +34,6 @@ pub trait BlockSource: Send + Sync {
     /// Called once the bytes of block `index` are written, so that a source
     /// that lent them from memory can let them go (bounded memory).
     fn release_block(&self, _index: u64) {}
-
-    /// Blocks to keep in flight when the caller does not say: a local image
-    /// wants about one per core, a network source enough to cover its latency.
-    fn preferred_concurrency(&self) -> std::num::NonZeroUsize {
-        crate::pipeline::default_concurrency()
-    }
 }
 
 /// Why a source could not list or read blocks.

@@ -197,23 +197,11 @@ pub fn resize_protective(
     None
 }
 
-/// A short name for an MBR partition type byte.
+/// A short name for an MBR partition type byte ("other" when not named).
 pub fn type_name(kind: u8) -> &'static str {
-    match kind {
-        0x01 | 0x04 | 0x06 | 0x0e => "FAT",
-        0x07 => "NTFS/exFAT",
-        0x0b | 0x0c => "FAT32",
-        0x05 | 0x0f | 0x85 => "extended",
-        0x27 => "Windows recovery",
-        0x82 => "Linux swap",
-        0x83 => "Linux",
-        0x8e => "Linux LVM",
-        0xa5 | 0xa6 | 0xa9 => "BSD",
-        0xee => "GPT protective",
-        0xef => "EFI system",
-        0xfd => "Linux RAID",
-        _ => "other",
-    }
+    super::kind::PartitionKind::from_mbr(kind)
+        .name()
+        .unwrap_or("other")
 }
 
 #[cfg(test)]

@@ -2,12 +2,14 @@
 
 pub mod gpt;
 pub mod guid;
+pub mod kind;
 pub mod mbr;
 
 use crate::disk::Disk;
 use crate::Result;
 pub use gpt::{Gpt, GptHeader, GptPartition};
 pub use guid::Guid;
+pub use kind::{PartitionKind, TypeId};
 pub use mbr::{Mbr, MbrPartition};
 
 /// The partition table found on a disk.
@@ -33,6 +35,57 @@ pub enum PartitionTable {
     },
 }
 
+/// The kind of partition table, without its contents.
+///
+/// `Display` writes `none`, `mbr`, `gpt` or `gpt (damaged)`; `FromStr` reads them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// No partition table.
+    None,
+    /// An MBR without GPT.
+    Mbr,
+    /// A GPT.
+    Gpt,
+    /// A GPT whose two copies are both damaged.
+    DamagedGpt,
+}
+
+impl TableKind {
+    const ALL: [TableKind; 4] = [
+        TableKind::None,
+        TableKind::Mbr,
+        TableKind::Gpt,
+        TableKind::DamagedGpt,
+    ];
+
+    /// The name `Display` writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::None => "none",
+            TableKind::Mbr => "mbr",
+            TableKind::Gpt => "gpt",
+            TableKind::DamagedGpt => "gpt (damaged)",
+        }
+    }
+}
+
+impl std::fmt::Display for TableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for TableKind {
+    type Err = kind::UnknownKind;
+
+    fn from_str(s: &str) -> std::result::Result<TableKind, kind::UnknownKind> {
+        TableKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| kind::UnknownKind(s.to_owned()))
+    }
+}
+
 /// One partition, whatever the table type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
@@ -42,8 +95,10 @@ pub struct Partition {
     pub start: u64,
     /// Size in bytes.
     pub size: u64,
-    /// Type: a name when known, else the GUID or the MBR type byte.
-    pub kind: String,
+    /// What it is for, whatever the table.
+    pub kind: PartitionKind,
+    /// Its type as the table stores it.
+    pub type_id: TypeId,
     /// GPT partition name (empty for MBR).
     pub name: String,
     /// GPT unique partition GUID.
@@ -80,13 +135,13 @@ impl PartitionTable {
         })
     }
 
-    /// "gpt", "mbr" or "none".
-    pub fn kind(&self) -> &'static str {
+    /// Which kind of table this is.
+    pub fn kind(&self) -> TableKind {
         match self {
-            PartitionTable::None => "none",
-            PartitionTable::Mbr(_) => "mbr",
-            PartitionTable::Gpt { .. } => "gpt",
-            PartitionTable::DamagedGpt { .. } => "gpt (damaged)",
+            PartitionTable::None => TableKind::None,
+            PartitionTable::Mbr(_) => TableKind::Mbr,
+            PartitionTable::Gpt { .. } => TableKind::Gpt,
+            PartitionTable::DamagedGpt { .. } => TableKind::DamagedGpt,
         }
     }
 
@@ -101,7 +156,8 @@ impl PartitionTable {
                     number: p.number,
                     start: p.start_lba * 512,
                     size: p.sectors * 512,
-                    kind: format!("{} (0x{:02x})", p.type_name(), p.kind),
+                    kind: PartitionKind::from_mbr(p.kind),
+                    type_id: TypeId::Mbr(p.kind),
                     name: String::new(),
                     guid: None,
                 })
@@ -113,11 +169,8 @@ impl PartitionTable {
                     number: p.number,
                     start: p.first_lba * gpt.sector_size,
                     size: (p.last_lba.saturating_sub(p.first_lba) + 1) * gpt.sector_size,
-                    kind: p
-                        .type_guid
-                        .type_name()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| p.type_guid.to_string()),
+                    kind: PartitionKind::from_gpt(p.type_guid),
+                    type_id: TypeId::Gpt(p.type_guid),
                     name: p.name.clone(),
                     guid: Some(p.unique_guid.to_string()),
                 })
@@ -150,7 +203,7 @@ mod tests {
         let last = 8191 * 512 - 32 * 512;
         disk[last] ^= 1;
         let table = PartitionTable::read(&disk[..]).unwrap();
-        assert_eq!(table.kind(), "gpt (damaged)");
+        assert_eq!(table.kind().to_string(), "gpt (damaged)");
         assert!(
             table.problems()[0].contains("both tables are damaged"),
             "{:?}",
