@@ -394,7 +394,7 @@ impl DataDiskArgs {
         dry_run: bool,
         ebs: &ebs::Settings,
     ) -> Result<ebs2azure::fixup::apply::FixOptions, String> {
-        use ebs2azure::fixup::apply::DataDisk;
+        use ebs2azure::fixup::layout::DataDisk;
         let data_disks = self
             .data_disks
             .iter()

@@ -27,7 +27,7 @@ pub struct Staging {
     /// Upload even when inspection finds the guest will not boot.
     pub allow_blockers: bool,
     /// The machine's other disks, so the guest's fstab mounts them by UUID.
-    pub data_disks: Vec<apply::DataDisk>,
+    pub data_disks: Vec<fixup::layout::DataDisk>,
 }
 
 impl Default for Staging {

@@ -146,8 +146,8 @@ fn hostile_guests_fail_safely() {
 }
 
 /// The root partition (3) of a generated guest, from the library's probe.
-fn root_partition(image: &Path) -> ebs2azure::fixup::inspect::PartInfo {
-    ebs2azure::fixup::inspect::partitions(image)
+fn root_partition(image: &Path) -> ebs2azure::fixup::layout::PartInfo {
+    ebs2azure::fixup::layout::partitions(image)
         .unwrap()
         .into_iter()
         .find(|p| p.number == 3)
@@ -165,7 +165,7 @@ fn guest_file(image: &Path, path: &str) -> Option<String> {
 /// Reads a file of the EFI system partition (2) through the library's FAT reader.
 fn esp_file(image: &Path, path: &str) -> Option<String> {
     use ebs2azure::fixup::guest::GuestFs;
-    let p = ebs2azure::fixup::inspect::partitions(image)
+    let p = ebs2azure::fixup::layout::partitions(image)
         .unwrap()
         .into_iter()
         .find(|p| p.number == 2)
@@ -177,7 +177,7 @@ fn esp_file(image: &Path, path: &str) -> Option<String> {
 /// Runs a filesystem checker that takes no offset on a read-only loop
 /// device over one partition; true when it finds the filesystem clean.
 fn checks_clean(image: &Path, number: u32, checker: &[&str]) -> bool {
-    let p = ebs2azure::fixup::inspect::partitions(image)
+    let p = ebs2azure::fixup::layout::partitions(image)
         .unwrap()
         .into_iter()
         .find(|p| p.number == number)
@@ -213,7 +213,7 @@ fn checks_clean(image: &Path, number: u32, checker: &[&str]) -> bool {
 /// Asserts that a guest file is gone and kept as its original; returns the original.
 fn taken_out_of_use(image: &Path, path: &str) -> String {
     assert!(guest_file(image, path).is_none(), "{path} is still there");
-    let orig = ebs2azure::fixup::apply::original_path(path);
+    let orig = ebs2azure::fixup::plan::original_path(path);
     guest_file(image, &orig).unwrap_or_else(|| panic!("{orig} was not kept"))
 }
 
@@ -429,7 +429,7 @@ fn data_disks_given_to_fixup_are_mounted_by_uuid() {
     let data = dir.path().join("data.raw");
     sparse_file(&data, 320 << 20, &[]);
     tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
-    let uuid = ebs2azure::fixup::inspect::partitions(&data).unwrap()[0]
+    let uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
         .fs
         .uuid
         .clone()
@@ -552,7 +552,7 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     let data = dir.path().join("data.raw");
     sparse_file(&data, 320 << 20, &[]);
     tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
-    let data_uuid = ebs2azure::fixup::inspect::partitions(&data).unwrap()[0]
+    let data_uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
         .fs
         .uuid
         .clone()
@@ -776,7 +776,7 @@ fn a_real_debian_guest_from_debootstrap_is_fixed_up() {
     let fixed: serde_json::Value =
         serde_json::from_str(&ok(&ebs2azure(&["fixup", path_str(&raw), "--json"]))).unwrap();
     assert_eq!(fixed["changes"].as_array().unwrap().len(), 6, "{fixed}");
-    let parts = ebs2azure::fixup::inspect::partitions(&raw).unwrap();
+    let parts = ebs2azure::fixup::layout::partitions(&raw).unwrap();
     let uuid = |n: u32| {
         parts
             .iter()
@@ -893,7 +893,7 @@ fn a_root_on_a_linear_lvm_volume_is_found_and_fixed_up() {
     // fixup edits the guest on the volume; /dev/mapper names are stable on Azure and stay.
     ok(&ebs2azure(&["fixup", path_str(&raw)]));
     assert_eq!(loops_of(&raw), "");
-    let p = ebs2azure::fixup::inspect::partitions(&raw).unwrap();
+    let p = ebs2azure::fixup::layout::partitions(&raw).unwrap();
     let root = p.iter().find(|p| p.number == 1001).unwrap();
     let fstab = {
         use ebs2azure::fixup::guest::GuestFs;
@@ -946,7 +946,7 @@ echo b > /proc/sysrq-trigger
 /// returns the serial console's output. Bounded to three minutes.
 fn boot(disk: &Path, more: &[&Path], dir: &Path) -> String {
     use ebs2azure::fixup::guest::GuestFs;
-    let root = ebs2azure::fixup::inspect::partitions(disk)
+    let root = ebs2azure::fixup::layout::partitions(disk)
         .unwrap()
         .into_iter()
         .find(|p| p.number == 1)

@@ -1,18 +1,27 @@
-//! Guest inspection and fix-ups for Linux guests, so that an EC2 image
-//! boots on Azure: what will not boot, what fixup changes, what is advice.
-//! Root filesystems are mounted through the host kernel (root and loop
-//! devices needed), the EFI system partition is edited through a FAT
-//! library; superblocks and partition tables are read directly. Both sit
-//! behind [`guest::GuestFs`].
+//! Guest inspection and fix-ups, so that an EC2 image boots on Azure: what
+//! will not boot, what fixup changes, what is advice.
+//!
+//! The flow: [`layout`] reads the partitions and filesystems without
+//! mounting; [`inspect`] mounts the root read-only and asks the OS rules
+//! ([`linux`]) for facts and for a [`plan::Plan`] of edits, built from the
+//! pure text transforms in [`edits`]; [`apply`] carries the same plan out on
+//! a read-write mount. Root filesystems are mounted through the host kernel
+//! ([`mount`]: root and loop devices needed), the EFI system partition is
+//! edited through a FAT library ([`esp`]); both sit behind [`guest::GuestFs`].
 
 pub mod apply;
+pub mod edits;
 pub mod esp;
 pub mod guest;
 pub mod initramfs;
 pub mod inspect;
+pub mod layout;
+pub mod linux;
 pub mod lvm;
 pub mod mount;
+pub mod plan;
 pub mod probe;
+pub mod report;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +59,12 @@ pub enum Error {
         path: String,
         /// What the reader said.
         source: diskformats::Error,
+    },
+    /// A dynamic VHD cannot be mounted in place.
+    #[error("{path} is a dynamic VHD, which cannot be mounted in place; convert it to a fixed VHD or raw image first (ebs2azure convert)")]
+    DynamicVhd {
+        /// The image.
+        path: String,
     },
     /// This host cannot mount guests.
     #[error("{0}")]
