@@ -43,7 +43,7 @@ impl fmt::Display for Input {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Input::Image(p) => write!(f, "{}", p.display()),
-            Input::Snapshot(s) => f.write_str(s),
+            Input::Snapshot(s) => f.pad(s),
         }
     }
 }
@@ -154,13 +154,13 @@ pub struct EbsReport {
 #[non_exhaustive]
 pub enum Error {
     /// The input could not be opened or read.
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] source::Error),
     /// The output could not be created or finished.
-    #[error("{0}")]
+    #[error(transparent)]
     Sink(#[from] sink::Error),
     /// The copy failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Copy(#[from] pipeline::Error),
     /// The input holds no bytes.
     #[error("{0} is empty (0 bytes): there is no disk to convert; check the path")]
@@ -172,7 +172,7 @@ pub enum Error {
     #[error("{0}; nothing was written to the output")]
     Fixup(#[from] fixup::Error),
     /// Fix-ups were asked for an output they cannot edit.
-    #[error("--fixup edits the guest in place, which a dynamic VHD does not allow; write a fixed VHD (the default) or raw")]
+    #[error("fixing the guest up edits it in place, which a dynamic VHD does not allow; write a fixed VHD (the default) or a raw image")]
     FixupFormat,
     /// Reading the input's partition table failed.
     #[error("cannot read the partition table of {path}: {source}")]

@@ -20,7 +20,7 @@ pub enum OsType {
 
 impl fmt::Display for OsType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             OsType::Linux => "Linux",
             OsType::Windows => "Windows",
         })
@@ -38,7 +38,7 @@ pub enum HyperVGeneration {
 
 impl fmt::Display for HyperVGeneration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             HyperVGeneration::V1 => "V1",
             HyperVGeneration::V2 => "V2",
         })
@@ -85,7 +85,7 @@ impl BootMode {
 
 impl fmt::Display for BootMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             BootMode::Bios => "bios",
             BootMode::Uefi => "uefi",
             BootMode::BiosAndUefi => "bios+uefi",

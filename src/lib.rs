@@ -32,11 +32,13 @@ pub mod fixup;
 pub mod info;
 pub mod kinds;
 pub mod limits;
+pub mod migrate;
 pub mod os_disk;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod upload;
+pub mod verify;
 
 pub use diskformats;

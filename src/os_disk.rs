@@ -1,7 +1,7 @@
 //! OS disks from EBS to Azure: the snapshot is staged to a local sparse
 //! fixed VHD, the guest is fixed up so it boots on Azure, and the VHD is
 //! uploaded. Data disks need none of this and stream with no local copy
-//! ([`crate::upload::migrate`]).
+//! ([`crate::upload::stream`]); [`crate::migrate`] chooses by the disk's role.
 //!
 //! The staged copy is kept until the upload finishes, so `--resume` sends
 //! the very bytes the disk already partly holds: staging and fixing up again
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::azure::Session;
 use crate::convert::{self, Conversion, Input};
 use crate::fixup::{self, apply, Class};
 use crate::sink::vhd_file::FileOptions;
@@ -71,13 +72,13 @@ pub struct Report {
 #[non_exhaustive]
 pub enum Error {
     /// This host cannot fix guests up (found before anything is fetched).
-    #[error("{0}; or pass --no-fixup to upload the OS disk unchanged")]
-    Host(fixup::Error),
+    #[error("this host cannot fix the guest up: {0}")]
+    Host(#[source] fixup::Error),
     /// Staging the snapshot failed.
     #[error("staging failed: {0}")]
     Stage(#[from] convert::Error),
     /// The guest could not be inspected or fixed up.
-    #[error("{source}; the staged copy {staged} was removed: fix the cause, or pass --no-fixup to upload the snapshot unchanged")]
+    #[error("{source}; the staged copy {staged} was removed")]
     Fixup {
         /// The staged VHD.
         staged: String,
@@ -85,15 +86,15 @@ pub enum Error {
         source: fixup::Error,
     },
     /// The guest will not boot on Azure.
-    #[error("the guest will not boot on Azure: {first}{more}; nothing was uploaded. Fix it on the source and take a new snapshot, or pass --allow-blockers to upload it anyway")]
+    #[error("the guest will not boot on Azure: {first}{more}; nothing was uploaded. Fix it on the source and take a new snapshot")]
     Blockers {
         /// The first blocker, in one sentence.
         first: String,
         /// How many more there are, worded.
         more: String,
     },
-    /// The upload failed; the staged copy is kept for `--resume`.
-    #[error("{source}; the fixed-up copy stays at {staged} for --resume")]
+    /// The upload failed; the staged copy is kept to resume from.
+    #[error("{source}; the fixed-up copy stays at {staged} to resume from")]
     Upload {
         /// The staged VHD.
         staged: String,
@@ -103,22 +104,92 @@ pub enum Error {
     /// The upload failed and `--cleanup` deleted the disk and the staged copy.
     #[error("{0}; the staged copy was removed too")]
     CleanedUp(Box<upload::Error>),
-    /// `--resume` needs the staged copy of the run that started the upload.
-    #[error("--resume needs the fixed-up copy {staged} (and its report) that the interrupted run left, and it is gone; delete disk {disk} (az disk delete) and start again without --resume")]
+    /// Resuming needs the staged copy of the run that started the upload.
+    #[error("resuming needs the fixed-up copy {staged} that the interrupted run left, and it is gone; delete disk {disk} (az disk delete) and start again")]
     NoStagedCopy {
         /// Where it was expected.
         staged: String,
         /// The disk left in its upload state.
         disk: String,
     },
+    /// The staged copy is there but its fix-up report cannot be read: nothing
+    /// is deleted, since the copy and the disk may still be good.
+    #[error("the report {report} of the staged copy {staged} cannot be read ({why}); the staged copy and disk {disk} are kept as they are: restore the report, or delete both and start again")]
+    StagedReportUnreadable {
+        /// The report's path.
+        report: String,
+        /// The staged copy.
+        staged: String,
+        /// The disk left in its upload state.
+        disk: String,
+        /// What went wrong.
+        why: String,
+    },
     /// The staging directory cannot be used.
-    #[error("cannot stage in {dir}: {why}; choose another directory with --staging-dir")]
+    #[error("cannot stage in {dir}: {why}")]
     StagingDir {
         /// The directory.
         dir: String,
         /// What is wrong.
         why: String,
     },
+}
+
+/// Why another disk of the machine could not be read for the guest's fstab.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataDiskError {
+    /// Its image could not be read.
+    #[error("{device}: {source}")]
+    Image {
+        /// Its EC2 device name.
+        device: String,
+        /// What failed.
+        source: fixup::Error,
+    },
+    /// Its snapshot could not be read.
+    #[error("{device}: {source}")]
+    Snapshot {
+        /// Its EC2 device name.
+        device: String,
+        /// What failed.
+        source: crate::source::Error,
+    },
+}
+
+/// Reads another disk of the machine, its EC2 `device` given as an image or
+/// a snapshot, for the guest's fstab: its partitions and filesystem UUIDs.
+/// A snapshot is read only where partition tables, LVM metadata and
+/// superblocks are, under the run's shared `quotas`.
+pub fn probe_data_disk(
+    device: &str,
+    input: &Input,
+    ebs: &crate::source::ebs::Settings,
+    quotas: std::sync::Arc<crate::source::ebs::Quotas>,
+) -> Result<fixup::layout::DataDisk, DataDiskError> {
+    use crate::source::{snapshot_disk::SnapshotDisk, EbsSource};
+    use fixup::layout::DataDisk;
+    match input {
+        Input::Image(path) => {
+            DataDisk::probe(device, path).map_err(|source| DataDiskError::Image {
+                device: device.to_owned(),
+                source,
+            })
+        }
+        Input::Snapshot(id) => {
+            let src =
+                EbsSource::open(id, ebs, quotas).map_err(|source| DataDiskError::Snapshot {
+                    device: device.to_owned(),
+                    source,
+                })?;
+            DataDisk::probe_disk(device, &SnapshotDisk::new(src), id).map_err(|source| {
+                DataDiskError::Image {
+                    device: device.to_owned(),
+                    source,
+                }
+            })
+        }
+    }
 }
 
 /// Where the staged VHD of `snapshot` on its way to disk `disk` lives in
@@ -143,11 +214,12 @@ fn report_path(staged: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Stages `snapshot`, fixes its guest up and uploads it to `target`.
+/// Stages `snapshot`, fixes its guest up and uploads it to `target` in `session`.
 ///
 /// An OS disk created without a Hyper-V generation gets the one the guest's
 /// boot mode needs.
-pub fn migrate(
+pub fn stage_and_upload(
+    session: &Session,
     snapshot: &str,
     target: &Target,
     opts: &upload::Options,
@@ -168,13 +240,21 @@ pub fn migrate(
     let shown = staged.display().to_string();
     let json = report_path(&staged);
     let (staging_report, fix) = if opts.resume {
-        let saved = fs::read(&json).ok().filter(|_| staged.is_file());
-        let fix: apply::Report = saved
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| Error::NoStagedCopy {
-                staged: shown.clone(),
+        if !staged.is_file() {
+            return Err(Error::NoStagedCopy {
+                staged: shown,
                 disk: target.disk.name.clone(),
-            })?;
+            });
+        }
+        let unreadable = |why: String| Error::StagedReportUnreadable {
+            report: json.display().to_string(),
+            staged: shown.clone(),
+            disk: target.disk.name.clone(),
+            why,
+        };
+        let saved = fs::read(&json).map_err(|e| unreadable(e.to_string()))?;
+        let fix: apply::Report =
+            serde_json::from_slice(&saved).map_err(|e| unreadable(e.to_string()))?;
         (None, fix)
     } else {
         // Found now, not after the copy.
@@ -241,7 +321,9 @@ pub fn migrate(
         target.hyper_v_generation = Some(fix.inspection.hyper_v_generation);
     }
     progress(Progress::Step("uploading the fixed-up disk"));
-    let sent = upload::upload(&staged, &target, opts, &|n| progress(Progress::Bytes(n)));
+    let sent = upload::upload(session, &staged, &target, opts, &|n| {
+        progress(Progress::Bytes(n))
+    });
     let up = match sent {
         Ok(r) => r,
         Err(source @ upload::Error::CleanedUp { .. }) => {
@@ -273,6 +355,63 @@ pub fn migrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::arm::DiskRef;
+
+    fn resume(dir: &Path) -> Result<Report, Error> {
+        let target = Target {
+            disk: DiskRef {
+                subscription: "sub".into(),
+                resource_group: "rg".into(),
+                name: "web01-os".into(),
+            },
+            location: None,
+            sku: "Premium_LRS".into(),
+            os_type: None,
+            hyper_v_generation: None,
+            zone: None,
+            tags: vec![],
+        };
+        let opts = upload::Options {
+            resume: true,
+            ..Default::default()
+        };
+        let staging = Staging {
+            dir: dir.to_owned(),
+            ..Default::default()
+        };
+        let session = Session::with_tokens(
+            &opts.azure,
+            std::sync::Arc::new(crate::azure::token::StaticToken::new("t")),
+        )
+        .unwrap();
+        stage_and_upload(&session, "snap-0a", &target, &opts, &staging, &|_| {})
+    }
+
+    #[test]
+    fn an_unreadable_report_is_not_told_as_a_gone_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        // No staged copy at all: it is gone, and the disk must start again.
+        assert!(matches!(
+            resume(dir.path()),
+            Err(Error::NoStagedCopy { .. })
+        ));
+        // The copy is there, its report is corrupt: both are kept, nothing says delete the copy.
+        let staged = staged_path(dir.path(), "snap-0a", "web01-os");
+        fs::write(&staged, b"vhd").unwrap();
+        fs::write(report_path(&staged), b"{ not json").unwrap();
+        let e = resume(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::StagedReportUnreadable { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("kept") && !text.contains("is gone"), "{text}");
+        assert!(staged.is_file() && report_path(&staged).is_file());
+        // The report missing is the same case: the copy is kept.
+        fs::remove_file(report_path(&staged)).unwrap();
+        assert!(matches!(
+            resume(dir.path()),
+            Err(Error::StagedReportUnreadable { .. })
+        ));
+        assert!(staged.is_file());
+    }
 
     #[test]
     fn each_disk_has_its_own_staged_copy() {

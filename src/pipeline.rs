@@ -4,7 +4,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -59,7 +59,7 @@ pub struct Stats {
 #[non_exhaustive]
 pub enum Error {
     /// The source failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] source::Error),
     /// The sink failed while block `block` was written.
     #[error("while writing block {block}: {source}")]
@@ -120,9 +120,11 @@ pub fn copy(
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let fail = |e: Error| {
         failed.store(true, Ordering::SeqCst);
-        if let Ok(mut slot) = first_error.lock() {
-            slot.get_or_insert(e);
-        }
+        // A worker that panicked holding the slot leaves it whole: keep using it.
+        first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(e);
     };
     pool.scope(|scope| {
         for _ in 0..threads {
@@ -136,10 +138,7 @@ pub fn copy(
                     .min(BUFFER_ALIGN);
                 let buf = &mut backing[start..start + bs];
                 while !failed.load(Ordering::Relaxed) {
-                    let next = match blocks.lock() {
-                        Ok(mut it) => it.next(),
-                        Err(_) => None,
-                    };
+                    let next = blocks.lock().unwrap_or_else(PoisonError::into_inner).next();
                     let index = match next {
                         None => break,
                         Some(Err(e)) => {
@@ -159,7 +158,10 @@ pub fn copy(
             });
         }
     });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
+    if let Some(e) = first_error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
         return Err(e);
     }
     let stats = Stats {

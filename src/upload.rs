@@ -1,32 +1,28 @@
-//! Azure managed disks: `upload` sends a local fixed VHD, `migrate` streams
-//! an EBS snapshot with no local copy, `verify` reads a disk back through a
-//! read SAS and compares digests of the source's non-zero ranges.
+//! Uploads to Azure managed disks: [`upload`] sends a local fixed VHD,
+//! [`stream`] an EBS snapshot with no local copy. Both go through one
+//! [`Session`] of the run.
 //!
 //! Only non-zero 4 KiB pages are sent, coalesced into Put Page requests of
-//! up to 4 MiB. A failed upload leaves the disk in its upload state for
-//! `--resume` (which skips the ranges already written), or deletes it with
-//! `--cleanup`.
+//! up to 4 MiB. A failed upload leaves the disk in its upload state to be
+//! resumed (which skips the ranges already written), or deletes it when
+//! asked to clean up.
 
 use std::num::NonZeroUsize;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use diskformats::vhd::{DiskType, Footer};
 use diskformats::{Disk, Format, Image, OpenOptions};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::azure::arm::{Access, Arm, DiskRef, DiskSpec, DiskState, HyperVGeneration, OsType};
-use crate::azure::page_blob::PageBlob;
-use crate::azure::{self, token, RetryBudget, Secret};
-use crate::convert::Input;
+use crate::azure::arm::{Access, DiskRef, DiskSpec, DiskState, HyperVGeneration, OsType};
+use crate::azure::{self, Session};
 use crate::limits;
 use crate::pipeline::{self, Stats};
+use crate::sink;
 use crate::sink::managed_disk::{ManagedDiskSink, UploadStats};
-use crate::sink::{self, BlockSink};
 use crate::source::ebs::{self, EbsSource, Quotas};
 use crate::source::{self, BlockSource, ImageSource};
 
@@ -116,35 +112,7 @@ pub struct Report {
     pub state: DiskState,
 }
 
-/// One compared range of `verify`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct RangeCheck {
-    /// Byte offset.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// True when the disk holds the source's bytes there.
-    pub matches: bool,
-}
-
-/// What `verify` found.
-#[derive(Clone, Debug, Serialize)]
-pub struct VerifyReport {
-    /// The disk's resource id.
-    pub disk: String,
-    /// The source compared with.
-    pub source: String,
-    /// Every compared range, in offset order.
-    pub ranges: Vec<RangeCheck>,
-    /// Ranges that differ.
-    pub mismatches: u64,
-    /// Bytes compared.
-    pub bytes_compared: u64,
-    /// True when the disk's VHD footer is valid for its size.
-    pub footer_ok: bool,
-}
-
-/// Why an upload, migration or verification stopped.
+/// Why an upload stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -152,63 +120,62 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// Reading the source failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] source::Error),
     /// An Azure call failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Azure(#[from] azure::Error),
     /// The copy failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Copy(#[from] pipeline::Error),
     /// The upload could not finish.
-    #[error("{0}")]
+    #[error(transparent)]
     Sink(#[from] sink::Error),
-    /// A disk of that name exists already.
-    #[error("disk {0} already exists; pass --resume to continue an interrupted upload into it, or choose another --disk-name")]
+    /// A disk of that name exists already (and resuming was not asked for).
+    #[error("disk {0} already exists")]
     Exists(String),
-    /// `--resume` found nothing to resume.
-    #[error("disk {disk} {why}; run without --resume to create it")]
+    /// A new disk needs a location.
+    #[error("a location (Azure region) is needed to create the disk")]
+    NoLocation,
+    /// Resuming found nothing to resume.
+    #[error("disk {disk} {why}, so there is no upload to resume")]
     NothingToResume {
         /// Disk name.
         disk: String,
         /// What was found.
         why: String,
     },
-    /// The upload failed and the disk is left for `--resume`.
-    #[error("{cause}; disk {disk} is left in its upload state: run the same command with --resume to continue, or with --cleanup to delete it")]
+    /// The upload failed and the disk is left in its upload state, to resume.
+    #[error("{cause}; disk {disk} is left in its upload state")]
     Left {
         /// Disk name.
         disk: String,
         /// Why it failed.
+        #[source]
         cause: Box<Error>,
     },
-    /// The upload failed and the disk was deleted (`--cleanup`).
-    #[error("{cause}; disk {disk} was deleted (--cleanup)")]
+    /// The upload failed, and deleting the disk afterwards failed too.
+    #[error("{cause}; deleting it failed too: {delete}")]
+    DeleteFailed {
+        /// Why the upload failed.
+        #[source]
+        cause: Box<Error>,
+        /// Why the deletion failed.
+        delete: azure::Error,
+    },
+    /// The upload failed and the disk was deleted, as asked.
+    #[error("{cause}; disk {disk} was deleted")]
     CleanedUp {
         /// Disk name.
         disk: String,
         /// Why it failed.
+        #[source]
         cause: Box<Error>,
     },
-    /// `verify` found differences.
-    #[error("disk {disk} differs from {source_name} in {mismatches} of {ranges} ranges")]
-    Mismatch {
-        /// Disk name.
-        disk: String,
-        /// The source.
-        source_name: String,
-        /// Ranges that differ.
-        mismatches: u64,
-        /// Ranges compared.
-        ranges: u64,
-    },
-    /// The I/O runtime could not start.
-    #[error("cannot start the I/O runtime: {0}")]
-    Runtime(String),
 }
 
 /// Copy workers for page-blob traffic: each keeps one request in flight.
-fn copy_options(opts: &Options) -> pipeline::Options {
+pub(crate) fn copy_options(opts: &Options) -> pipeline::Options {
     let workers = opts
         .concurrency
         .unwrap_or(NonZeroUsize::new(UPLOAD_CONCURRENCY).unwrap_or(NonZeroUsize::MIN));
@@ -216,15 +183,6 @@ fn copy_options(opts: &Options) -> pipeline::Options {
         concurrency: Some(workers),
         ..Default::default()
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("azure-io")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Runtime(e.to_string()))
 }
 
 /// Opens a VHD for upload after checking what Azure will check: a fixed VHD
@@ -236,12 +194,10 @@ pub fn check_vhd(path: &Path) -> Result<(ImageSource, [u8; 512]), Error> {
         .map_err(|e| Error::Invalid(format!("{shown} cannot be uploaded: {e}")))?;
     match image.format() {
         Format::VhdFixed => {}
-        other => {
-            return Err(Error::Invalid(format!(
-                "{shown} is a {} image, not a fixed VHD; make one first with `ebs2azure convert {shown} --out disk.vhd`",
-                other.name()
-            )))
-        }
+        other => return Err(Error::Invalid(format!(
+            "{shown} is a {} image, not a fixed VHD; convert it to one first (ebs2azure convert)",
+            other.name()
+        ))),
     }
     let size = image.size();
     if size % (1 << 20) != 0 {
@@ -269,15 +225,15 @@ pub fn footer_for(size: u64) -> [u8; 512] {
 
 /// Uploads the fixed VHD at `path` to a new managed disk (or resumes one).
 pub fn upload(
+    session: &Session,
     path: &Path,
     target: &Target,
     opts: &Options,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, Error> {
     let (source, footer) = check_vhd(path)?;
-    let rt = runtime()?;
     transfer(
-        &rt,
+        session,
         &source,
         &footer,
         &path.display().to_string(),
@@ -288,7 +244,8 @@ pub fn upload(
 }
 
 /// Streams an EBS snapshot to a new managed disk, with no local copy.
-pub fn migrate(
+pub fn stream(
+    session: &Session,
     snapshot: &str,
     target: &Target,
     opts: &Options,
@@ -299,9 +256,8 @@ pub fn migrate(
     if let Some(problem) = limits::azure_size_problems(size).into_iter().next() {
         return Err(Error::Invalid(format!("snapshot {snapshot}: {problem}")));
     }
-    let rt = runtime()?;
     transfer(
-        &rt,
+        session,
         &source,
         &footer_for(size),
         snapshot,
@@ -312,7 +268,7 @@ pub fn migrate(
 }
 
 fn transfer(
-    rt: &tokio::runtime::Runtime,
+    session: &Session,
     source: &dyn BlockSource,
     footer: &[u8; 512],
     source_name: &str,
@@ -325,14 +281,10 @@ fn transfer(
     let upload_size = size + 512;
     let name = target.disk.name.clone();
     if target.location.is_none() && !opts.resume {
-        return Err(Error::Invalid(
-            "--location is needed to create the disk (e.g. --location westeurope)".into(),
-        ));
+        return Err(Error::NoLocation);
     }
-    let tokens = token::from_args(opts.token_file.as_deref())?;
-    let budget = Arc::new(RetryBudget::new(opts.azure.retry_budget));
-    let arm = Arc::new(Arm::new(&opts.azure, tokens, budget.clone())?);
-    let existing = rt.block_on(arm.get(&target.disk))?;
+    let arm = session.arm();
+    let existing = session.block_on(arm.get(&target.disk))?;
     match (&existing, opts.resume) {
         (Some(_), false) => return Err(Error::Exists(name)),
         (None, true) => {
@@ -368,27 +320,18 @@ fn transfer(
                 tags: target.tags.clone(),
                 upload_size_bytes: upload_size,
             };
-            rt.block_on(arm.create_for_upload(&target.disk, &spec))?;
+            session.block_on(arm.create_for_upload(&target.disk, &spec))?;
         }
     }
     // From here on the disk exists: a failure leaves it for --resume or deletes it.
     let result = (|| -> Result<(Stats, UploadStats), Error> {
-        let sas = rt.block_on(arm.begin_access(&target.disk, Access::Write))?;
+        let sas = session.block_on(arm.begin_access(&target.disk, Access::Write))?;
         let written = if opts.resume {
-            let blob = PageBlob::new(&opts.azure)?;
-            rt.block_on(blob.page_ranges(&sas))?
+            session.block_on(session.page_ranges(&sas))?
         } else {
             Vec::new()
         };
-        let sink = ManagedDiskSink::new(
-            rt.handle().clone(),
-            arm.clone(),
-            target.disk.clone(),
-            sas,
-            written,
-            &opts.azure,
-            budget.clone(),
-        )?;
+        let sink = ManagedDiskSink::new(session, target.disk.clone(), sas, written);
         let copy = pipeline::copy(source, &sink, &copy_options(opts), progress)?;
         let up = sink.finish(size, footer)?;
         Ok((copy, up))
@@ -396,16 +339,17 @@ fn transfer(
     let (copy, up) = match result {
         Ok(r) => r,
         Err(cause) if opts.cleanup => {
-            return match rt.block_on(arm.delete(&target.disk)) {
+            return match session.block_on(arm.delete(&target.disk)) {
                 Ok(()) => Err(Error::CleanedUp {
                     disk: name,
                     cause: Box::new(cause),
                 }),
                 Err(e) => Err(Error::Left {
                     disk: name,
-                    cause: Box::new(Error::Invalid(format!(
-                        "{cause}; deleting it failed too: {e}"
-                    ))),
+                    cause: Box::new(Error::DeleteFailed {
+                        cause: Box::new(cause),
+                        delete: e,
+                    }),
                 }),
             }
         }
@@ -416,140 +360,20 @@ fn transfer(
             })
         }
     };
-    let info = rt.block_on(arm.get(&target.disk))?;
+    let info = session.block_on(arm.get(&target.disk))?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
         disk: info.as_ref().map(|d| d.id.clone()).unwrap_or_default(),
         source: source_name.to_owned(),
-        credential: arm.credential(),
+        credential: session.credential(),
         virtual_size: size,
         upload_size_bytes: upload_size,
         resumed: opts.resume,
         copy,
         upload: up,
-        retries: budget.used(),
+        retries: session.budget().used(),
         seconds,
         throughput_mib_s: up.bytes_sent as f64 / (1 << 20) as f64 / seconds.max(1e-9),
         state: info.map_or(DiskState::Other("gone".into()), |d| d.state),
     })
-}
-
-/// Compares each written range with the same range of the disk.
-struct VerifySink {
-    rt: tokio::runtime::Handle,
-    blob: PageBlob,
-    sas: Secret,
-    disk: String,
-    results: Mutex<Vec<RangeCheck>>,
-}
-
-impl BlockSink for VerifySink {
-    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), sink::Error> {
-        let theirs = self
-            .rt
-            .block_on(self.blob.read(&self.sas, offset, data.len() as u64))
-            .map_err(|source| sink::Error::Azure {
-                disk: self.disk.clone(),
-                source,
-            })?;
-        let matches = Sha256::digest(&theirs) == Sha256::digest(data);
-        if let Ok(mut r) = self.results.lock() {
-            r.push(RangeCheck {
-                offset,
-                len: data.len() as u64,
-                matches,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Reads the disk back through a read SAS and compares it with `input`.
-pub fn verify(input: &Input, target: &Target, opts: &Options) -> Result<VerifyReport, Error> {
-    let (source, source_name, footer): (Box<dyn BlockSource>, String, Option<[u8; 512]>) =
-        match input {
-            Input::Image(path) => {
-                let (s, f) = check_vhd(path)?;
-                (Box::new(s), path.display().to_string(), Some(f))
-            }
-            Input::Snapshot(id) => (
-                Box::new(EbsSource::open(id, &opts.ebs, opts.quotas.clone())?),
-                id.clone(),
-                None,
-            ),
-        };
-    let rt = runtime()?;
-    let tokens = token::from_args(opts.token_file.as_deref())?;
-    let budget = Arc::new(RetryBudget::new(opts.azure.retry_budget));
-    let arm = Arm::new(&opts.azure, tokens, budget)?;
-    let info = rt
-        .block_on(arm.get(&target.disk))?
-        .ok_or_else(|| Error::NothingToResume {
-            disk: target.disk.name.clone(),
-            why: "does not exist".into(),
-        })?;
-    let size = source.size();
-    if info.upload_size_bytes.is_some_and(|u| u != size + 512) {
-        return Err(Error::Invalid(format!(
-            "disk {} holds {} bytes, but {source_name} makes {}",
-            target.disk.name,
-            info.upload_size_bytes.unwrap_or(0),
-            size + 512
-        )));
-    }
-    let sas = rt.block_on(arm.begin_access(&target.disk, Access::Read))?;
-    let blob = PageBlob::new(&opts.azure)?;
-    let check = (|| -> Result<(Vec<RangeCheck>, bool), Error> {
-        let sink = VerifySink {
-            rt: rt.handle().clone(),
-            blob: blob.clone(),
-            sas: sas.clone(),
-            disk: target.disk.name.clone(),
-            results: Mutex::new(Vec::new()),
-        };
-        pipeline::copy(source.as_ref(), &sink, &copy_options(opts), &|_| {})?;
-        let theirs = rt.block_on(blob.read(&sas, size, 512))?;
-        let footer_ok = match footer {
-            Some(ours) => theirs == ours,
-            None => {
-                let mut f = [0u8; 512];
-                f.copy_from_slice(&theirs);
-                Footer::parse(&f)
-                    .is_ok_and(|f| f.disk_type == DiskType::Fixed && f.current_size == size)
-            }
-        };
-        let mut ranges = sink.results.into_inner().unwrap_or_default();
-        ranges.sort_by_key(|r| r.offset);
-        Ok((ranges, footer_ok))
-    })();
-    // Access ends whatever the comparison found.
-    let ended = rt.block_on(arm.end_access(&target.disk));
-    let (ranges, footer_ok) = check?;
-    ended?;
-    let mismatches = ranges.iter().filter(|r| !r.matches).count() as u64;
-    Ok(VerifyReport {
-        disk: info.id,
-        source: source_name,
-        bytes_compared: ranges.iter().map(|r| r.len).sum(),
-        mismatches,
-        ranges,
-        footer_ok,
-    })
-}
-
-/// Merges adjacent ranges of the same outcome, for a shorter listing.
-pub fn coalesce(ranges: &[RangeCheck]) -> Vec<RangeCheck> {
-    let mut out: Vec<RangeCheck> = Vec::new();
-    for r in ranges {
-        match out.last_mut() {
-            Some(l) if l.matches == r.matches && l.offset + l.len == r.offset => l.len += r.len,
-            _ => out.push(r.clone()),
-        }
-    }
-    out
-}
-
-/// Half-open byte ranges of a verify listing (for tests and callers).
-pub fn spans(ranges: &[RangeCheck]) -> Vec<Range<u64>> {
-    ranges.iter().map(|r| r.offset..r.offset + r.len).collect()
 }

@@ -87,7 +87,7 @@ impl DiskState {
 
 impl std::fmt::Display for DiskState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             DiskState::Unattached => "Unattached",
             DiskState::Attached => "Attached",
             DiskState::Reserved => "Reserved",

@@ -5,7 +5,10 @@
 
 pub mod arm;
 pub mod page_blob;
+pub mod session;
 pub mod token;
+
+pub use session::Session;
 
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
+        f.pad("***")
     }
 }
 
@@ -161,6 +164,10 @@ pub enum Error {
         /// The last failure.
         last: Box<Error>,
     },
+
+    /// The I/O runtime could not start.
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 
     /// An answer did not have the expected shape.
     #[error("{what}: unexpected answer: {detail}")]

@@ -39,6 +39,14 @@ pub struct StaticToken {
 }
 
 impl StaticToken {
+    /// A token the caller holds already (a library user's own credential).
+    pub fn new(token: impl Into<String>) -> StaticToken {
+        StaticToken {
+            token: Secret::new(token),
+            origin: "a token given by the caller".into(),
+        }
+    }
+
     /// Reads a token file: the bare token, or the JSON of `az account get-access-token`.
     pub fn from_file(path: &Path) -> Result<StaticToken, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -156,7 +164,7 @@ impl IdentityChain {
             }
         }
         Err(Error::Token(format!(
-            "no credential worked ({}); set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, run `az login`, or pass --arm-token-file",
+            "no credential worked ({}); set AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, run `az login`, or give a token file",
             if tried.is_empty() { "none available".to_owned() } else { tried.join("; ") }
         )))
     }

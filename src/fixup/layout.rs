@@ -37,10 +37,11 @@ impl VolumeKind {
 
 impl std::fmt::Display for VolumeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Through `pad`, so that widths in format strings apply.
         match self {
-            VolumeKind::Partition(k) => write!(f, "{k}"),
-            VolumeKind::LogicalVolume { vg, name } => write!(f, "LVM volume {vg}/{name}"),
-            VolumeKind::WholeDisk => f.write_str("whole disk"),
+            VolumeKind::Partition(k) => f.pad(&k.to_string()),
+            VolumeKind::LogicalVolume { vg, name } => f.pad(&format!("LVM volume {vg}/{name}")),
+            VolumeKind::WholeDisk => f.pad("whole disk"),
         }
     }
 }
@@ -275,5 +276,59 @@ fn finding(class: Class, subject: &str, message: impl Into<String>) -> Finding {
         class,
         subject: subject.to_owned(),
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4 MiB MBR disk whose one partition (type `kind`, at 1 MiB) holds a FAT32 boot sector.
+    fn mbr_disk(kind: u8) -> Vec<u8> {
+        let mut d = vec![0u8; 4 << 20];
+        let e = 446;
+        d[e + 4] = kind;
+        d[e + 8..e + 12].copy_from_slice(&2048u32.to_le_bytes());
+        d[e + 12..e + 16].copy_from_slice(&4096u32.to_le_bytes());
+        d[510] = 0x55;
+        d[511] = 0xaa;
+        let fat = 2048 * 512;
+        d[fat + 82..fat + 90].copy_from_slice(b"FAT32   ");
+        d[fat + 67..fat + 71].copy_from_slice(&[0x78, 0x56, 0x34, 0x12]);
+        d
+    }
+
+    #[test]
+    fn the_esp_of_an_mbr_disk_is_found() {
+        let disk = mbr_disk(0xef);
+        let (table, parts) = read_partitions(&disk[..], "mem").unwrap();
+        assert_eq!(table, TableKind::Mbr);
+        let found = esp(&parts).expect("an MBR 0xEF partition with FAT is the ESP");
+        assert_eq!((found.number, found.start), (1, 1 << 20));
+        assert_eq!(found.fs.uuid.as_deref(), Some("1234-5678"));
+        assert_eq!(boot_mode(table, &parts), BootMode::BiosAndUefi);
+        // Its kind prints as the GPT one does, and reads back.
+        assert_eq!(found.kind.to_string(), "EFI system");
+        let json = serde_json::to_value(found).unwrap();
+        let back: PartInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(back.kind, found.kind);
+        // A FAT partition of another type is not an ESP.
+        let (_, parts) = read_partitions(&mbr_disk(0x0c)[..], "mem").unwrap();
+        assert!(esp(&parts).is_none());
+    }
+
+    #[test]
+    fn volume_kinds_read_back() {
+        for k in [
+            VolumeKind::WholeDisk,
+            VolumeKind::LogicalVolume {
+                vg: "vg0".into(),
+                name: "root".into(),
+            },
+            VolumeKind::Partition(PartitionKind::BiosBoot),
+            VolumeKind::Partition(PartitionKind::OtherMbr(0x42)),
+        ] {
+            assert_eq!(k.to_string().parse::<VolumeKind>().unwrap(), k);
+        }
     }
 }

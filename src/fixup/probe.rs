@@ -52,7 +52,7 @@ impl FsKind {
 
 impl std::fmt::Display for FsKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

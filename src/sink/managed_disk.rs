@@ -5,14 +5,14 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Serialize;
 
 use super::{BlockSink, Error};
 use crate::azure::arm::{Access, Arm, DiskRef, DiskState};
 use crate::azure::page_blob::{PageBlob, MAX_PUT_PAGE, PAGE};
-use crate::azure::{backoff, RetryBudget, Secret, Settings};
+use crate::azure::{backoff, RetryBudget, Secret, Session, Settings};
 
 /// Most SAS renewals in one run (each is an ARM call; a SAS refused right
 /// after renewal means something else is wrong).
@@ -51,35 +51,29 @@ pub struct ManagedDiskSink {
 }
 
 impl ManagedDiskSink {
-    /// A sink writing through `sas`; `written` lists ranges already there (resume).
+    /// A sink writing to `disk` through `sas` in `session`; `written` lists
+    /// ranges already there (resume).
     pub fn new(
-        rt: tokio::runtime::Handle,
-        arm: Arc<Arm>,
+        session: &Session,
         disk: DiskRef,
         sas: Secret,
         written: Vec<Range<u64>>,
-        settings: &Settings,
-        budget: Arc<RetryBudget>,
-    ) -> Result<ManagedDiskSink, Error> {
-        let blob = PageBlob::new(settings).map_err(|source| Error::Azure {
-            disk: disk.name.clone(),
-            source,
-        })?;
-        Ok(ManagedDiskSink {
-            rt,
-            arm,
+    ) -> ManagedDiskSink {
+        ManagedDiskSink {
+            rt: session.handle(),
+            arm: session.arm().clone(),
             disk,
-            blob,
+            blob: session.blob().clone(),
             sas: RwLock::new((sas, 0)),
             renewing: tokio::sync::Mutex::new(()),
             written: crate::azure::page_blob::merge(written),
-            settings: settings.clone(),
-            budget,
+            settings: session.settings().clone(),
+            budget: session.budget().clone(),
             put_requests: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_already_there: AtomicU64::new(0),
             sas_renewals: AtomicU64::new(0),
-        })
+        }
     }
 
     /// What was sent so far.
@@ -100,13 +94,8 @@ impl ManagedDiskSink {
     }
 
     fn current_sas(&self) -> (Secret, u64) {
-        match self.sas.read() {
-            Ok(g) => (g.0.clone(), g.1),
-            Err(p) => {
-                let g = p.into_inner();
-                (g.0.clone(), g.1)
-            }
-        }
+        let g = self.sas.read().unwrap_or_else(PoisonError::into_inner);
+        (g.0.clone(), g.1)
     }
 
     /// Replaces SAS generation `seen` with a fresh one (once, however many
@@ -124,9 +113,8 @@ impl ManagedDiskSink {
             });
         }
         let fresh = self.arm.begin_access(&self.disk, Access::Write).await?;
-        if let Ok(mut g) = self.sas.write() {
-            *g = (fresh, seen + 1);
-        }
+        // A writer that panicked cannot leave the pair half-set: take it anyway.
+        *self.sas.write().unwrap_or_else(PoisonError::into_inner) = (fresh, seen + 1);
         Ok(())
     }
 

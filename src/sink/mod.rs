@@ -22,7 +22,7 @@ pub trait BlockSink: Send + Sync {
 #[non_exhaustive]
 pub enum Error {
     /// The output exists and replacing it was not asked for.
-    #[error("{0} already exists; pass --force to replace it or choose another output path")]
+    #[error("{0} already exists")]
     Exists(String),
 
     /// The output path names something that is not a regular file.

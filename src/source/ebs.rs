@@ -323,9 +323,7 @@ impl EbsSource {
             .build()
             .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
         let sdk = rt.block_on(load_config(settings));
-        let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
-            Error::Config("no AWS region is set: pass --region or set AWS_REGION".into())
-        })?;
+        let region = sdk.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
         let mut inner = Inner {
             snapshot: snapshot.to_owned(),
             region,

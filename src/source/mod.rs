@@ -54,7 +54,7 @@ pub enum Error {
     BadSnapshotId(String),
 
     /// The snapshot does not exist where we looked.
-    #[error("snapshot {snapshot} was not found in region {region}: check the id and pass the snapshot's region with --region")]
+    #[error("snapshot {snapshot} was not found in region {region}: check the id and the region")]
     SnapshotNotFound {
         /// Snapshot id.
         snapshot: String,
@@ -77,6 +77,10 @@ pub enum Error {
         /// What AWS or the SDK said (never the keys).
         message: String,
     },
+
+    /// No AWS region was given or configured.
+    #[error("no AWS region is set (in AWS_REGION or the profile)")]
+    NoRegion,
 
     /// The AWS client could not be set up.
     #[error("AWS client setup failed: {0}")]

@@ -239,9 +239,9 @@ impl PartitionKind {
 impl fmt::Display for PartitionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PartitionKind::OtherGpt(g) => write!(f, "{g}"),
-            PartitionKind::OtherMbr(b) => write!(f, "type 0x{b:02x}"),
-            named => f.write_str(named.name().unwrap_or("unknown")),
+            PartitionKind::OtherGpt(g) => f.pad(&g.to_string()),
+            PartitionKind::OtherMbr(b) => f.pad(&format!("type 0x{b:02x}")),
+            named => f.pad(named.name().unwrap_or("unknown")),
         }
     }
 }

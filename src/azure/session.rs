@@ -1,0 +1,122 @@
+//! One Azure session per run: the I/O runtime, the token source, the
+//! Resource Manager client, the page-blob client and the run's retry
+//! budget, built once and shared by every upload, resume and verification
+//! of the run. Every call made through it is retried under that budget:
+//! ARM calls in [`Arm`], Put Page in the managed-disk sink (which also
+//! renews its SAS), and the reads and page-range listings here.
+
+use std::future::Future;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::arm::Arm;
+use super::page_blob::PageBlob;
+use super::token::{self, TokenSource};
+use super::{backoff, Error, RetryBudget, Secret, Settings};
+
+/// Everything a run needs to talk to Azure.
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    arm: Arc<Arm>,
+    blob: PageBlob,
+    budget: Arc<RetryBudget>,
+    settings: Settings,
+}
+
+impl Session {
+    /// A session with tokens from `token_file`, else the environment, else
+    /// azure_identity's credentials.
+    pub fn new(settings: &Settings, token_file: Option<&Path>) -> Result<Session, Error> {
+        Session::with_tokens(settings, token::from_args(token_file)?)
+    }
+
+    /// A session with the given token source (injected, as tests and
+    /// library users may).
+    pub fn with_tokens(
+        settings: &Settings,
+        tokens: Arc<dyn TokenSource>,
+    ) -> Result<Session, Error> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("azure-io")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let budget = Arc::new(RetryBudget::new(settings.retry_budget));
+        Ok(Session {
+            arm: Arc::new(Arm::new(settings, tokens, budget.clone())?),
+            blob: PageBlob::new(settings)?,
+            rt,
+            budget,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Runs `f` to its end on the session's runtime.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The runtime's handle, for blocking calls from worker threads.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// The Resource Manager client.
+    pub fn arm(&self) -> &Arc<Arm> {
+        &self.arm
+    }
+
+    /// The page-blob client (one attempt per call; see [`Session::read`]).
+    pub fn blob(&self) -> &PageBlob {
+        &self.blob
+    }
+
+    /// The run's retry budget.
+    pub fn budget(&self) -> &Arc<RetryBudget> {
+        &self.budget
+    }
+
+    /// The session's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The credential in use, for reports (never the token).
+    pub fn credential(&self) -> String {
+        self.arm.credential()
+    }
+
+    /// Reads `len` bytes at `offset` of the blob behind `sas`, retried.
+    pub async fn read(&self, sas: &Secret, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.retried(|| self.blob.read(sas, offset, len)).await
+    }
+
+    /// The written page ranges of the blob behind `sas`, retried.
+    pub async fn page_ranges(&self, sas: &Secret) -> Result<Vec<Range<u64>>, Error> {
+        self.retried(|| self.blob.page_ranges(sas)).await
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the call's attempts
+    /// or the run's budget are spent.
+    pub async fn retried<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() => {
+                    self.budget
+                        .retry(attempt, self.settings.attempts_per_call, e)?;
+                    tokio::time::sleep(backoff(&self.settings, attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! The command line's words: clap types for every command and flag, and
+//! their translation into the library's settings (the first layer; the
+//! commands in `main.rs` are the second).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ebs2azure::azure::arm::{DiskRef, HyperVGeneration, OsType};
+use ebs2azure::convert::Input;
+use ebs2azure::diskformats::Format;
+use ebs2azure::fixup::apply::FixOptions;
+use ebs2azure::os_disk;
+use ebs2azure::source::ebs::{self, Quotas};
+use ebs2azure::upload;
+
+/// Move whole disks from AWS to Azure, offline: read EBS snapshots or disk
+/// images and write the fixed VHDs Azure takes, skipping holes and zeros.
+#[derive(Parser)]
+#[command(name = "ebs2azure", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Convert an EBS snapshot, raw image, block device or VHD to a fixed VHD (default), dynamic VHD or raw image.
+    ///
+    /// The output is written sparse under OUTPUT.partial and renamed to OUTPUT
+    /// when complete; it is readable by its owner only. A fixed VHD's size is
+    /// rounded up to a whole MiB, as Azure requires, and a GPT's backup table
+    /// is moved to the new end of the disk. A snapshot is read through the EBS
+    /// direct APIs with the default AWS credential chain; only its written
+    /// blocks are fetched.
+    #[command(
+        after_help = "Examples:\n  ebs2azure convert snap-0123456789abcdef0 --out disk.vhd --region eu-west-1\n  ebs2azure convert disk.raw --out disk.vhd\n  ebs2azure convert /dev/nvme1n1 --out data.vhd --json\n  ebs2azure convert old.vhd --out disk.img --output-format raw\n  sudo ebs2azure convert snap-0123456789abcdef0 --out os.vhd --fixup"
+    )]
+    Convert {
+        /// What to read: an EBS snapshot id (snap-...), a raw file, a block device, or a VHD (fixed or dynamic, detected from its footer).
+        input: String,
+        /// Path of the image to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Format to write.
+        #[arg(long, value_enum, default_value_t = OutputFormat::VhdFixed)]
+        output_format: OutputFormat,
+        /// Read INPUT as raw even if it ends with a VHD footer.
+        #[arg(long)]
+        input_raw: bool,
+        /// Open a VHD whose footer checksum is wrong (recovery only).
+        #[arg(long)]
+        accept_bad_checksum: bool,
+        /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots 96 requests in flight, lowered while throttled].
+        #[arg(long)]
+        concurrency: Option<NonZeroUsize>,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Replace OUTPUT if it exists.
+        #[arg(long, help_heading = "Output")]
+        force: bool,
+        /// Do not flush OUTPUT to stable storage before renaming it into place
+        /// (faster; after a power loss OUTPUT may be incomplete).
+        #[arg(long, help_heading = "Output")]
+        no_sync: bool,
+        /// Fix the guest up for Azure before OUTPUT is renamed into place
+        /// (OS disks; needs root and loop devices; see `ebs2azure fixup --help`).
+        #[arg(long, help_heading = "Fix-ups")]
+        fixup: bool,
+        #[command(flatten)]
+        disks: DataDiskArgs,
+        /// Print the summary as JSON on standard output.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Show an image's format, VHD footer, geometry, sizes and partitions, or a snapshot's size and written blocks.
+    #[command(
+        after_help = "Examples:\n  ebs2azure info disk.vhd\n  ebs2azure info /dev/nvme1n1 --json\n  ebs2azure info snap-0123456789abcdef0 --region eu-west-1"
+    )]
+    Info {
+        /// What to inspect: an EBS snapshot id, a raw file, a block device or a VHD.
+        file: String,
+        /// Read FILE as raw even if it ends with a VHD footer.
+        #[arg(long)]
+        input_raw: bool,
+        /// Open a VHD whose footer checksum is wrong.
+        #[arg(long)]
+        accept_bad_checksum: bool,
+        /// Print as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Inspect a Linux guest disk for what it needs to boot on Azure (read-only; needs root and loop devices).
+    ///
+    /// Reads the partition table and every filesystem's superblock, mounts
+    /// the Linux filesystems read-only without replaying their journals, and
+    /// reports the distribution, boot mode and Hyper-V generation, kernels
+    /// and their Hyper-V drivers, fstab, cloud-init, network pinning and the
+    /// Azure agent. Each finding is a blocker (will not boot), a fix-up, or advice.
+    #[command(
+        after_help = "Examples:\n  sudo ebs2azure inspect disk.vhd\n  sudo ebs2azure inspect disk.raw --json"
+    )]
+    Inspect {
+        /// A raw image or fixed VHD of the OS disk.
+        image: PathBuf,
+        /// Print as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Make the fix-ups `inspect` lists, in the guest (needs root and loop devices).
+    ///
+    /// Mounts the root filesystem read-write (its journal replays, as at boot)
+    /// and edits /etc/fstab (UUID= for device paths, volumes that do not move
+    /// commented out, nofail on data disks), /etc/default/grub (serial console,
+    /// no Xen console), cloud-init's datasource_list (Azure first), the
+    /// initramfs-tools or dracut driver lists (Hyper-V), and removes
+    /// persistent-net rules. Each original is kept as FILE.ebs2azure-orig; a
+    /// second run changes nothing; the filesystem must check clean afterwards.
+    #[command(
+        after_help = "Examples:\n  sudo ebs2azure fixup disk.vhd --dry-run\n  sudo ebs2azure fixup disk.vhd --json"
+    )]
+    Fixup {
+        /// A raw image or fixed VHD of the OS disk.
+        image: PathBuf,
+        /// Say what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        disks: DataDiskArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print the report as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Upload a fixed VHD to a new Azure managed disk (direct upload).
+    ///
+    /// Checks the VHD first (fixed, valid footer, whole MiB, within Azure's
+    /// limits), creates the disk for upload, sends only the non-zero pages in
+    /// Put Page requests of up to 4 MiB, writes the footer and ends the
+    /// upload. If it fails, the disk is left for `--resume`, which skips what
+    /// is already written; `--cleanup` deletes it instead.
+    #[command(
+        after_help = "Examples:\n  ebs2azure upload disk.vhd --subscription $SUB --resource-group rg --disk-name web01-os --location westeurope --os-type linux --hyper-v-generation V2\n  ebs2azure upload data.vhd --subscription $SUB -g rg --disk-name web01-data --location westeurope --resume\n\nAzure rights needed: create disks and call beginGetAccess/endGetAccess on them (e.g. the Disk Contributor-level\nMicrosoft.Compute/disks/write, beginGetAccess/action and endGetAccess/action, as in \"Data Operator for Managed Disks\")."
+    )]
+    Upload {
+        /// The fixed VHD to upload (`ebs2azure convert` makes one).
+        vhd: PathBuf,
+        #[command(flatten)]
+        azure: AzureArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Put Page requests in flight [default: 16].
+        #[arg(long)]
+        concurrency: Option<NonZeroUsize>,
+        /// Print the summary as JSON on standard output.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Move an EBS snapshot into a new Azure managed disk: data disks stream with no local copy, OS disks are fixed up first.
+    ///
+    /// Reads the snapshot's written blocks through the EBS direct APIs and
+    /// sends their non-zero pages to the disk; the VHD footer is made here.
+    /// An OS disk (--os-type linux) is staged to a local sparse VHD under
+    /// --staging-dir, fixed up so it boots on Azure (as `ebs2azure fixup`
+    /// does; needs root and loop devices), then uploaded with the Hyper-V
+    /// generation its boot mode needs; the fix-up report is in the summary.
+    /// The staged copy is removed after the upload, or kept for --resume if
+    /// the upload fails. --no-fixup streams an OS disk unchanged.
+    #[command(
+        after_help = "Examples:\n  ebs2azure migrate snap-0123456789abcdef0 --region eu-west-1 --subscription $SUB -g rg --disk-name db01-data --location westeurope\n  sudo ebs2azure migrate snap-0fedcba9876543210 --region eu-west-1 -g rg --disk-name web01-os --location westeurope --os-type linux"
+    )]
+    Migrate {
+        /// The EBS snapshot id (snap-...).
+        snapshot: String,
+        #[command(flatten)]
+        azure: AzureArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// GetSnapshotBlock requests in flight [default: 96, lowered while throttled].
+        #[arg(long)]
+        concurrency: Option<NonZeroUsize>,
+        /// Upload an OS disk as it is, streamed, without fix-ups.
+        #[arg(long, help_heading = "Fix-ups")]
+        no_fixup: bool,
+        /// Where an OS disk is staged; it needs room for the snapshot's written data.
+        #[arg(
+            long,
+            env = "EBS2AZURE_STAGING_DIR",
+            default_value = "/var/tmp",
+            help_heading = "Fix-ups"
+        )]
+        staging_dir: PathBuf,
+        /// Keep the staged VHD of an OS disk after the upload.
+        #[arg(long, help_heading = "Fix-ups")]
+        keep_staged: bool,
+        /// Upload an OS disk even when inspection finds it will not boot on Azure.
+        #[arg(long, help_heading = "Fix-ups")]
+        allow_blockers: bool,
+        #[command(flatten)]
+        disks: DataDiskArgs,
+        /// Print the summary as JSON on standard output.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Read a managed disk back and compare it with its source, range by range.
+    ///
+    /// Takes a read SAS, compares SHA-256 digests of every non-zero range of
+    /// the source (a fixed VHD or a snapshot) with the disk's bytes there, and
+    /// checks the VHD footer. Exits non-zero on any difference.
+    #[command(
+        after_help = "Example:\n  ebs2azure verify disk.vhd --subscription $SUB -g rg --disk-name web01-os"
+    )]
+    Verify {
+        /// The source: a fixed VHD or an EBS snapshot id.
+        source: String,
+        #[command(flatten)]
+        azure: AzureArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print every range, not only the differing ones.
+        #[arg(long, short, help_heading = "Output")]
+        verbose: bool,
+        /// Print the result as JSON on standard output.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+}
+
+/// Which managed disk, and how to reach Azure.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Azure")]
+pub struct AzureArgs {
+    /// Subscription id.
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+    pub subscription: String,
+    /// Resource group.
+    #[arg(long, short = 'g')]
+    pub resource_group: String,
+    /// Name of the managed disk.
+    #[arg(long)]
+    pub disk_name: String,
+    /// Azure region of a new disk, e.g. westeurope.
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Disk SKU.
+    #[arg(long, default_value = "Premium_LRS")]
+    pub sku: String,
+    /// OS of an OS disk (leave out for data disks).
+    #[arg(long, value_enum)]
+    pub os_type: Option<OsTypeArg>,
+    /// Hyper-V generation of an OS disk: V1 boots BIOS guests, V2 UEFI ones.
+    #[arg(long, value_enum)]
+    pub hyper_v_generation: Option<GenerationArg>,
+    /// Availability zone.
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// A tag KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Continue an interrupted upload into the existing disk.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub resume: bool,
+    /// Delete the disk if the upload fails.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Resource Manager endpoint, e.g. an emulator's.
+    #[arg(long, env = "EBS2AZURE_ARM_ENDPOINT", default_value = ebs2azure::azure::ARM_ENDPOINT)]
+    pub arm_endpoint: String,
+    /// A file with an ARM bearer token, bare or as `az account get-access-token` prints it
+    /// [otherwise EBS2AZURE_ARM_TOKEN, then: client secret from AZURE_* variables,
+    /// workload identity, managed identity, Azure CLI].
+    #[arg(long, env = "EBS2AZURE_ARM_TOKEN_FILE")]
+    pub arm_token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OsTypeArg {
+    Linux,
+    Windows,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum GenerationArg {
+    #[value(name = "V1", alias = "v1")]
+    V1,
+    #[value(name = "V2", alias = "v2")]
+    V2,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("tag {s:?} is not KEY=VALUE")),
+    }
+}
+
+impl AzureArgs {
+    pub fn target(&self) -> upload::Target {
+        upload::Target {
+            disk: DiskRef {
+                subscription: self.subscription.clone(),
+                resource_group: self.resource_group.clone(),
+                name: self.disk_name.clone(),
+            },
+            location: self.location.clone(),
+            sku: self.sku.clone(),
+            os_type: self.os_type.map(|o| match o {
+                OsTypeArg::Linux => OsType::Linux,
+                OsTypeArg::Windows => OsType::Windows,
+            }),
+            hyper_v_generation: self.hyper_v_generation.map(|g| match g {
+                GenerationArg::V1 => HyperVGeneration::V1,
+                GenerationArg::V2 => HyperVGeneration::V2,
+            }),
+            zone: self.zone.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    pub fn options(
+        &self,
+        limits: &LimitArgs,
+        concurrency: Option<NonZeroUsize>,
+    ) -> upload::Options {
+        upload::Options {
+            azure: ebs2azure::azure::Settings {
+                arm_endpoint: self.arm_endpoint.clone(),
+                request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
+                retry_budget: limits.retry_budget,
+                ..Default::default()
+            },
+            token_file: self.arm_token_file.clone(),
+            resume: self.resume,
+            cleanup: self.cleanup,
+            concurrency,
+            ..Default::default()
+        }
+    }
+}
+
+/// The machine's other disks, for the guest's fstab.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Fix-ups")]
+pub struct DataDiskArgs {
+    /// Another disk of the machine as DEVICE=IMAGE (its EC2 device as fstab
+    /// names it, and a raw image, VHD or EBS snapshot of it; a snapshot is
+    /// read only where its partition table and superblocks are), so fstab
+    /// entries on that device become UUIDs instead of being commented out
+    /// (repeatable).
+    #[arg(long = "data-disk", value_name = "DEVICE=IMAGE", value_parser = parse_data_disk)]
+    pub data_disks: Vec<(String, String)>,
+}
+
+fn parse_data_disk(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((d, p)) if d.starts_with("/dev/") && !p.is_empty() => Ok((d.to_owned(), p.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not DEVICE=IMAGE, e.g. /dev/xvdf=data.vhd"
+        )),
+    }
+}
+
+impl DataDiskArgs {
+    /// Fix-up options with each data disk read (snapshots through EBS under
+    /// the run's shared `quotas`).
+    pub fn fix_options(
+        &self,
+        dry_run: bool,
+        ebs: &ebs::Settings,
+        quotas: &Arc<Quotas>,
+    ) -> Result<FixOptions, String> {
+        let data_disks = self
+            .data_disks
+            .iter()
+            .map(|(dev, what)| {
+                os_disk::probe_data_disk(dev, &Input::parse(what), ebs, quotas.clone())
+                    .map_err(|e| format!("--data-disk {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FixOptions {
+            dry_run,
+            data_disks,
+        })
+    }
+}
+
+/// Where and how to reach AWS, for snapshot inputs.
+#[derive(clap::Args)]
+#[command(next_help_heading = "AWS (snapshot inputs)")]
+pub struct AwsArgs {
+    /// Region of the snapshot [default: AWS_REGION, or the profile's].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config [default: AWS_PROFILE, or `default`].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// EBS endpoint, such as a local emulator (AWS_ENDPOINT_URL_EBS and AWS_ENDPOINT_URL work too).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+}
+
+/// Time limits and retries, for every cloud call of a run.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Limit on one request, in seconds; a stalled request is retried.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Retries allowed for the whole run, all requests together.
+    #[arg(long, default_value_t = 1000)]
+    pub retry_budget: u64,
+}
+
+impl AwsArgs {
+    pub fn settings(&self, limits: &LimitArgs, concurrency: Option<NonZeroUsize>) -> ebs::Settings {
+        let defaults = ebs::Settings::default();
+        ebs::Settings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
+            retry_budget: limits.retry_budget,
+            max_in_flight: concurrency.map_or(defaults.max_in_flight, NonZeroUsize::get),
+            ..defaults
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// Fixed VHD, the format Azure managed disks take.
+    VhdFixed,
+    /// Dynamic (sparse) VHD, at most 2040 GiB.
+    VhdDynamic,
+    /// Raw disk image.
+    Raw,
+}
+
+impl From<OutputFormat> for Format {
+    fn from(f: OutputFormat) -> Format {
+        match f {
+            OutputFormat::VhdFixed => Format::VhdFixed,
+            OutputFormat::VhdDynamic => Format::VhdDynamic,
+            OutputFormat::Raw => Format::Raw,
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Everything the command prints: the text and JSON forms of each
+//! command's result on standard output, and its error on standard error.
+
+use ebs2azure::convert::Report;
+use ebs2azure::diskformats::TypeId;
+use ebs2azure::fixup::{apply, inspect, Class};
+use ebs2azure::info::{Info, SnapshotInfo};
+use ebs2azure::{os_disk, upload, verify};
+use indicatif::HumanBytes;
+
+/// Prints a line to standard output; a reader that went away (`| head`)
+/// ends the program quietly, as for any Unix filter, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+/// Prints the command's error, one sentence.
+pub fn error(message: &str) {
+    eprintln!("error: {message}");
+}
+
+/// Prints a conversion's summary, as text or JSON.
+pub fn print_convert(r: &Report, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+    } else {
+        print_report(r);
+    }
+    Ok(())
+}
+
+pub fn print_report(r: &Report) {
+    if r.rounded_up {
+        out!(
+            "note: virtual size rounded up from {} to {} bytes (a whole MiB, as Azure requires){}",
+            r.source_size,
+            r.virtual_size,
+            if r.gpt_backup_moved {
+                "; the backup GPT was moved to the new end of the disk"
+            } else {
+                ""
+            }
+        );
+    }
+    for w in &r.warnings {
+        out!("warning: {w}");
+    }
+    if let Some(e) = r
+        .ebs
+        .as_ref()
+        .filter(|e| e.retries + e.tokens_refreshed > 0)
+    {
+        out!(
+            "note: {} retries ({} throttled), {} block tokens refreshed, {} checksum mismatches fetched again",
+            e.retries, e.throttled, e.tokens_refreshed, e.checksum_mismatches
+        );
+    }
+    out!(
+        "{} -> {} ({}, {}): read {}, wrote {}, skipped {} of zeros, in {:.2} s ({:.0} MiB/s)",
+        r.input,
+        r.output,
+        r.output_format,
+        HumanBytes(r.virtual_size),
+        HumanBytes(r.stats.bytes_read),
+        HumanBytes(r.stats.bytes_written),
+        HumanBytes(r.stats.bytes_zero),
+        r.seconds,
+        r.throughput_mib_s
+    );
+    if let Some(f) = &r.fixup {
+        out!("fix-up report:");
+        print_fixup_changes(f);
+    }
+}
+
+pub fn print_info(i: &Info, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(i)?);
+        return Ok(());
+    }
+    out!("file:            {}", i.path);
+    out!("format:          {}", i.format);
+    out!(
+        "virtual size:    {} ({} bytes)",
+        HumanBytes(i.virtual_size),
+        i.virtual_size
+    );
+    out!("file size:       {} bytes", i.file_size);
+    out!(
+        "allocated:       {} ({} bytes)",
+        HumanBytes(i.allocated_bytes),
+        i.allocated_bytes
+    );
+    if let Some(f) = &i.footer {
+        out!("VHD footer:");
+        out!("  disk type:     {}", f.disk_type);
+        out!("  current size:  {}", f.current_size);
+        out!("  original size: {}", f.original_size);
+        out!(
+            "  geometry:      {}/{}/{} (C/H/S, {} bytes)",
+            f.cylinders,
+            f.heads,
+            f.sectors_per_track,
+            f.geometry_size
+        );
+        out!(
+            "  creator:       {:?} {} on {:?}",
+            f.creator_application,
+            f.creator_version,
+            f.creator_host_os
+        );
+        out!("  timestamp:     {}", f.timestamp);
+        out!("  unique id:     {}", f.unique_id);
+        out!(
+            "  checksum:      {} ({})",
+            f.checksum,
+            if f.checksum_valid { "valid" } else { "INVALID" }
+        );
+        out!(
+            "  features:      {:#010x}, version {}, data offset {:#x}, saved state {}",
+            f.features,
+            f.format_version,
+            f.data_offset,
+            f.saved_state
+        );
+    }
+    if let Some(d) = &i.dynamic {
+        out!(
+            "dynamic header:  block size {}, {} BAT entries at {:#x}, {} allocated",
+            HumanBytes(u64::from(d.block_size)),
+            d.max_table_entries,
+            d.table_offset,
+            d.allocated_blocks
+        );
+    }
+    out!("partition table: {}", i.partition_table);
+    for p in &i.partitions {
+        out!(
+            "  {:>3}  start {:>14}  size {:>12}  {}{}{}",
+            p.number,
+            p.start,
+            HumanBytes(p.size).to_string(),
+            match p.type_id {
+                // An MBR type byte says more than its name ("FAT32 (0x0c)").
+                TypeId::Mbr(b) => format!("{} (0x{b:02x})", p.kind),
+                TypeId::Gpt(_) => p.kind.to_string(),
+            },
+            if p.name.is_empty() {
+                String::new()
+            } else {
+                format!("  \"{}\"", p.name)
+            },
+            p.guid
+                .as_deref()
+                .map(|g| format!("  {g}"))
+                .unwrap_or_default()
+        );
+    }
+    for p in &i.problems {
+        out!("problem: {p}");
+    }
+    if i.azure_upload_problems.is_empty() {
+        out!("azure:           ready to upload as a managed disk");
+    } else {
+        for p in &i.azure_upload_problems {
+            out!("azure:           {p}");
+        }
+    }
+    Ok(())
+}
+
+pub fn print_snapshot_info(i: &SnapshotInfo, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(i)?);
+        return Ok(());
+    }
+    out!("snapshot:        {} ({})", i.snapshot, i.region);
+    out!(
+        "volume size:     {} ({} bytes)",
+        HumanBytes(i.volume_size),
+        i.volume_size
+    );
+    out!("block size:      {} bytes", i.block_size);
+    out!(
+        "written blocks:  {} ({}, {:.1}% of the volume)",
+        i.blocks,
+        HumanBytes(i.allocated_bytes),
+        100.0 * i.allocated_bytes as f64 / i.volume_size.max(1) as f64
+    );
+    Ok(())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(v).map_err(|e| format!("cannot print JSON: {e}"))
+}
+
+pub fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+        return Ok(());
+    }
+    if let Some(staging) = &r.staging {
+        print_report(staging);
+    }
+    out!(
+        "fix-up report ({}):",
+        r.fixup
+            .inspection
+            .os
+            .as_ref()
+            .map_or("unknown OS", |o| o.name.as_str())
+    );
+    print_fixup(&r.fixup, false)?;
+    print_upload(&r.upload, false)?;
+    out!(
+        "staged copy {}: {}",
+        r.staged,
+        if r.staged_kept { "kept" } else { "removed" }
+    );
+    Ok(())
+}
+
+pub fn print_upload(r: &upload::Report, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+        return Ok(());
+    }
+    out!(
+        "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s, {:.1} MiB/s; disk {} ({}); credential: {}",
+        r.source,
+        r.disk,
+        HumanBytes(r.upload.bytes_sent),
+        r.upload.put_requests,
+        HumanBytes(r.copy.bytes_zero + (r.virtual_size - r.copy.bytes_read.min(r.virtual_size))),
+        if r.resumed {
+            format!(", {} already there", HumanBytes(r.upload.bytes_already_there))
+        } else {
+            String::new()
+        },
+        r.seconds,
+        r.throughput_mib_s,
+        r.state,
+        HumanBytes(r.virtual_size),
+        r.credential
+    );
+    Ok(())
+}
+
+pub fn print_verify(
+    r: &verify::VerifyReport,
+    name: &str,
+    verbose: bool,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+    } else {
+        for c in verify::coalesce(&r.ranges) {
+            if verbose || !c.matches {
+                out!(
+                    "{} {}..{} ({})",
+                    if c.matches { "match   " } else { "MISMATCH" },
+                    c.offset,
+                    c.offset + c.len,
+                    HumanBytes(c.len)
+                );
+            }
+        }
+        out!(
+            "{}: {} ranges, {} compared, {} differ; footer {}",
+            name,
+            r.ranges.len(),
+            HumanBytes(r.bytes_compared),
+            r.mismatches,
+            if r.footer_ok { "ok" } else { "WRONG" }
+        );
+    }
+    if r.mismatches > 0 || !r.footer_ok {
+        return Err(format!(
+            "disk {name} differs from {} ({} ranges differ{})",
+            r.source,
+            r.mismatches,
+            if r.footer_ok { "" } else { ", footer wrong" }
+        ));
+    }
+    Ok(())
+}
+
+pub fn print_inspect(r: &inspect::Report, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+        return Ok(());
+    }
+    out!("image:           {}", r.image);
+    out!("partition table: {}", r.table);
+    for p in &r.partitions {
+        out!(
+            "  {:>2}  {:>10}  {:<18} {:<12} {}{}",
+            p.number,
+            HumanBytes(p.size).to_string(),
+            p.kind,
+            p.fs.kind,
+            p.fs.uuid
+                .as_deref()
+                .map(|u| format!("UUID={u}"))
+                .unwrap_or_default(),
+            p.fs.label
+                .as_deref()
+                .map(|l| format!(" LABEL={l}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(os) = &r.os {
+        out!("os:              {} ({} {})", os.name, os.id, os.version);
+    }
+    if let Some(n) = r.root_partition {
+        out!("root partition:  {n}");
+    }
+    out!(
+        "boot mode:       {} (create the disk with --hyper-v-generation {})",
+        r.boot_mode,
+        r.hyper_v_generation
+    );
+    for k in &r.kernels {
+        out!(
+            "kernel:          {} (Hyper-V drivers built in: {}; as modules: {}; initramfs: {}{})",
+            k.version,
+            if k.built_in.is_empty() {
+                "none".into()
+            } else {
+                k.built_in.join(" ")
+            },
+            if k.modules.is_empty() {
+                "none".into()
+            } else {
+                k.modules.join(" ")
+            },
+            k.initramfs.as_deref().unwrap_or("none"),
+            match &k.in_initramfs {
+                Some(d) if d.is_empty() => " holding none of them".to_owned(),
+                Some(d) => format!(" holding {}", d.join(" ")),
+                None => String::new(),
+            }
+        );
+    }
+    out!("fstab entries:   {}", r.fstab.len());
+    if let Some(ds) = &r.cloud_init_datasources {
+        out!("cloud-init:      datasource_list {ds}");
+    }
+    out!(
+        "azure agent:     {}",
+        if r.azure_agent {
+            "installed"
+        } else {
+            "not installed"
+        }
+    );
+    out!("findings:");
+    for f in &r.findings {
+        let class = match f.class {
+            Class::Blocker => "BLOCKER",
+            Class::Fixup => "fix-up ",
+            Class::Advice => "advice ",
+        };
+        out!("  {class}  {}: {}", f.subject, f.message);
+    }
+    if r.findings.iter().any(|f| f.class == Class::Fixup) {
+        out!("(`ebs2azure fixup IMAGE` makes the fix-ups it can; --dry-run shows them first)");
+    }
+    Ok(())
+}
+
+pub fn print_fixup(r: &apply::Report, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+    } else {
+        print_fixup_changes(r);
+    }
+    Ok(())
+}
+
+/// The changes of a fix-up, then the blockers it cannot fix, one line each.
+pub fn print_fixup_changes(r: &apply::Report) {
+    let verb = if r.dry_run { "would change" } else { "changed" };
+    if r.changes.is_empty() {
+        out!("  nothing to change");
+    }
+    for c in &r.changes {
+        let state = match (&c.before, &c.after) {
+            (None, _) => "created".to_owned(),
+            (_, None) => format!("removed (kept as {})", c.original.as_deref().unwrap_or("-")),
+            _ => format!(
+                "edited (original kept as {})",
+                c.original.as_deref().unwrap_or("-")
+            ),
+        };
+        out!("  {verb} {}: {state}; {}", c.path, c.reason);
+    }
+    for f in &r.inspection.findings {
+        match f.class {
+            Class::Blocker => out!("  BLOCKER (not fixed here)  {}: {}", f.subject, f.message),
+            Class::Advice => out!("  advice  {}: {}", f.subject, f.message),
+            Class::Fixup => {}
+        }
+    }
+}
