@@ -44,6 +44,9 @@ fn bench(c: &mut Criterion) {
             overwrite: true,
             sync: false,
         },
+        // SAFETY: the image is this benchmark's own temporary file; nothing
+        // else writes it. Mapped, as the command maps its inputs.
+        input_mapping: unsafe { ebs2azure::source::InputMapping::mapped() },
         ..Options::default()
     };
     let mut g = c.benchmark_group("convert");

@@ -17,7 +17,7 @@ use crate::limits;
 use crate::pipeline::{self, Stats};
 use crate::sink::{self, vhd_file::FileOptions, BlockSink, VhdFileSink};
 use crate::source::ebs::{self, EbsSource, Quotas};
-use crate::source::{self, BlockSource, ImageSource};
+use crate::source::{self, BlockSource, ImageSource, InputMapping};
 
 /// What to convert: a local image or device, or an EBS snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +71,9 @@ pub struct Options {
     pub output_format: Format,
     /// How to open the input.
     pub open: diskformats::OpenOptions,
+    /// How to read a local input: plain reads unless the caller vouches
+    /// that it will not change (then it is mapped, saving a copy per block).
+    pub input_mapping: InputMapping,
     /// Copy engine settings.
     pub pipeline: pipeline::Options,
     /// Output file settings.
@@ -89,6 +92,7 @@ impl Default for Options {
         Options {
             output_format: Format::VhdFixed,
             open: diskformats::OpenOptions::default(),
+            input_mapping: InputMapping::READS,
             pipeline: pipeline::Options::default(),
             file: FileOptions::default(),
             ebs: ebs::Settings::default(),
@@ -231,7 +235,7 @@ impl Conversion {
                 });
             }
         };
-        let source = ImageSource::open(path, &opts.open)?;
+        let source = ImageSource::open_with(path, &opts.open, opts.input_mapping)?;
         for candidate in [output.to_path_buf(), sink::vhd_file::partial_path(output)] {
             if same_file(path, &candidate) {
                 return Err(Error::SameFile(candidate.display().to_string()));

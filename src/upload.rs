@@ -194,10 +194,12 @@ pub fn check_vhd(path: &Path) -> Result<(ImageSource, [u8; 512]), Error> {
         .map_err(|e| Error::Invalid(format!("{shown} cannot be uploaded: {e}")))?;
     match image.format() {
         Format::VhdFixed => {}
-        other => return Err(Error::Invalid(format!(
+        other => {
+            return Err(Error::Invalid(format!(
             "{shown} is a {} image, not a fixed VHD; convert it to one first (ebs2azure convert)",
             other.name()
-        ))),
+        )))
+        }
     }
     let size = image.size();
     if size % (1 << 20) != 0 {

@@ -68,16 +68,32 @@ pub enum Image {
 }
 
 impl Image {
-    /// Opens the file at `path` and detects its format.
+    /// Opens the file at `path` and detects its format. It is read with
+    /// plain positional reads.
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Image> {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(|e| Error::io("opening the image", e))?;
-        Image::from_file(file, opts)
+        let file = File::open(path.as_ref()).map_err(|e| Error::io("opening the image", e))?;
+        Image::detect(file, opts, false)
+    }
+
+    /// The same, with a raw image's or fixed VHD's data memory-mapped, so
+    /// that [`Disk::slice_at`] lends bytes without a copy.
+    ///
+    /// # Safety
+    ///
+    /// No process may write or truncate the file while the image is open
+    /// (see [`RawImage::new_mapped`]).
+    pub unsafe fn open_mapped(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Image> {
+        let file = File::open(path.as_ref()).map_err(|e| Error::io("opening the image", e))?;
+        Image::detect(file, opts, true)
     }
 
     /// Detects the format of an open file: a VHD when it ends with a footer
     /// cookie, raw otherwise.
     pub fn from_file(file: File, opts: &OpenOptions) -> Result<Image> {
+        Image::detect(file, opts, false)
+    }
+
+    fn detect(file: File, opts: &OpenOptions, map: bool) -> Result<Image> {
         let kind = file
             .metadata()
             .map_err(|e| Error::io("reading the image's metadata", e))?
@@ -88,10 +104,12 @@ impl Image {
                 "it is not a regular file or a block device",
             ));
         }
+        // Mapped only once the format is known: a VHD's footer is not data.
         let raw = RawImage::new(file)?;
         let len = raw.size();
+        let as_raw = |raw: RawImage| RawImage::with_size(raw.into_file(), len, map);
         if opts.force_raw || len < FOOTER_SIZE as u64 {
-            return Ok(Image::Raw(raw));
+            return Ok(Image::Raw(as_raw(raw)));
         }
         let mut fb = [0u8; FOOTER_SIZE];
         read_exact_at(raw.file(), &mut fb, len - FOOTER_SIZE as u64)?;
@@ -105,7 +123,7 @@ impl Image {
                     "the file starts like a dynamic VHD but has no footer at its end (read it as raw only if you know it is one)",
                 ));
             }
-            return Ok(Image::Raw(raw));
+            return Ok(Image::Raw(as_raw(raw)));
         }
         let footer = if opts.accept_bad_checksum {
             Footer::parse_ignoring_checksum(&fb)?
@@ -114,7 +132,7 @@ impl Image {
         };
         let file = raw.into_file();
         match footer.disk_type {
-            DiskType::Fixed => Ok(Image::Fixed(FixedVhd::with_footer(file, len, footer)?)),
+            DiskType::Fixed => Ok(Image::Fixed(FixedVhd::open(file, len, footer, map)?)),
             DiskType::Dynamic => Ok(Image::Dynamic(DynamicVhd::with_footer(file, len, footer)?)),
             other => Err(Error::UnsupportedDiskType(other.to_u32())),
         }

@@ -12,9 +12,9 @@ use crate::{Error, Result};
 
 /// A raw disk image or block device.
 ///
-/// The image is memory-mapped when the system allows it, so that copies can
-/// read it without a copy into a buffer. The file must not be truncated while
-/// it is open (that is true of any image being converted).
+/// Read with plain positional reads, unless opened with
+/// [`RawImage::new_mapped`], which memory-maps it so that copies can borrow
+/// its bytes ([`Disk::slice_at`]) instead of reading them into a buffer.
 #[derive(Debug)]
 pub struct RawImage {
     file: File,
@@ -24,16 +24,37 @@ pub struct RawImage {
 
 impl RawImage {
     /// Opens a raw image; its size is the file's length (or the device's size).
-    pub fn new(mut file: File) -> Result<RawImage> {
+    pub fn new(file: File) -> Result<RawImage> {
+        RawImage::open(file, false)
+    }
+
+    /// Opens a raw image memory-mapped where the system allows it.
+    ///
+    /// # Safety
+    ///
+    /// No process may write or truncate the file while the image is open:
+    /// a mapped byte that changes breaks Rust's aliasing rules, and a read
+    /// past a truncation raises SIGBUS.
+    pub unsafe fn new_mapped(file: File) -> Result<RawImage> {
+        RawImage::open(file, true)
+    }
+
+    fn open(mut file: File, map: bool) -> Result<RawImage> {
         let size = file
             .seek(SeekFrom::End(0))
             .map_err(|e| Error::io("finding the size of the raw image", e))?;
-        Ok(RawImage::with_size(file, size))
+        Ok(RawImage::with_size(file, size, map))
     }
 
-    /// A raw view of the first `size` bytes of `file` (the data of a fixed VHD).
-    pub(crate) fn with_size(file: File, size: u64) -> RawImage {
-        let map = map_read_only(&file, size);
+    /// A raw view of the first `size` bytes of `file` (the data of a fixed
+    /// VHD), mapped when `map` is set (the caller has vouched as
+    /// [`RawImage::new_mapped`] asks).
+    pub(crate) fn with_size(file: File, size: u64, map: bool) -> RawImage {
+        let map = if map {
+            map_read_only(&file, size)
+        } else {
+            None
+        };
         RawImage { file, size, map }
     }
 
@@ -88,8 +109,8 @@ impl Disk for RawImage {
 fn map_read_only(file: &File, size: u64) -> Option<memmap2::Mmap> {
     let len = usize::try_from(size).ok().filter(|&l| l > 0)?;
     // SAFETY: the mapping is read-only and private to this process; its
-    // contents change only if another process writes or truncates the file
-    // while it is converted, which the type's documentation rules out.
+    // contents change only if another process writes or truncates the file,
+    // which the caller of `new_mapped` / `open_mapped` has ruled out.
     unsafe { memmap2::MmapOptions::new().len(len).map(file) }.ok()
 }
 

@@ -8,6 +8,33 @@ use diskformats::{data_ranges, DataRanges, Disk, Image, OpenOptions};
 
 use super::{BlockSource, Error, BLOCK_SIZE};
 
+/// How a local image is read: with plain reads (the default), or memory-
+/// mapped so that the pipeline borrows its bytes without a copy. Mapping is
+/// only for callers that can vouch the file will not change while it is
+/// read, so it is made by an `unsafe fn`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputMapping(bool);
+
+impl InputMapping {
+    /// Plain positional reads: safe whatever happens to the file.
+    pub const READS: InputMapping = InputMapping(false);
+
+    /// Memory-mapped reads.
+    ///
+    /// # Safety
+    ///
+    /// No process may write or truncate the input while it is read (see
+    /// [`diskformats::Image::open_mapped`]).
+    pub unsafe fn mapped() -> InputMapping {
+        InputMapping(true)
+    }
+
+    /// True when the input is memory-mapped.
+    pub fn is_mapped(self) -> bool {
+        self.0
+    }
+}
+
 /// A local image read block by block.
 #[derive(Debug)]
 pub struct ImageSource {
@@ -17,9 +44,25 @@ pub struct ImageSource {
 }
 
 impl ImageSource {
-    /// Opens `path`, detecting raw, fixed VHD or dynamic VHD.
+    /// Opens `path`, detecting raw, fixed VHD or dynamic VHD (plain reads).
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<ImageSource, Error> {
-        let image = Image::open(path, opts).map_err(|source| Error::Image {
+        ImageSource::open_with(path, opts, InputMapping::READS)
+    }
+
+    /// The same, read as `mapping` says.
+    pub fn open_with(
+        path: &Path,
+        opts: &OpenOptions,
+        mapping: InputMapping,
+    ) -> Result<ImageSource, Error> {
+        let image = if mapping.is_mapped() {
+            // SAFETY: an `InputMapping` that maps is only made by the unsafe
+            // `InputMapping::mapped`, whose caller vouched for the file.
+            unsafe { Image::open_mapped(path, opts) }
+        } else {
+            Image::open(path, opts)
+        };
+        let image = image.map_err(|source| Error::Image {
             path: path.display().to_string(),
             source,
         })?;

@@ -7,7 +7,7 @@ pub mod image;
 pub mod snapshot_disk;
 
 pub use ebs::EbsSource;
-pub use image::ImageSource;
+pub use image::{ImageSource, InputMapping};
 
 /// The block size of the whole flow: EBS's 512 KiB.
 pub const BLOCK_SIZE: u32 = 512 * 1024;

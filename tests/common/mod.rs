@@ -348,6 +348,11 @@ impl Azure {
         self.admin("POST", "/__admin/faults", json);
     }
 
+    /// The fault switches as they are now (a `_next` count goes down as it is served).
+    pub fn faults_now(&self) -> serde_json::Value {
+        self.admin("GET", "/__admin/faults", "")
+    }
+
     /// Counters of the blob proxy.
     pub fn stats(&self) -> serde_json::Value {
         self.admin("GET", "/__admin/stats", "")

@@ -20,6 +20,11 @@ pub struct FixedVhd {
 impl FixedVhd {
     /// Opens a fixed VHD whose footer has been parsed already (see [`crate::Image::open`]).
     pub fn with_footer(file: File, file_len: u64, footer: Footer) -> Result<FixedVhd> {
+        FixedVhd::open(file, file_len, footer, false)
+    }
+
+    /// The same, its data mapped when `map` is set (see [`crate::Image::open_mapped`]).
+    pub(crate) fn open(file: File, file_len: u64, footer: Footer, map: bool) -> Result<FixedVhd> {
         if footer.disk_type != DiskType::Fixed {
             return Err(Error::invalid(
                 "VHD footer",
@@ -55,7 +60,7 @@ impl FixedVhd {
             });
         }
         Ok(FixedVhd {
-            data: RawImage::with_size(file, data_len),
+            data: RawImage::with_size(file, data_len, map),
             footer,
         })
     }

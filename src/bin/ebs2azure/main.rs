@@ -17,6 +17,7 @@ use ebs2azure::diskformats::OpenOptions;
 use ebs2azure::migrate::{self, Role};
 use ebs2azure::sink::vhd_file::FileOptions;
 use ebs2azure::source::ebs::Quotas;
+use ebs2azure::source::InputMapping;
 use ebs2azure::{fixup, info, os_disk, pipeline, upload, verify};
 
 use args::{Cli, Command, OsTypeArg};
@@ -165,6 +166,10 @@ fn convert(c: Command) -> Result<(), Failed> {
             overwrite: force,
             sync: !no_sync,
         },
+        // SAFETY: the command's documented contract (README, convert): an
+        // input is not written or truncated while it is converted. Mapping
+        // it saves a copy of every block.
+        input_mapping: unsafe { InputMapping::mapped() },
         ebs: aws.settings(&limits, concurrency),
         quotas,
         fixup,
