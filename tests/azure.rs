@@ -327,7 +327,24 @@ fn one_503_on_a_read_or_a_page_listing_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let (_, vhd) = disk(dir.path());
     let az = Azure::start(&["--proxy", "1"]);
-    ok(&upload(&az, &vhd, "data05", &[]));
+    // An upload that stops after 3 writes leaves the disk to resume.
+    az.faults(r#"{"fail_writes_after": 3}"#);
+    fails(&upload(&az, &vhd, "data06", &["--retry-budget", "2"]));
+    // --resume: the page listing (the first blob call after access is granted) gets a 503.
+    az.faults(r#"{"fail_writes_after": 0, "blob_503_next": 1}"#);
+    let out = upload(&az, &vhd, "data06", &["--resume"]);
+    no_azure_secrets(&out);
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(az.faults_now()["blob_503_next"], 0, "the 503 was served");
+    assert_eq!(report["resumed"], true);
+    assert!(
+        report["upload"]["bytes_already_there"].as_u64().unwrap() > 0,
+        "the listing was read: {report}"
+    );
+    let back = dir.path().join("back.vhd");
+    az.download("data06", &back);
+    assert!(same_bytes(&back, &vhd));
+
     // verify: its first blob read is answered 503 ServerBusy.
     az.faults(r#"{"blob_503_next": 1}"#);
     let out = az.run(&[
@@ -336,26 +353,10 @@ fn one_503_on_a_read_or_a_page_listing_is_retried() {
         "-g",
         "rg1",
         "--disk-name",
-        "data05",
+        "data06",
     ]);
     no_azure_secrets(&out);
     let text = ok(&out);
     assert!(text.contains("0 differ; footer ok"), "{text}");
     assert_eq!(az.faults_now()["blob_503_next"], 0, "the 503 was served");
-
-    // --resume: the page listing (the first blob call after access is granted) gets the 503.
-    az.faults(r#"{"fail_writes_after": 3}"#);
-    fails(&upload(&az, &vhd, "data06", &["--retry-budget", "2"]));
-    az.faults(r#"{"fail_writes_after": 0, "blob_503_next": 1}"#);
-    let out = upload(&az, &vhd, "data06", &["--resume"]);
-    no_azure_secrets(&out);
-    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
-    assert_eq!(report["resumed"], true);
-    assert!(
-        report["upload"]["bytes_already_there"].as_u64().unwrap() > 0,
-        "{report}"
-    );
-    let back = dir.path().join("back.vhd");
-    az.download("data06", &back);
-    assert!(same_bytes(&back, &vhd));
 }

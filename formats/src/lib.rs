@@ -4,6 +4,10 @@
 //!
 //! No network, no async, no cloud SDK: the crate is usable on its own.
 //!
+//! Unix only: images are read with `pread` and their holes found with
+//! `SEEK_DATA`/`SEEK_HOLE`. Reads are plain reads; [`Image::open_mapped`]
+//! memory-maps instead, for callers that vouch the file will not change.
+//!
 //! # Examples
 //!
 //! Write a sparse fixed VHD that Azure accepts, then read it back:
@@ -36,7 +40,12 @@
 //! # Ok::<(), diskformats::Error>(())
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+
+#[cfg(not(unix))]
+compile_error!(
+    "diskformats needs a Unix: it reads with pread and finds holes with SEEK_DATA/SEEK_HOLE"
+);
 
 mod disk;
 mod error;
