@@ -125,6 +125,14 @@ pub enum Error {
         /// What went wrong.
         why: String,
     },
+    /// Writing the staged copy's report failed.
+    #[error("cannot write the fix-up report in {dir}: {source}")]
+    StagingIo {
+        /// The staging directory.
+        dir: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
     /// The staging directory cannot be used.
     #[error("cannot stage in {dir}: {why}")]
     StagingDir {
@@ -309,11 +317,21 @@ pub fn stage_and_upload(
             }
         }
         let saved = serde_json::to_vec(&fix).map_err(|e| dir_err(e.to_string()))?;
+        // Durable before the upload starts: a resume trusts this pair.
         let tmp = json.with_extension("json.partial");
-        fs::write(&tmp, saved)
+        let io_err = |source| Error::StagingIo {
+            dir: dir.display().to_string(),
+            source,
+        };
+        fs::File::create(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &saved)?;
+                f.sync_all()
+            })
             .and_then(|()| fs::File::open(&staged).and_then(|f| f.sync_all()))
             .and_then(|()| fs::rename(&tmp, &json))
-            .map_err(|e| dir_err(e.to_string()))?;
+            .and_then(|()| fs::File::open(dir).and_then(|d| d.sync_all()))
+            .map_err(io_err)?;
         (Some(staged_report), fix)
     };
     let mut target = target.clone();

@@ -119,6 +119,24 @@ pub enum Error {
     /// The VHD cannot be uploaded as it is (found before any cloud call).
     #[error("{0}")]
     Invalid(String),
+    /// The file is no VHD this can read.
+    #[error("{path} cannot be uploaded: {source}")]
+    Vhd {
+        /// The file.
+        path: String,
+        /// What the format reader said.
+        source: diskformats::Error,
+    },
+    /// A part of the file could not be read.
+    #[error("cannot read {what} of {path}: {source}")]
+    Read {
+        /// Which part.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
     /// Reading the source failed.
     #[error(transparent)]
     Source(#[from] source::Error),
@@ -190,8 +208,10 @@ pub(crate) fn copy_options(opts: &Options) -> pipeline::Options {
 /// Returns the source and its footer.
 pub fn check_vhd(path: &Path) -> Result<(ImageSource, [u8; 512]), Error> {
     let shown = path.display();
-    let image = Image::open(path, &OpenOptions::default())
-        .map_err(|e| Error::Invalid(format!("{shown} cannot be uploaded: {e}")))?;
+    let image = Image::open(path, &OpenOptions::default()).map_err(|source| Error::Vhd {
+        path: shown.to_string(),
+        source,
+    })?;
     match image.format() {
         Format::VhdFixed => {}
         other => {
@@ -211,10 +231,13 @@ pub fn check_vhd(path: &Path) -> Result<(ImageSource, [u8; 512]), Error> {
         return Err(Error::Invalid(format!("{shown}: {problem}")));
     }
     let mut footer = [0u8; 512];
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::Invalid(format!("cannot read {shown}: {e}")))?;
-    file.read_exact_at(&mut footer, size)
-        .map_err(|e| Error::Invalid(format!("cannot read the footer of {shown}: {e}")))?;
+    let read_err = |source| Error::Read {
+        what: "the footer",
+        path: shown.to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    file.read_exact_at(&mut footer, size).map_err(read_err)?;
     drop(image);
     let source = ImageSource::open(path, &OpenOptions::default())?.with_block_size(UPLOAD_BLOCK);
     Ok((source, footer))

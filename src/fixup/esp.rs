@@ -83,10 +83,13 @@ impl std::fmt::Debug for Esp {
     }
 }
 
-fn guest_err(what: &str, path: &str, e: io::Error) -> Error {
-    Error::Guest(format!(
-        "cannot {what} {path} on the EFI system partition: {e}"
-    ))
+fn guest_err(action: &'static str, path: &str, source: io::Error) -> Error {
+    Error::GuestIo {
+        action,
+        path: path.to_owned(),
+        place: super::ON_ESP,
+        source,
+    }
 }
 
 fn rel(path: &str) -> &str {
@@ -101,17 +104,21 @@ impl Esp {
             .read(true)
             .write(writable)
             .open(image)
-            .map_err(|e| Error::Guest(format!("cannot open {shown}: {e}")))?;
+            .map_err(|source| Error::HostIo {
+                action: format!("open {shown}"),
+                source,
+            })?;
         let slice = Slice {
             file,
             start,
             len: size,
             pos: 0,
         };
-        let fs = fatfs::FileSystem::new(slice, fatfs::FsOptions::new()).map_err(|e| {
-            Error::Guest(format!(
-                "the EFI system partition of {shown} is not a readable FAT filesystem: {e}"
-            ))
+        let fs = fatfs::FileSystem::new(slice, fatfs::FsOptions::new()).map_err(|source| {
+            Error::NotFat {
+                image: shown.to_string(),
+                source,
+            }
         })?;
         Ok(Esp { fs })
     }

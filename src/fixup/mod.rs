@@ -25,6 +25,11 @@ pub mod report;
 
 use serde::{Deserialize, Serialize};
 
+/// Where a [`Error::GuestIo`] happened: the mounted guest filesystem.
+pub const IN_GUEST: &str = "in the guest";
+/// Where a [`Error::GuestIo`] happened: the EFI system partition.
+pub const ON_ESP: &str = "on the EFI system partition";
+
 /// How much a finding matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -75,4 +80,40 @@ pub enum Error {
     /// A guest file could not be read.
     #[error("{0}")]
     Guest(String),
+    /// A file operation in the guest failed.
+    #[error("cannot {action} {path} {place}: {source}")]
+    GuestIo {
+        /// What was being done (read, write, list, ...).
+        action: &'static str,
+        /// The guest path.
+        path: String,
+        /// Which guest filesystem: [`IN_GUEST`] or [`ON_ESP`].
+        place: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A host tool could not be started.
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        /// The tool.
+        tool: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A file operation on the host failed.
+    #[error("cannot {action}: {source}")]
+    HostIo {
+        /// What was being done.
+        action: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The EFI system partition holds no FAT filesystem that can be read.
+    #[error("the EFI system partition of {image} is not a readable FAT filesystem: {source}")]
+    NotFat {
+        /// The image.
+        image: String,
+        /// What the FAT reader said.
+        source: std::io::Error,
+    },
 }

@@ -39,10 +39,21 @@ pub fn check_host() -> Result<(), Error> {
     Ok(())
 }
 
+/// A failed file operation on the mounted guest filesystem.
+fn guest_io(action: &'static str, path: &str, source: std::io::Error) -> Error {
+    Error::GuestIo {
+        action,
+        path: path.to_owned(),
+        place: super::IN_GUEST,
+        source,
+    }
+}
+
 fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Host(format!("cannot run {what}: {e}")))?;
+    let out = cmd.output().map_err(|source| Error::Spawn {
+        tool: what.to_owned(),
+        source,
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let err: Vec<&str> = err.split_whitespace().collect();
@@ -123,7 +134,10 @@ impl Mounted {
         let dir = tempfile::Builder::new()
             .prefix("ebs2azure-guest-")
             .tempdir()
-            .map_err(|e| Error::Host(format!("cannot make a mount point: {e}")))?;
+            .map_err(|source| Error::HostIo {
+                action: "make a mount point".into(),
+                source,
+            })?;
         run(
             Command::new("mount")
                 .args(["-t", fstype.name(), "-o", opts, &m.loop_dev])
@@ -142,10 +156,10 @@ impl Mounted {
             )
         };
         if fd < 0 {
-            return Err(Error::Host(format!(
-                "cannot open the mount point: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::HostIo {
+                action: "open the mount point".into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
         // SAFETY: fd is a fresh descriptor we own.
         m.root = Some(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -193,9 +207,7 @@ impl Mounted {
             let e = std::io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(None),
-                _ => Err(Error::Guest(format!(
-                    "cannot open {path} in the guest: {e}"
-                ))),
+                _ => Err(guest_io("open", path, e)),
             };
         }
         // SAFETY: fd is a fresh descriptor we own.
@@ -254,16 +266,14 @@ impl GuestFs for Mounted {
             return Ok(None);
         };
         let f = File::from(fd);
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::Guest(format!("cannot stat {path}: {e}")))?;
+        let meta = f.metadata().map_err(|e| guest_io("stat", path, e))?;
         if !meta.is_file() {
             return Ok(None);
         }
         let mut buf = Vec::new();
         f.take(MAX_READ)
             .read_to_end(&mut buf)
-            .map_err(|e| Error::Guest(format!("cannot read {path} in the guest: {e}")))?;
+            .map_err(|e| guest_io("read", path, e))?;
         Ok(Some(buf))
     }
 
@@ -275,7 +285,7 @@ impl GuestFs for Mounted {
         // Our own descriptor, already resolved inside the guest.
         let dir = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| Error::Guest(format!("cannot list {path} in the guest: {e}")))?
+            .map_err(|e| guest_io("list", path, e))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
@@ -297,16 +307,13 @@ impl GuestFs for Mounted {
             )
         };
         if fd < 0 {
-            return Err(Error::Guest(format!(
-                "cannot write {path} in the guest: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(guest_io("write", path, std::io::Error::last_os_error()));
         }
         // SAFETY: fd is a fresh descriptor we own.
         let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         f.write_all(data)
             .and_then(|()| f.sync_all())
-            .map_err(|e| Error::Guest(format!("cannot write {path} in the guest: {e}")))
+            .map_err(|e| guest_io("write", path, e))
     }
 
     /// Renames a guest file within its directory.
@@ -318,10 +325,7 @@ impl GuestFs for Mounted {
         let rc =
             unsafe { libc::renameat(dir.as_raw_fd(), name.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
         if rc != 0 {
-            return Err(Error::Guest(format!(
-                "cannot rename {from} in the guest: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(guest_io("rename", from, std::io::Error::last_os_error()));
         }
         Ok(())
     }
