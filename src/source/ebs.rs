@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
@@ -118,9 +118,7 @@ impl Quotas {
         if rate <= 0.0 {
             return Duration::ZERO;
         }
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Duration::ZERO;
-        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         // Looked up by &str: no allocation per request once the bucket exists.
         if !buckets.contains_key(key) {
@@ -183,39 +181,41 @@ impl InFlight {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.state.lock() {
-                Ok(mut st) if (st.1 as f64) < st.0.floor().max(1.0) => {
+            {
+                let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if (st.1 as f64) < st.0.floor().max(1.0) {
                     st.1 += 1;
                     return Permit(self);
                 }
-                Ok(_) => {}
-                Err(_) => return Permit(self),
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
         }
     }
 
     fn throttled(&self) {
-        if let Ok(mut st) = self.state.lock() {
+        {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             st.0 = (st.0 / 2.0).max(1.0);
         }
     }
 
     fn succeeded(&self) {
-        if let Ok(mut st) = self.state.lock() {
+        {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             st.0 = (st.0 + 1.0 / st.0).min(self.max);
         }
     }
 
     #[cfg(test)]
     fn limit(&self) -> usize {
-        self.state.lock().map(|st| st.0 as usize).unwrap_or(1)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 as usize
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.0.state.lock() {
+        {
+            let mut st = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
             st.1 = st.1.saturating_sub(1);
         }
         self.0.freed.notify_one();
@@ -381,7 +381,12 @@ impl EbsSource {
             let Some((_, token)) = page.blocks.into_iter().find(|(i, _)| *i == index) else {
                 return Ok(None);
             };
-            if let Ok(mut tokens) = self.inner.tokens.lock() {
+            {
+                let mut tokens = self
+                    .inner
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 tokens.insert(index, token);
             }
             let data = self.inner.fetch(index).await?;
@@ -422,7 +427,11 @@ impl Inner {
     async fn buffer(&self) -> BlockBuf {
         // The semaphore is never closed; were it, the buffer would go unbounded, not wrong.
         let permit = self.buffers.clone().acquire_owned().await.ok();
-        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         BlockBuf {
             data: spare.unwrap_or_else(|| vec![0u8; self.block_size as usize]),
             _permit: permit,
@@ -432,7 +441,8 @@ impl Inner {
     /// Keeps a block buffer for reuse and lets another be taken.
     fn give_back(&self, buf: BlockBuf) {
         let BlockBuf { mut data, _permit } = buf;
-        if let Ok(mut spare) = self.spare.lock() {
+        {
+            let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
             if spare.len() < RECEIVING_BLOCKS + READY_BLOCKS {
                 data.resize(self.block_size as usize, 0);
                 spare.push(data);
@@ -522,7 +532,8 @@ impl Inner {
             .fetch_add(1, Ordering::Relaxed);
         let (page, _, _) = self.list(None, Some(index), REFRESH_PAGE).await?;
         let mut found = None;
-        if let Ok(mut tokens) = self.tokens.lock() {
+        {
+            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
             for (i, t) in page.blocks {
                 if i == index {
                     found = Some(t);
@@ -694,7 +705,11 @@ impl Inner {
     /// Fetches block `index` whole and checked: token refreshes, checksum
     /// retries and backoff all happen here, under the in-flight limit and the quota.
     async fn fetch(&self, index: u64) -> Result<BlockBuf, Error> {
-        let token = self.tokens.lock().ok().and_then(|mut t| t.remove(&index));
+        let token = self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
         let mut token = match token {
             Some(t) => t,
             None => self.refresh_token(index).await?,
@@ -842,7 +857,12 @@ impl<'a> Pager<'a> {
             self.last = Some(last);
             // The page's tokens go where a refresh can renew them, until each block is read.
             if self.keep_tokens {
-                if let Ok(mut t) = self.inner.tokens.lock() {
+                {
+                    let mut t = self
+                        .inner
+                        .tokens
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     t.extend(page.blocks.iter().map(|(i, tok)| (*i, tok.clone())));
                 }
             }
@@ -856,7 +876,12 @@ impl<'a> Pager<'a> {
     async fn fetch(&mut self) -> Result<Page, Error> {
         if !self.started {
             self.started = true;
-            let first = self.inner.first_page.lock().ok().and_then(|mut p| p.take());
+            let first = self
+                .inner
+                .first_page
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             return match first {
                 Some(p) => Ok(p),
                 None => Ok(self.inner.list(None, None, PAGE).await?.0),
@@ -924,7 +949,12 @@ impl Iterator for Arrivals<'_> {
         // timeout and the run a retry budget.
         match self.rx.blocking_recv()? {
             Ok((index, data)) => {
-                if let Ok(mut ready) = self.src.ready.lock() {
+                {
+                    let mut ready = self
+                        .src
+                        .ready
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     ready.insert(index, data);
                 }
                 Some(Ok(index))
@@ -951,7 +981,11 @@ impl BlockSource for EbsSource {
     }
 
     fn read_block<'a>(&'a self, index: u64, buf: &'a mut [u8]) -> Result<&'a [u8], Error> {
-        let ready = self.ready.lock().ok().and_then(|mut r| r.remove(&index));
+        let ready = self
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
         let data = match ready {
             Some(data) => data,
             // Not delivered by `blocks()`: fetch it now.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use diskformats::Disk;
 
@@ -32,7 +32,13 @@ impl SnapshotDisk {
     }
 
     fn block(&self, index: u64) -> diskformats::Result<Option<Vec<u8>>> {
-        if let Some(b) = self.blocks.lock().ok().and_then(|m| m.get(&index).cloned()) {
+        if let Some(b) = self
+            .blocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&index)
+            .cloned()
+        {
             return Ok(b);
         }
         let b = self
@@ -42,7 +48,8 @@ impl SnapshotDisk {
                 context: format!("reading block {index} of {}", self.source.snapshot()),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        if let Ok(mut m) = self.blocks.lock() {
+        {
+            let mut m = self.blocks.lock().unwrap_or_else(PoisonError::into_inner);
             if m.len() >= MAX_BLOCKS {
                 m.clear();
             }
