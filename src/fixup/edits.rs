@@ -732,4 +732,80 @@ mod tests {
         );
         assert_eq!(nic_pinning("auto eth0\n"), "as EC2's cloud-init wrote it");
     }
+
+    /// A guest file sample from testdata/guest (see testdata/README.md).
+    fn sample(name: &str) -> String {
+        let path = format!("{}/testdata/guest/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn ec2_samples_are_fixed_once_with_a_note_per_change() {
+        let mut esp = part(15, "ABCD-1234");
+        esp.fs.kind = crate::fixup::probe::FsKind::Vfat;
+        let parts = [part(1, "r"), esp];
+        let e = fix_fstab(&sample("fstab-debian12-ec2"), Some("r"), &parts, &[]);
+        assert!(e.text.contains("UUID=r\t/\text4"), "{}", e.text);
+        assert!(
+            e.text.contains("UUID=ABCD-1234\t/boot/efi\tvfat"),
+            "{}",
+            e.text
+        );
+        assert!(e.text.contains("# /dev/xvdf /data"), "{}", e.text);
+        assert!(e.text.contains("instance-store"), "{}", e.text);
+        assert!(e.text.contains("/srv\text4\tdefaults,nofail"), "{}", e.text);
+        assert!(
+            e.text.contains("/swapfile none swap sw 0 0"),
+            "swap is left: {}",
+            e.text
+        );
+        // root, ESP, the other disk, the instance store, nofail on /srv.
+        assert_eq!(e.notes.len(), 5, "{:?}", e.notes);
+        assert!(fix_fstab(&e.text, Some("r"), &parts, &[]).notes.is_empty());
+
+        let e = fix_grub(&sample("grub-default-rhel8-ec2"));
+        assert_eq!(e.notes.len(), 1, "{:?}", e.notes);
+        assert!(
+            e.notes[0].ends_with("adds earlyprintk=ttyS0 rootdelay=300"),
+            "{:?}",
+            e.notes
+        );
+        assert!(fix_grub(&e.text).notes.is_empty());
+
+        let e = fix_grub(&sample("grub-default-xen-pv"));
+        assert!(
+            !e.text.contains("xen") && !e.text.contains("hvc0"),
+            "{}",
+            e.text
+        );
+        assert!(
+            e.text
+                .contains("GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1\""),
+            "{}",
+            e.text
+        );
+        let dropped = e.notes.iter().find(|n| n.contains("Xen")).unwrap();
+        for a in [
+            "console=hvc0",
+            "xencons=tty",
+            "xen_blkfront.sda_is_xvda=1",
+            "xen_emul_unplug=unnecessary",
+        ] {
+            assert!(dropped.contains(a), "{a}: {dropped}");
+        }
+        assert!(fix_grub(&e.text).notes.is_empty());
+
+        for f in ["cloud-init-90_dpkg.cfg", "cloud-init-nocloud-first.cfg"] {
+            let e = fix_cloud_init(&sample(f));
+            assert_eq!(e.notes.len(), 1, "{f}");
+            assert!(e.text.contains("datasource_list: [ Azure, None ]"), "{f}");
+        }
+        assert_eq!(
+            nic_pinning(&sample("netplan-50-cloud-init.yaml")),
+            "interface ens5, MAC 0a:1b:2c:3d:4e:5f"
+        );
+        let ifcfg = sample("ifcfg-eth0-rhel-ec2");
+        assert!(ifcfg_pinned(&ifcfg));
+        assert_eq!(nic_pinning(&ifcfg), "MAC 0a:1b:2c:3d:4e:5f");
+    }
 }

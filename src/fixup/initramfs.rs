@@ -275,4 +275,21 @@ mod tests {
         assert!(list(&gz_junk).is_err());
         assert_eq!(list(&[]).unwrap(), Contents::Files(vec![]));
     }
+
+    #[test]
+    fn the_testdata_initramfs_images_hold_what_they_say() {
+        let read = |name: &str| {
+            let path = format!("{}/testdata/initramfs/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        let drivers = ["hv_vmbus", "hv_storvsc", "hv_netvsc"];
+        let Contents::Files(files) = list(&read("hyperv.cpio.gz")).unwrap() else {
+            panic!("gzip is read here");
+        };
+        assert_eq!(drivers_in(&files, &drivers), ["hv_vmbus", "hv_storvsc"]);
+        let Contents::Files(files) = list(&read("bare.cpio.gz")).unwrap() else {
+            panic!("gzip is read here");
+        };
+        assert!(drivers_in(&files, &drivers).is_empty(), "{files:?}");
+    }
 }

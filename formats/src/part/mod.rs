@@ -211,4 +211,73 @@ mod tests {
         );
         assert!(table.partitions().is_empty());
     }
+
+    /// A fixture disk from the repository's testdata/ (see its README).
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../testdata/part/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn gpt_fixtures_read_whole_from_the_backup_or_as_damaged() {
+        let good = fixture("gpt-esp-linux.img");
+        let table = PartitionTable::read(&good[..]).unwrap();
+        assert_eq!(table.kind(), TableKind::Gpt);
+        let parts = table.partitions();
+        let kinds: Vec<_> = parts.iter().map(|p| (p.number, p.kind, p.start)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, PartitionKind::EfiSystem, 40 * 512),
+                (2, PartitionKind::LinuxFilesystem, 104 * 512)
+            ]
+        );
+        assert_eq!(parts[0].name, "EFI");
+        assert_eq!(
+            parts[1].guid.as_deref(),
+            Some("AAAAAAAA-0000-0000-0000-000000000002")
+        );
+        assert!(table.problems().is_empty(), "{:?}", table.problems());
+
+        let table = PartitionTable::read(&fixture("gpt-primary-damaged.img")[..]).unwrap();
+        assert_eq!(table.kind(), TableKind::Gpt);
+        assert_eq!(
+            table.partitions(),
+            parts,
+            "the backup gives the same partitions"
+        );
+        assert!(!table.problems().is_empty(), "the damage is said");
+
+        let table = PartitionTable::read(&fixture("gpt-both-damaged.img")[..]).unwrap();
+        assert_eq!(table.kind(), TableKind::DamagedGpt);
+        assert!(table.partitions().is_empty());
+    }
+
+    #[test]
+    fn mbr_fixtures_give_the_esp_and_the_logical_partitions_and_stop_a_loop() {
+        let table = PartitionTable::read(&fixture("mbr-esp-logical.img")[..]).unwrap();
+        assert_eq!(table.kind(), TableKind::Mbr);
+        let got: Vec<_> = table
+            .partitions()
+            .into_iter()
+            .map(|p| (p.number, p.kind, p.type_id, p.start / 512))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, PartitionKind::EfiSystem, TypeId::Mbr(0xef), 2),
+                (2, PartitionKind::LinuxFilesystem, TypeId::Mbr(0x83), 32),
+                (3, PartitionKind::Extended, TypeId::Mbr(0x05), 64),
+                (5, PartitionKind::LinuxFilesystem, TypeId::Mbr(0x83), 65),
+                (6, PartitionKind::LinuxSwap, TypeId::Mbr(0x82), 81),
+            ]
+        );
+        let table = PartitionTable::read(&fixture("mbr-looping-chain.img")[..]).unwrap();
+        assert!(
+            table.problems().iter().any(|p| p.contains("loop")),
+            "{:?}",
+            table.problems()
+        );
+        assert!(table.partitions().len() < 16, "the loop was not followed");
+    }
 }

@@ -463,4 +463,46 @@ mod tests {
             let _ = Footer::parse(&b);
         }
     }
+
+    /// A fixture from the repository's testdata/ (see its README).
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn footers_qemu_made_parse_as_qemu_wrote_them() {
+        let b: [u8; 512] = fixture("vhd/qemu-fixed-32MiB.footer").try_into().unwrap();
+        let f = Footer::parse(&b).unwrap();
+        assert_eq!(f.disk_type, DiskType::Fixed);
+        assert_eq!(f.current_size, 32 << 20);
+        // With force_size qemu signs `qem2`: "take Current Size, not the CHS".
+        assert_eq!(&f.creator_application, b"qem2");
+        assert_eq!(f.data_offset, u64::MAX, "a fixed disk has no data offset");
+        // ... and writes the largest geometry, so CHS cannot be mistaken for the size.
+        assert_eq!(f.geometry, Geometry::MAX);
+        assert_eq!(f.to_bytes(), b, "our writer gives back qemu's bytes");
+
+        let head = fixture("vhd/qemu-dynamic-64MiB.head");
+        let copy: [u8; 512] = head[..512].try_into().unwrap();
+        let f = Footer::parse(&copy).unwrap();
+        assert_eq!(
+            (f.disk_type, f.current_size, f.data_offset),
+            (DiskType::Dynamic, 64 << 20, 512)
+        );
+        let h: [u8; 1024] = head[512..].try_into().unwrap();
+        let h = crate::vhd::DynamicHeader::parse(&h).unwrap();
+        assert_eq!(h.block_size, 2 << 20);
+        assert_eq!(h.max_table_entries, 32);
+
+        let bad: [u8; 512] = fixture("vhd/bad-checksum.footer").try_into().unwrap();
+        assert!(matches!(
+            Footer::parse(&bad),
+            Err(Error::FooterChecksum { .. })
+        ));
+        assert_eq!(
+            Footer::parse_ignoring_checksum(&bad).unwrap().current_size,
+            32 << 20
+        );
+    }
 }
