@@ -200,7 +200,11 @@ mod tests {
         f.set_len(8 << 20).unwrap();
         f.write_all_at(&[0xab; 4096], 3 << 20).unwrap();
         f.flush().unwrap();
-        let img = RawImage::new(f).unwrap();
+        // Plain reads lend nothing; a mapped image lends its bytes.
+        let plain = RawImage::new(f.try_clone().unwrap()).unwrap();
+        assert!(plain.slice_at(0, 2).is_none());
+        // SAFETY: an unnamed temporary file of this test; nothing else writes it.
+        let img = unsafe { RawImage::new_mapped(f) }.unwrap();
         assert_eq!(img.size(), 8 << 20);
         let view = img.slice_at((3 << 20) - 1, 2).unwrap();
         assert_eq!(view, &[0, 0xab]);

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::token::TokenSource;
 use super::COMPUTE_API_VERSION;
-use super::{backoff, check_endpoint, transport, Error, RetryBudget, Secret, Settings};
+use super::{check_endpoint, transport, Error, RetryBudget, Secret, Settings};
 
 /// Most polls of one long-running operation.
 const MAX_POLLS: u32 = 10_000;
@@ -219,10 +219,7 @@ impl Arm {
             if !e.is_retryable() {
                 return Err(e);
             }
-            self.budget
-                .retry(attempt, self.settings.attempts_per_call, e)?;
-            tokio::time::sleep(backoff(&self.settings, attempt)).await;
-            attempt += 1;
+            super::back_off(&self.budget, &self.settings, &mut attempt, e).await?;
         }
     }
 

@@ -240,6 +240,21 @@ pub(crate) fn backoff(s: &Settings, attempt: u32) -> Duration {
     crate::retry::backoff(s.backoff_base, s.backoff_max, attempt)
 }
 
+/// Takes retry `*attempt` of one call for `last` under `budget` (or says
+/// the run must stop), then waits out its backoff: the one retry step every
+/// Azure call shares.
+pub(crate) async fn back_off(
+    budget: &RetryBudget,
+    s: &Settings,
+    attempt: &mut u32,
+    last: Error,
+) -> Result<(), Error> {
+    budget.retry(*attempt, s.attempts_per_call, last)?;
+    tokio::time::sleep(backoff(s, *attempt)).await;
+    *attempt += 1;
+    Ok(())
+}
+
 /// The run's shared retry budget, with a cap per call.
 #[derive(Debug)]
 pub struct RetryBudget(crate::retry::Budget);

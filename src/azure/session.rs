@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::arm::Arm;
 use super::page_blob::PageBlob;
 use super::token::{self, TokenSource};
-use super::{backoff, Error, RetryBudget, Secret, Settings};
+use super::{Error, RetryBudget, Secret, Settings};
 
 /// Everything a run needs to talk to Azure.
 pub struct Session {
@@ -110,10 +110,7 @@ impl Session {
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() => {
-                    self.budget
-                        .retry(attempt, self.settings.attempts_per_call, e)?;
-                    tokio::time::sleep(backoff(&self.settings, attempt)).await;
-                    attempt += 1;
+                    super::back_off(&self.budget, &self.settings, &mut attempt, e).await?
                 }
                 Err(e) => return Err(e),
             }

@@ -300,7 +300,8 @@ fn fstab(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
-fn cloud_init(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
+/// The files cloud-init reads its configuration from.
+fn cloud_init_files(m: &dyn GuestFs) -> Result<Vec<String>, Error> {
     let mut files = vec!["/etc/cloud/cloud.cfg".to_owned()];
     files.extend(
         m.list("/etc/cloud/cloud.cfg.d")?
@@ -308,6 +309,11 @@ fn cloud_init(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
             .filter(|n| n.ends_with(".cfg"))
             .map(|n| format!("/etc/cloud/cloud.cfg.d/{n}")),
     );
+    Ok(files)
+}
+
+fn cloud_init(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
+    let files = cloud_init_files(m)?;
     let mut installed = false;
     for f in files {
         let Some(text) = m.read_text(&f)? else {
@@ -399,14 +405,7 @@ pub fn plan_esp(esp: &dyn GuestFs) -> Result<Plan, Error> {
 
 /// cloud-init: Azure first in every datasource_list; EC2-only files out of use.
 fn cloud_init_plan(m: &dyn GuestFs, plan: &mut Plan) -> Result<(), Error> {
-    let mut files = vec!["/etc/cloud/cloud.cfg".to_owned()];
-    files.extend(
-        m.list("/etc/cloud/cloud.cfg.d")?
-            .into_iter()
-            .filter(|n| n.ends_with(".cfg"))
-            .map(|n| format!("/etc/cloud/cloud.cfg.d/{n}")),
-    );
-    for f in files {
+    for f in cloud_init_files(m)? {
         let name = f.rsplit('/').next().unwrap_or_default();
         if f.starts_with("/etc/cloud/cloud.cfg.d/") && ec2_only(name) {
             plan.add(

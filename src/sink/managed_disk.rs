@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{BlockSink, Error};
 use crate::azure::arm::{Access, Arm, DiskRef, DiskState};
 use crate::azure::page_blob::{PageBlob, MAX_PUT_PAGE, PAGE};
-use crate::azure::{backoff, RetryBudget, Secret, Session, Settings};
+use crate::azure::{back_off, RetryBudget, Secret, Session, Settings};
 
 /// Most SAS renewals in one run (each is an ARM call; a SAS refused right
 /// after renewal means something else is wrong).
@@ -132,10 +132,7 @@ impl ManagedDiskSink {
                 }
                 Err(e) if e.is_sas_refused() => self.renew(generation).await?,
                 Err(e) if e.is_retryable() => {
-                    self.budget
-                        .retry(attempt, self.settings.attempts_per_call, e)?;
-                    tokio::time::sleep(backoff(&self.settings, attempt)).await;
-                    attempt += 1;
+                    back_off(&self.budget, &self.settings, &mut attempt, e).await?
                 }
                 Err(e) => return Err(e),
             }
