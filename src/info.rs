@@ -163,18 +163,26 @@ pub fn info(path: &Path, opts: &OpenOptions) -> Result<Info, Error> {
         path: path.display().to_string(),
         source,
     };
-    let image = Image::open(path, opts).map_err(err)?;
+    // The size comes from the descriptor the image is read through: no
+    // second look at the path that could fail, or find another file.
+    let file = std::fs::File::open(path).map_err(|source| {
+        err(diskformats::Error::Io {
+            context: "opening the image".into(),
+            source,
+        })
+    })?;
+    let meta = file.metadata().map_err(|source| {
+        err(diskformats::Error::Io {
+            context: "reading the image's metadata".into(),
+            source,
+        })
+    })?;
+    let image = Image::from_file(file, opts).map_err(err)?;
     let allocated_bytes = data_ranges(&image)
         .map(|r| r.map(|r| r.end - r.start))
         .sum::<Result<u64, _>>()
         .map_err(err)?;
     // A block device's metadata says 0 bytes: its size is the device's.
-    let meta = std::fs::metadata(path).map_err(|source| {
-        err(diskformats::Error::Io {
-            context: "reading the file's metadata".into(),
-            source,
-        })
-    })?;
     let file_size = if meta.file_type().is_block_device() {
         image.size()
     } else {

@@ -70,6 +70,8 @@ fn a_block_device_converts_like_its_image() {
         serde_json::from_str(&ok(&ebs2azure(&["info", &dev, "--json"]))).unwrap();
     assert_eq!(info["virtual_size"], 48u64 << 20);
     assert_eq!(info["format"], "raw");
+    // A block device's own metadata says 0 bytes; its size is the device's.
+    assert_eq!(info["file_size"], 48u64 << 20);
 }
 
 #[test]
