@@ -108,11 +108,13 @@ pub struct Report {
     /// Input path.
     pub input: String,
     /// Detected input format.
-    pub input_format: String,
+    #[serde(serialize_with = "crate::kinds::as_text::serialize")]
+    pub input_format: InputFormat,
     /// Output path.
     pub output: String,
     /// Output format.
-    pub output_format: String,
+    #[serde(serialize_with = "crate::kinds::as_text::serialize")]
+    pub output_format: Format,
     /// Size of the input disk in bytes.
     pub source_size: u64,
     /// Virtual size of the output disk in bytes.
@@ -136,6 +138,24 @@ pub struct Report {
     /// What the guest fix-up changed, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixup: Option<fixup::apply::Report>,
+}
+
+/// What a conversion read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// A local image of this format.
+    Image(Format),
+    /// An EBS snapshot, through the EBS direct APIs.
+    EbsSnapshot,
+}
+
+impl std::fmt::Display for InputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputFormat::Image(format) => f.pad(format.name()),
+            InputFormat::EbsSnapshot => f.pad("ebs-snapshot"),
+        }
+    }
 }
 
 /// Retries and throttling seen while reading a snapshot.
@@ -343,7 +363,7 @@ impl Conversion {
         let seconds = started.elapsed().as_secs_f64();
         let size = self.source.blocks().size();
         let (input_format, ebs) = match &self.source {
-            Source::Image(s) => (s.image().format().to_string(), None),
+            Source::Image(s) => (InputFormat::Image(s.image().format()), None),
             Source::Ebs(s) => {
                 let c = s.counters();
                 let report = EbsReport {
@@ -353,14 +373,14 @@ impl Conversion {
                     tokens_refreshed: c.tokens_refreshed.load(Ordering::Relaxed),
                     checksum_mismatches: c.checksum_mismatches.load(Ordering::Relaxed),
                 };
-                ("ebs-snapshot".to_owned(), Some(report))
+                (InputFormat::EbsSnapshot, Some(report))
             }
         };
         Ok(Report {
             input: self.input.to_string(),
             input_format,
             output: self.output.display().to_string(),
-            output_format: fmt.to_string(),
+            output_format: fmt,
             source_size: size,
             virtual_size: self.virtual_size,
             rounded_up: self.virtual_size > size,

@@ -52,7 +52,8 @@ pub struct Info {
     /// The path given.
     pub path: String,
     /// Detected format.
-    pub format: String,
+    #[serde(serialize_with = "crate::kinds::as_text::serialize")]
+    pub format: Format,
     /// Virtual disk size in bytes.
     pub virtual_size: u64,
     /// Size of the file in bytes (for a block device, its size).
@@ -209,7 +210,7 @@ pub fn info(path: &Path, opts: &OpenOptions) -> Result<Info, Error> {
     azure.extend(limits::azure_size_problems(image.size()));
     Ok(Info {
         path: path.display().to_string(),
-        format: image.format().to_string(),
+        format: image.format(),
         virtual_size: image.size(),
         file_size,
         allocated_bytes,

@@ -143,6 +143,16 @@ pub enum Access {
     Read,
 }
 
+impl Access {
+    /// The `access` value of beginGetAccess (the Compute API's `AccessLevel`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Write => "Write",
+            Access::Read => "Read",
+        }
+    }
+}
+
 /// A disk as Resource Manager reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiskInfo {
@@ -391,9 +401,9 @@ impl Arm {
 
     /// Grants SAS access to the disk's blob and returns the SAS URL.
     pub async fn begin_access(&self, disk: &DiskRef, access: Access) -> Result<Secret, Error> {
-        let what = format!("granting {access:?} access to disk {}", disk.name);
+        let what = format!("granting {} access to disk {}", access.as_str(), disk.name);
         let body = json!({
-            "access": format!("{access:?}"),
+            "access": access.as_str(),
             "durationInSeconds": self.settings.sas_duration.as_secs(),
         });
         let url = self.url(&format!("{}/beginGetAccess", disk.path()));
