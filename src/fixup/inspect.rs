@@ -15,14 +15,6 @@ use super::{Class, Error, Finding};
 
 pub use super::report::{FstabEntry, Kernel, Os, Report};
 
-fn finding(class: Class, subject: &str, message: impl Into<String>) -> Finding {
-    Finding {
-        class,
-        subject: subject.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// Inspects the raw image or fixed VHD at `path`.
 pub fn inspect(path: &Path) -> Result<Report, Error> {
     let shown = path.display().to_string();
@@ -74,14 +66,14 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
         }
     }
     if report.root_partition.is_none() {
-        report.findings.push(finding(
+        report.findings.push(Finding::new(
             Class::Blocker,
             "root filesystem",
             "no partition holds a Linux root filesystem (/etc/os-release); is this an OS disk?",
         ));
     }
     if boot_mode == crate::kinds::BootMode::Unknown && report.root_partition.is_some() {
-        report.findings.push(finding(
+        report.findings.push(Finding::new(
             Class::Blocker,
             "boot",
             "the disk has neither an MBR, a BIOS boot partition nor an EFI system partition, so it cannot boot",

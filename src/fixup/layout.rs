@@ -153,7 +153,7 @@ pub(crate) fn logical_volumes(
     for pv in pvs {
         let subject = format!("LVM physical volume on partition {}", pv.number);
         match super::lvm::volumes(image, pv.start, pv.size) {
-            Err(why) => findings.push(finding(
+            Err(why) => findings.push(Finding::new(
                 Class::Advice,
                 &subject,
                 format!("{why}; its logical volumes are not inspected"),
@@ -174,7 +174,7 @@ pub(crate) fn logical_volumes(
                             });
                             number += 1;
                         }
-                        None => findings.push(finding(
+                        None => findings.push(Finding::new(
                             Class::Advice,
                             &format!("LVM volume {}/{}", lv.vg, lv.name),
                             format!(
@@ -268,14 +268,6 @@ impl DataDisk {
             (f, _) => f,
         };
         found.and_then(|p| p.fs.uuid.clone())
-    }
-}
-
-fn finding(class: Class, subject: &str, message: impl Into<String>) -> Finding {
-    Finding {
-        class,
-        subject: subject.to_owned(),
-        message: message.into(),
     }
 }
 

@@ -11,14 +11,6 @@ use super::plan::{Edit, Plan};
 use super::report::{FstabEntry, Kernel, Os, Report};
 use super::{Class, Error, Finding};
 
-fn finding(class: Class, subject: &str, message: impl Into<String>) -> Finding {
-    Finding {
-        class,
-        subject: subject.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// The value of KEY in an os-release or shell-style assignment file.
 fn value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
@@ -45,7 +37,7 @@ pub fn facts(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
             .or_else(|| value(&t, "NAME"))
             .unwrap_or_default();
         if id == "amzn" {
-            r.findings.push(finding(
+            r.findings.push(Finding::new(
                 Class::Blocker,
                 "/etc/os-release",
                 format!("{name} runs only on AWS (its kernel, repositories and support are tied to EC2); move the workload to a distribution Azure supports"),
@@ -66,7 +58,7 @@ pub fn facts(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     // After the agent: cloud-init is not needed where the agent provisions.
     cloud_init(m, r)?;
     if !r.azure_agent {
-        r.findings.push(finding(
+        r.findings.push(Finding::new(
             Class::Advice,
             "Azure Linux agent",
             "the Azure Linux agent (walinuxagent) is not installed; install it for extensions, password resets and boot diagnostics",
@@ -84,7 +76,7 @@ pub fn facts(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
                         && l.contains("/bin/true"))
             });
             if blacklisted {
-                r.findings.push(finding(
+                r.findings.push(Finding::new(
                     Class::Advice,
                     &path,
                     format!("{module} is disabled; Azure provisioning reads its settings from a {module} disk, so allow it"),
@@ -149,14 +141,14 @@ fn kernels(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
             .filter(|d| !built_in.iter().any(|b| b == d) && !modules.iter().any(|b| b == d))
             .collect();
         if !missing.is_empty() {
-            r.findings.push(finding(
+            r.findings.push(Finding::new(
                 Class::Blocker,
                 &format!("kernel {v}"),
                 format!("kernel {v} has neither built in nor as modules the Hyper-V drivers {}; install a kernel with them (e.g. the distribution's generic or Azure kernel) on the source before the final snapshot", missing.join(", ")),
             ));
         } else if !modules.is_empty() && !initramfs_configurable(m)? {
             // Where it can be configured, the plan does it (and says so).
-            r.findings.push(finding(
+            r.findings.push(Finding::new(
                 Class::Advice,
                 &format!("kernel {v}"),
                 format!("{} are modules of kernel {v}; make sure whatever builds its initramfs keeps them (no dracut or initramfs-tools configuration was found)", modules.join(", ")),
@@ -176,7 +168,7 @@ fn kernels(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
         });
     }
     if r.kernels.is_empty() {
-        r.findings.push(finding(
+        r.findings.push(Finding::new(
             Class::Blocker,
             "/boot",
             "no kernel was found in /boot or /lib/modules; /boot may be a separate partition this image lacks",
@@ -216,7 +208,7 @@ fn initramfs_drivers(
     let subject = format!("kernel {version}");
     let rebuild = "on the source, add them (dracut: add_drivers+=\" hv_vmbus hv_storvsc \" in /etc/dracut.conf.d/; initramfs-tools: /etc/initramfs-tools/modules), rebuild the initramfs (dracut -f, update-initramfs -u) and take the snapshot again";
     let Some(path) = path else {
-        r.findings.push(finding(
+        r.findings.push(Finding::new(
             Class::Blocker,
             &subject,
             format!("kernel {version} loads its Hyper-V storage drivers as modules but has no initramfs in /boot; {rebuild}"),
@@ -229,7 +221,7 @@ fn initramfs_drivers(
     let files = match initramfs::list(&data) {
         Ok(initramfs::Contents::Files(f)) => f,
         Ok(initramfs::Contents::Unsupported(kind)) => {
-            r.findings.push(finding(
+            r.findings.push(Finding::new(
                 Class::Advice,
                 path,
                 format!("{path} is compressed with {kind}, which is not read here; check by hand that it holds hv_vmbus and hv_storvsc"),
@@ -237,7 +229,7 @@ fn initramfs_drivers(
             return Ok(None);
         }
         Err(why) => {
-            r.findings.push(finding(
+            r.findings.push(Finding::new(
                 Class::Advice,
                 path,
                 format!("{path} could not be read ({why}); check by hand that it holds hv_vmbus and hv_storvsc"),
@@ -252,7 +244,7 @@ fn initramfs_drivers(
         .filter(|d| modules.iter().any(|x| x == d) && !present.iter().any(|p| p == d))
         .collect();
     if !lacking.is_empty() {
-        r.findings.push(finding(
+        r.findings.push(Finding::new(
             Class::Blocker,
             path,
             format!(
@@ -266,7 +258,7 @@ fn initramfs_drivers(
 
 fn fstab(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
     let Some(text) = m.read_text("/etc/fstab")? else {
-        r.findings.push(finding(
+        r.findings.push(Finding::new(
             Class::Advice,
             "/etc/fstab",
             "there is no /etc/fstab (or it is a link out of the guest); the root filesystem comes from the kernel command line",
@@ -289,7 +281,7 @@ fn fstab(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
             options: w.get(3).copied().unwrap_or("defaults").to_owned(),
         };
         if e.fstype == "swap" {
-            r.findings.push(finding(
+            r.findings.push(Finding::new(
                 Class::Advice,
                 "/etc/fstab",
                 format!("swap on {} is on the disk; Azure puts swap on the VM's resource disk (cloud-init or waagent settings)", e.spec),
@@ -327,7 +319,7 @@ fn cloud_init(m: &dyn GuestFs, r: &mut Report) -> Result<(), Error> {
         }
     }
     if !installed && !r.azure_agent {
-        r.findings.push(finding(
+        r.findings.push(Finding::new(
             Class::Advice,
             "cloud-init",
             "cloud-init is not installed; Azure provisioning needs cloud-init or the Azure Linux agent",

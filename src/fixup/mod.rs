@@ -53,6 +53,17 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// A finding of `class` about `subject`.
+    pub fn new(class: Class, subject: &str, message: impl Into<String>) -> Finding {
+        Finding {
+            class,
+            subject: subject.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Why a guest could not be inspected.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
