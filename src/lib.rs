@@ -4,8 +4,11 @@
 //! The flow is `source` -> `pipeline` -> `sink`: a [`source::BlockSource`]
 //! lists the blocks that may hold data, the [`pipeline`] copies them with
 //! bounded concurrency and memory, and a [`sink::BlockSink`] takes positional
-//! writes. Operations sit on top: [`convert`], [`info`], [`upload`] (and
-//! [`upload::migrate`] for data disks), [`fixup`] and [`os_disk`].
+//! writes. Operations sit on top: [`convert`], [`info`], [`upload`] (a VHD,
+//! or a snapshot streamed), [`verify`], [`os_disk`] (staged, fixed up,
+//! uploaded) and [`migrate`] (either, by the disk's role), all sharing one
+//! [`azure::Session`] per run; [`fixup`] inspects and fixes guests up.
+//! `ARCHITECTURE.md` at the repository's root is the map.
 //!
 //! # Example
 //!

@@ -3,7 +3,7 @@
 //! uploaded. Data disks need none of this and stream with no local copy
 //! ([`crate::upload::stream`]); [`crate::migrate`] chooses by the disk's role.
 //!
-//! The staged copy is kept until the upload finishes, so `--resume` sends
+//! The staged copy is kept until the upload finishes, so a resume sends
 //! the very bytes the disk already partly holds: staging and fixing up again
 //! would give other bytes (a remount alone changes the superblock).
 
@@ -58,10 +58,10 @@ pub struct Report {
     pub staged: String,
     /// True when the staged VHD was kept.
     pub staged_kept: bool,
-    /// What staging read, when this run staged (not on `--resume`).
+    /// What staging read, when this run staged (not when it resumed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staging: Option<convert::Report>,
-    /// What the fix-up changed (on `--resume`: the report of the run that staged).
+    /// What the fix-up changed (when resuming: the report of the run that staged).
     pub fixup: apply::Report,
     /// What the upload sent.
     pub upload: upload::Report,

@@ -348,7 +348,7 @@ fn transfer(
             session.block_on(arm.create_for_upload(&target.disk, &spec))?;
         }
     }
-    // From here on the disk exists: a failure leaves it for --resume or deletes it.
+    // From here on the disk exists: a failure leaves it to resume, or deletes it.
     let result = (|| -> Result<(Stats, UploadStats), Error> {
         let sas = session.block_on(arm.begin_access(&target.disk, Access::Write))?;
         let written = if opts.resume {

@@ -110,7 +110,6 @@ fn visit(e: &(dyn StdError + 'static), hints: &mut Vec<&'static str>) {
                 add("fix the cause, or pass --no-fixup to upload the snapshot unchanged")
             }
             os_disk::Error::Blockers { .. } => add("or pass --allow-blockers to upload it anyway"),
-            os_disk::Error::Upload { .. } => add("the next run with --resume sends that copy"),
             os_disk::Error::StagingDir { .. } => add("choose another directory with --staging-dir"),
             _ => {}
         }
