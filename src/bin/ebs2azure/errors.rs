@@ -20,7 +20,7 @@ pub fn explain(e: &(dyn StdError + 'static)) -> String {
     for _ in 0..32 {
         let Some(err) = level else { break };
         visit(err, &mut hints);
-        level = err.source();
+        level = inner(err).or_else(|| err.source());
     }
     let mut out = e.to_string();
     for h in hints {
@@ -38,13 +38,15 @@ fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
         if let Some(t) = err.downcast_ref::<T>() {
             return Some(t);
         }
-        level = unwrap_transparent(err).or_else(|| err.source());
+        level = inner(err).or_else(|| err.source());
     }
     None
 }
 
-/// The error a transparent variant wraps (its `source()` skips it).
-fn unwrap_transparent<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+/// The error that `e` wraps, where `source()` does not give it as itself:
+/// transparent variants (their `source()` skips the wrapped error) and
+/// boxed causes (their `source()` is the `Box`, which no downcast sees through).
+fn inner<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
     if let Some(c) = e.downcast_ref::<convert::Error>() {
         return match c {
             convert::Error::Source(x) => Some(x),
@@ -59,6 +61,9 @@ fn unwrap_transparent<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn St
             upload::Error::Azure(x) => Some(x),
             upload::Error::Copy(x) => Some(x),
             upload::Error::Sink(x) => Some(x),
+            upload::Error::Left { cause, .. }
+            | upload::Error::CleanedUp { cause, .. }
+            | upload::Error::DeleteFailed { cause, .. } => Some(cause.as_ref()),
             _ => None,
         };
     }
@@ -77,6 +82,13 @@ fn unwrap_transparent<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn St
             _ => None,
         };
     }
+    if let Some(o) = e.downcast_ref::<os_disk::Error>() {
+        return match o {
+            os_disk::Error::Upload { source, .. } => Some(source.as_ref()),
+            os_disk::Error::CleanedUp(x) => Some(x.as_ref()),
+            _ => None,
+        };
+    }
     if let Some(m) = e.downcast_ref::<migrate::Error>() {
         return match m {
             migrate::Error::Streamed(x) => Some(x),
@@ -87,7 +99,7 @@ fn unwrap_transparent<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn St
     None
 }
 
-/// Adds the hints for `e` and for whatever it wraps transparently.
+/// Adds the hints for `e` itself.
 fn visit(e: &(dyn StdError + 'static), hints: &mut Vec<&'static str>) {
     let mut add = |h: &'static str| {
         if !hints.contains(&h) {
@@ -130,7 +142,43 @@ fn visit(e: &(dyn StdError + 'static), hints: &mut Vec<&'static str>) {
     if let Some(verify::Error::DiskNotFound { .. }) = e.downcast_ref::<verify::Error>() {
         add("check --disk-name and --resource-group");
     }
-    if let Some(inner) = unwrap_transparent(e) {
-        visit(inner, hints);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_come_from_every_level_boxed_or_transparent() {
+        let left = upload::Error::Left {
+            disk: "web01-os".into(),
+            cause: Box::new(upload::Error::NoLocation),
+        };
+        let e = migrate::Error::FixedUp(os_disk::Error::Upload {
+            staged: "/var/tmp/x.vhd".into(),
+            source: Box::new(left),
+        });
+        let said = explain(&e);
+        assert!(
+            said.starts_with("a location (Azure region) is needed"),
+            "{said}"
+        );
+        assert!(said.contains("stays at /var/tmp/x.vhd"), "{said}");
+        assert!(said.contains("with --resume to continue"), "{said}");
+        assert!(said.contains("pass --location"), "{said}");
+        assert_eq!(said.matches("--resume").count(), 1, "once: {said}");
+
+        let gone = os_disk::Error::NoStagedCopy {
+            staged: "/var/tmp/x.vhd".into(),
+            disk: "web01-os".into(),
+        };
+        assert!(
+            explain(&migrate::Error::FixedUp(gone)).starts_with("--resume needs the fixed-up copy")
+        );
+        let exists = convert::Error::Sink(sink::Error::Exists("out.vhd".into()));
+        assert_eq!(
+            explain(&exists),
+            "out.vhd already exists; pass --force to replace it or choose another output path"
+        );
     }
 }
