@@ -352,7 +352,7 @@ fn transfer(
     let result = (|| -> Result<(Stats, UploadStats), Error> {
         let sas = session.block_on(arm.begin_access(&target.disk, Access::Write))?;
         let written = if opts.resume {
-            session.block_on(session.page_ranges(&sas))?
+            session.block_on(session.page_ranges(&sas, &name, upload_size))?
         } else {
             Vec::new()
         };

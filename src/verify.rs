@@ -1,6 +1,11 @@
-//! `verify`: reads a managed disk back through a read SAS and compares it
-//! with its source (a fixed VHD or a snapshot), range by range, by SHA-256
-//! digests of the source's data ranges, and checks the VHD footer.
+//! `verify`: reads a managed disk back through a read SAS and proves it
+//! holds its source (a fixed VHD or a snapshot), the whole disk:
+//! - where the source has data, the disk's bytes have the same SHA-256;
+//! - everywhere else the disk must read as zero. Only what the disk's page
+//!   listing (Get Page Ranges) says was written there is read back: an
+//!   unwritten page of a page blob reads as zero by definition. So the cost
+//!   grows with what is written on the disk, not with its size;
+//! - the VHD footer is the one the source makes.
 
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
@@ -10,14 +15,24 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::azure::arm::Access;
-use crate::azure::{self, Secret, Session};
+use crate::azure::{self, page_blob, Secret, Session};
 use crate::convert::Input;
 use crate::pipeline;
 use crate::sink::{self, BlockSink};
 use crate::source::{self, BlockSource, EbsSource};
 use crate::upload::{self, check_vhd, copy_options, Options, Target};
 
-/// One compared range of `verify`.
+/// What the source holds where a range of the disk was checked.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceHolds {
+    /// Data: the disk's bytes are compared with the source's.
+    Data,
+    /// Zeros (or nothing): the disk's written pages there must read as zero.
+    Zeros,
+}
+
+/// One checked range of `verify`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RangeCheck {
     /// Byte offset.
@@ -26,6 +41,8 @@ pub struct RangeCheck {
     pub len: u64,
     /// True when the disk holds the source's bytes there.
     pub matches: bool,
+    /// What the source holds there.
+    pub source_holds: SourceHolds,
 }
 
 /// What `verify` found.
@@ -35,12 +52,16 @@ pub struct VerifyReport {
     pub disk: String,
     /// The source compared with.
     pub source: String,
-    /// Every compared range, in offset order.
+    /// Every checked range, in offset order: the source's data, then the
+    /// pages written on the disk outside it.
     pub ranges: Vec<RangeCheck>,
     /// Ranges that differ.
     pub mismatches: u64,
-    /// Bytes compared.
+    /// Bytes of the source's data compared.
     pub bytes_compared: u64,
+    /// Bytes written on the disk outside the source's data, read back to
+    /// check they are zero.
+    pub bytes_outside_data: u64,
     /// True when the disk's VHD footer is valid for its size.
     pub footer_ok: bool,
 }
@@ -109,6 +130,7 @@ impl BlockSink for VerifySink<'_> {
                 offset,
                 len: data.len() as u64,
                 matches,
+                source_holds: SourceHolds::Data,
             });
         Ok(())
     }
@@ -171,6 +193,14 @@ pub fn verify(
             .results
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
+        // Whatever else the disk holds must be zero: read back what its
+        // listing says was written outside the source's data and the footer.
+        let mut data = page_blob::merge(spans(&ranges));
+        data.push(size..size + 512);
+        let written = session.block_on(session.page_ranges(&sas, &target.disk.name, size + 512))?;
+        for stray in outside(&written, &data) {
+            ranges.extend(session.block_on(zero_checks(session, &sas, stray))?);
+        }
         ranges.sort_by_key(|r| r.offset);
         Ok((ranges, footer_ok))
     })();
@@ -179,14 +209,90 @@ pub fn verify(
     let (ranges, footer_ok) = check?;
     ended?;
     let mismatches = ranges.iter().filter(|r| !r.matches).count() as u64;
+    let bytes = |holds| {
+        ranges
+            .iter()
+            .filter(|r| r.source_holds == holds)
+            .map(|r| r.len)
+            .sum()
+    };
     Ok(VerifyReport {
         disk: info.id,
         source: source_name,
-        bytes_compared: ranges.iter().map(|r| r.len).sum(),
+        bytes_compared: bytes(SourceHolds::Data),
+        bytes_outside_data: bytes(SourceHolds::Zeros),
         mismatches,
         ranges,
         footer_ok,
     })
+}
+
+/// The parts of `written` that lie outside every range of `data` (both
+/// sorted and merged).
+pub fn outside(written: &[Range<u64>], data: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut d = 0;
+    for w in written {
+        let mut at = w.start;
+        while d < data.len() && data[d].end <= at {
+            d += 1;
+        }
+        let mut i = d;
+        while at < w.end {
+            match data.get(i) {
+                Some(r) if r.start < w.end => {
+                    if r.start > at {
+                        out.push(at..r.start);
+                    }
+                    at = at.max(r.end);
+                    i += 1;
+                }
+                _ => {
+                    out.push(at..w.end);
+                    at = w.end;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Largest read of a range that must be zero.
+const ZERO_CHECK_READ: u64 = 4 << 20;
+
+/// Reads `range` of the disk back and checks that it is zero: a range check
+/// that matches for each zero read, and one that differs for each run of
+/// non-zero 512-byte sectors.
+async fn zero_checks(
+    session: &Session,
+    sas: &Secret,
+    range: Range<u64>,
+) -> Result<Vec<RangeCheck>, Error> {
+    let mut out = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let len = (range.end - at).min(ZERO_CHECK_READ);
+        let theirs = session.read(sas, at, len).await?;
+        if diskformats::is_zero(&theirs) {
+            out.push(RangeCheck {
+                offset: at,
+                len,
+                matches: true,
+                source_holds: SourceHolds::Zeros,
+            });
+        } else {
+            out.extend(
+                diskformats::nonzero_runs(&theirs, 512).map(|run| RangeCheck {
+                    offset: at + run.start as u64,
+                    len: run.len() as u64,
+                    matches: false,
+                    source_holds: SourceHolds::Zeros,
+                }),
+            );
+        }
+        at += len;
+    }
+    Ok(out)
 }
 
 /// Merges adjacent ranges of the same outcome, for a shorter listing.
@@ -194,7 +300,13 @@ pub fn coalesce(ranges: &[RangeCheck]) -> Vec<RangeCheck> {
     let mut out: Vec<RangeCheck> = Vec::new();
     for r in ranges {
         match out.last_mut() {
-            Some(l) if l.matches == r.matches && l.offset + l.len == r.offset => l.len += r.len,
+            Some(l)
+                if l.matches == r.matches
+                    && l.source_holds == r.source_holds
+                    && l.offset + l.len == r.offset =>
+            {
+                l.len += r.len
+            }
             _ => out.push(r.clone()),
         }
     }
@@ -204,4 +316,44 @@ pub fn coalesce(ranges: &[RangeCheck]) -> Vec<RangeCheck> {
 /// Half-open byte ranges of a verify listing (for tests and callers).
 pub fn spans(ranges: &[RangeCheck]) -> Vec<Range<u64>> {
     ranges.iter().map(|r| r.offset..r.offset + r.len).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    // One-range lists are what these functions take here.
+    #[allow(clippy::single_range_in_vec_init)]
+    fn what_lies_outside_the_data_is_found() {
+        let data = [100..200, 300..400, 1000..1512];
+        assert_eq!(outside(&[], &data), Vec::<Range<u64>>::new());
+        assert_eq!(outside(&[100..200], &data), Vec::<Range<u64>>::new());
+        assert_eq!(outside(&[0..50], &data), [0..50]);
+        assert_eq!(outside(&[50..450], &data), [50..100, 200..300, 400..450]);
+        assert_eq!(
+            outside(&[150..350, 390..1100], &data),
+            [200..300, 400..1000]
+        );
+        assert_eq!(outside(&[1400..2000], &data), [1512..2000]);
+        assert_eq!(outside(&[0..4096], &[]), [0..4096]);
+    }
+
+    #[test]
+    fn coalescing_keeps_data_and_zeros_apart() {
+        let r = |offset, matches, source_holds| RangeCheck {
+            offset,
+            len: 512,
+            matches,
+            source_holds,
+        };
+        let c = coalesce(&[
+            r(0, true, SourceHolds::Data),
+            r(512, true, SourceHolds::Data),
+            r(1024, true, SourceHolds::Zeros),
+            r(1536, false, SourceHolds::Zeros),
+        ]);
+        assert_eq!(c.len(), 3);
+        assert_eq!((c[0].offset, c[0].len), (0, 1024));
+    }
 }

@@ -360,3 +360,133 @@ fn one_503_on_a_read_or_a_page_listing_is_retried() {
     assert!(text.contains("0 differ; footer ok"), "{text}");
     assert_eq!(az.faults_now()["blob_503_next"], 0, "the 503 was served");
 }
+
+/// Runs `verify SOURCE` against disk `name` with `extra` flags.
+fn verify_disk(az: &Azure, source: &str, name: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["verify", source, "-g", "rg1", "--disk-name", name];
+    args.extend_from_slice(extra);
+    let out = az.run(&args);
+    no_azure_secrets(&out);
+    out
+}
+
+/// The differences a `verify --json` report lists: (offset, length, what the source holds there).
+fn differences(out: &std::process::Output) -> Vec<(u64, u64, String)> {
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    r["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["matches"] == false)
+        .map(|c| {
+            (
+                c["offset"].as_u64().unwrap(),
+                c["len"].as_u64().unwrap(),
+                c["source_holds"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn verify_proves_the_whole_disk_from_a_vhd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vhd) = disk(dir.path());
+    let vhd_s = path_str(&vhd);
+    // Two pages of results at most per listing page: the listing spans many pages.
+    let az = Azure::start(&["--proxy", "1", "--page-list-max", "2"]);
+    for name in ["clean", "in-data", "in-zeros", "footer"] {
+        ok(&upload(&az, &vhd, name, &[]));
+    }
+    // Clean: every written page is the source's, and nothing else is written.
+    let out = verify_disk(&az, vhd_s, "clean", &[]);
+    let text = ok(&out);
+    assert!(
+        text.contains("0 differ; footer ok; 0 B written outside the source's data, all zero"),
+        "{text}"
+    );
+
+    // Inside the source's data (its first MiB is noise).
+    az.tamper("in-data", MIB, &noise(11, 512));
+    let out = verify_disk(&az, vhd_s, "in-data", &["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let d = differences(&out);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].2, "data");
+    assert!(d[0].0 <= MIB && MIB < d[0].0 + d[0].1, "{d:?}");
+
+    // Where the source is zero (between its data at 3 MiB and 9 MiB): found, with its offsets.
+    let at = 7 * MIB + 4096;
+    az.tamper("in-zeros", at, &noise(12, 1024));
+    let out = verify_disk(&az, vhd_s, "in-zeros", &["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(differences(&out), [(at, 1024, "zeros".to_owned())]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["bytes_outside_data"], 1024);
+    let text =
+        String::from_utf8_lossy(&verify_disk(&az, vhd_s, "in-zeros", &[]).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "MISMATCH {at}..{} (1.00 KiB) where the source is zero",
+            at + 1024
+        )),
+        "{text}"
+    );
+    // Pages cleared there (as a delta sync clears a block no longer written) read as zero again.
+    az.clear("in-zeros", at, 1024);
+    let text = ok(&verify_disk(&az, vhd_s, "in-zeros", &[]));
+    assert!(
+        text.contains("0 differ; footer ok; 0 B written outside"),
+        "{text}"
+    );
+    // Zeros written where the source is zero are no difference: read back, listed with -v.
+    az.tamper("clean", at, &[0u8; 4096]);
+    let out = verify_disk(&az, vhd_s, "clean", &["-v"]);
+    let text = ok(&out);
+    assert!(
+        text.contains("4.00 KiB written outside the source's data, all zero"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("match    {at}..{}", at + 4096)),
+        "{text}"
+    );
+
+    // The footer.
+    az.tamper("footer", 40 * MIB, &[0xffu8; 512]);
+    let out = verify_disk(&az, vhd_s, "footer", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("footer WRONG"));
+}
+
+#[test]
+fn verify_proves_the_whole_disk_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("vol.raw");
+    sparse_file(
+        &raw,
+        64 * MIB,
+        &[
+            (0, noise(21, MIB as usize)),
+            (40 * MIB, noise(22, 3 * MIB as usize)),
+        ],
+    );
+    let ebs = Emulator::start(&[]);
+    let snap = ebs.seed(&raw, &[]);
+    let az = Azure::start(&["--proxy", "1", "--page-list-max", "3"]);
+    for name in ["snap-clean", "snap-zeros"] {
+        ok(&az.with_ebs(&ebs, name, &["migrate", &snap, "--location", "westeurope"]));
+    }
+    let out = az.with_ebs(&ebs, "snap-clean", &["verify", &snap]);
+    no_azure_secrets(&out);
+    assert!(ok(&out).contains("0 differ; footer ok"));
+    // Inside the snapshot's data, then in a block the snapshot never wrote.
+    az.tamper("snap-clean", 41 * MIB, &noise(23, 512));
+    let out = az.with_ebs(&ebs, "snap-clean", &["verify", &snap, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(differences(&out)[0].2, "data");
+    az.tamper("snap-zeros", 20 * MIB, &noise(24, 512));
+    let out = az.with_ebs(&ebs, "snap-zeros", &["verify", &snap, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(differences(&out), [(20 * MIB, 512, "zeros".to_owned())]);
+}

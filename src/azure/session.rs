@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::arm::Arm;
-use super::page_blob::PageBlob;
+use super::page_blob::{self, PageBlob};
 use super::token::{self, TokenSource};
 use super::{Error, RetryBudget, Secret, Settings};
 
@@ -93,9 +93,20 @@ impl Session {
         self.retried(|| self.blob.read(sas, offset, len)).await
     }
 
-    /// The written page ranges of the blob behind `sas`, retried.
-    pub async fn page_ranges(&self, sas: &Secret) -> Result<Vec<Range<u64>>, Error> {
-        self.retried(|| self.blob.page_ranges(sas)).await
+    /// The written page ranges of `disk`'s blob (of `size` bytes) behind
+    /// `sas`, retried, checked (sorted, aligned, in bounds) and merged.
+    pub async fn page_ranges(
+        &self,
+        sas: &Secret,
+        disk: &str,
+        size: u64,
+    ) -> Result<Vec<Range<u64>>, Error> {
+        let listed = self.retried(|| self.blob.page_ranges(sas)).await?;
+        page_blob::check_listing(&listed, size).map_err(|detail| Error::Protocol {
+            what: format!("listing the written page ranges of disk {disk}"),
+            detail,
+        })?;
+        Ok(page_blob::merge(listed))
     }
 
     /// Runs `call` until it succeeds, fails for good, or the call's attempts

@@ -281,6 +281,10 @@ impl Drop for Emulator {
 /// An admin call to an emulator at `endpoint` (`http://127.0.0.1:PORT`);
 /// asserts a 200 and returns the JSON answer.
 fn admin(endpoint: &str, method: &str, path: &str, body: &str) -> serde_json::Value {
+    admin_bytes(endpoint, method, path, body.as_bytes())
+}
+
+fn admin_bytes(endpoint: &str, method: &str, path: &str, body: &[u8]) -> serde_json::Value {
     use std::io::{Read, Write};
     let addr = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -288,10 +292,11 @@ fn admin(endpoint: &str, method: &str, path: &str, body: &str) -> serde_json::Va
         .unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
+    s.write_all(body).unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -351,6 +356,28 @@ impl Azure {
     /// The fault switches as they are now (a `_next` count goes down as it is served).
     pub fn faults_now(&self) -> serde_json::Value {
         self.admin("GET", "/__admin/faults", "")
+    }
+
+    /// Writes `data` (whole 512-byte pages) at `offset` of disk `name`'s blob
+    /// through the storage SDK, behind ebs2azure's back.
+    pub fn tamper(&self, name: &str, offset: u64, data: &[u8]) {
+        admin_bytes(
+            &self.endpoint,
+            "POST",
+            &format!("/__admin/pages?disk={name}&offset={offset}"),
+            data,
+        );
+    }
+
+    /// Clears `len` bytes of pages at `offset` of disk `name`'s blob (as a
+    /// delta sync clears a block no longer written).
+    pub fn clear(&self, name: &str, offset: u64, len: u64) {
+        admin_bytes(
+            &self.endpoint,
+            "POST",
+            &format!("/__admin/pages?disk={name}&offset={offset}&clear={len}"),
+            b"",
+        );
     }
 
     /// Counters of the blob proxy.

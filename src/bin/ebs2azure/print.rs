@@ -265,21 +265,37 @@ pub fn print_verify(
         for c in verify::coalesce(&r.ranges) {
             if verbose || !c.matches {
                 out!(
-                    "{} {}..{} ({})",
+                    "{} {}..{} ({}){}",
                     if c.matches { "match   " } else { "MISMATCH" },
                     c.offset,
                     c.offset + c.len,
-                    HumanBytes(c.len)
+                    HumanBytes(c.len),
+                    match c.source_holds {
+                        verify::SourceHolds::Data => "",
+                        verify::SourceHolds::Zeros => " where the source is zero",
+                    }
                 );
             }
         }
+        let count = |holds, matches| {
+            r.ranges
+                .iter()
+                .filter(|c| c.source_holds == holds && (matches || !c.matches))
+                .count()
+        };
+        let not_zero = count(verify::SourceHolds::Zeros, false);
         out!(
-            "{}: {} ranges, {} compared, {} differ; footer {}",
+            "{}: {} ranges, {} compared, {} differ; footer {}; {} written outside the source's data, {}",
             name,
-            r.ranges.len(),
+            count(verify::SourceHolds::Data, true),
             HumanBytes(r.bytes_compared),
             r.mismatches,
-            if r.footer_ok { "ok" } else { "WRONG" }
+            if r.footer_ok { "ok" } else { "WRONG" },
+            HumanBytes(r.bytes_outside_data),
+            match not_zero {
+                0 => "all zero".to_owned(),
+                n => format!("{n} ranges of it not zero"),
+            }
         );
     }
     if r.mismatches > 0 || !r.footer_ok {
