@@ -29,11 +29,6 @@ impl Guid {
     pub fn is_nil(&self) -> bool {
         self.0 == [0; 16]
     }
-
-    /// The well-known name of a partition type GUID, if it is one.
-    pub fn type_name(&self) -> Option<&'static str> {
-        super::kind::PartitionKind::from_gpt(*self).name()
-    }
 }
 
 impl fmt::Display for Guid {

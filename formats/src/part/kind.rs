@@ -145,6 +145,13 @@ const GPT_TYPES: &[(&str, PartitionKind)] = &[
     ),
 ];
 
+impl Guid {
+    /// The well-known name of a partition type GUID, if it is one.
+    pub fn type_name(&self) -> Option<&'static str> {
+        PartitionKind::from_gpt(*self).name()
+    }
+}
+
 impl PartitionKind {
     /// The kind of a GPT partition type GUID.
     pub fn from_gpt(guid: Guid) -> PartitionKind {
