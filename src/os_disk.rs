@@ -296,12 +296,7 @@ pub fn stage_and_upload(
                 });
             }
         };
-        let blockers: Vec<&fixup::Finding> = fix
-            .inspection
-            .findings
-            .iter()
-            .filter(|f| f.class == Class::Blocker)
-            .collect();
+        let blockers: Vec<&fixup::Finding> = fix.inspection.of_class(Class::Blocker).collect();
         if let Some(first) = blockers.first() {
             if !staging.allow_blockers {
                 if !staging.keep {
