@@ -788,13 +788,8 @@ fn a_real_debian_guest_from_debootstrap_is_fixed_up() {
             .unwrap()
     };
     let root = parts.iter().find(|p| p.number == 1).unwrap();
-    let m = ebs2azure::fixup::mount::Mounted::read_only(
-        &raw,
-        root.start,
-        root.size,
-        ebs2azure::fixup::probe::FsKind::Ext4,
-    )
-    .unwrap();
+    let m = ebs2azure::fixup::mount::Mounted::read_only(&raw, root.start, root.size, root.fs.kind)
+        .unwrap();
     let fstab = {
         use ebs2azure::fixup::guest::GuestFs;
         m.read_text("/etc/fstab").unwrap().unwrap()
@@ -897,13 +892,9 @@ fn a_root_on_a_linear_lvm_volume_is_found_and_fixed_up() {
     let root = p.iter().find(|p| p.number == 1001).unwrap();
     let fstab = {
         use ebs2azure::fixup::guest::GuestFs;
-        let m = ebs2azure::fixup::mount::Mounted::read_only(
-            &raw,
-            root.start,
-            root.size,
-            ebs2azure::fixup::probe::FsKind::Ext4,
-        )
-        .unwrap();
+        let m =
+            ebs2azure::fixup::mount::Mounted::read_only(&raw, root.start, root.size, root.fs.kind)
+                .unwrap();
         m.read_text("/etc/fstab").unwrap().unwrap()
     };
     assert!(fstab.contains("/dev/mapper/ebs2azure_vg-root"), "{fstab}");
@@ -951,13 +942,8 @@ fn boot(disk: &Path, more: &[&Path], dir: &Path) -> String {
         .into_iter()
         .find(|p| p.number == 1)
         .unwrap();
-    let m = ebs2azure::fixup::mount::Mounted::read_write(
-        disk,
-        root.start,
-        root.size,
-        ebs2azure::fixup::probe::FsKind::Ext4,
-    )
-    .unwrap();
+    let m = ebs2azure::fixup::mount::Mounted::read_write(disk, root.start, root.size, root.fs.kind)
+        .unwrap();
     m.write("/ebs2azure-boot-check", BOOT_CHECK.as_bytes(), 0o755)
         .unwrap();
     let boot_files = m.list("/boot").unwrap();

@@ -15,12 +15,8 @@ pub fn explain(e: &(dyn StdError + 'static)) -> String {
         );
     }
     let mut hints = Vec::new();
-    let mut level = Some(e);
-    // Bounded: error chains are short, but a cycle must not hang the exit.
-    for _ in 0..32 {
-        let Some(err) = level else { break };
+    for err in levels(e) {
         visit(err, &mut hints);
-        level = inner(err).or_else(|| err.source());
     }
     let mut out = e.to_string();
     for h in hints {
@@ -30,17 +26,20 @@ pub fn explain(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
+/// `e` and every error under it, outermost first (at most 32 levels: chains
+/// are short, but a cycle must not hang the exit).
+fn levels<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&err: &&'a (dyn StdError + 'static)| {
+        inner(err).or_else(|| err.source())
+    })
+    .take(32)
+}
+
 /// The first error of type `T` in `e` or under it.
 fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut level = Some(e);
-    for _ in 0..32 {
-        let err = level?;
-        if let Some(t) = err.downcast_ref::<T>() {
-            return Some(t);
-        }
-        level = inner(err).or_else(|| err.source());
-    }
-    None
+    levels(e).find_map(|err| err.downcast_ref::<T>())
 }
 
 /// The error that `e` wraps, where `source()` does not give it as itself:
