@@ -40,6 +40,7 @@ pub mod limits;
 pub mod migrate;
 pub mod os_disk;
 pub mod pipeline;
+pub mod plan;
 pub mod retry;
 pub mod sink;
 pub mod source;

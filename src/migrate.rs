@@ -26,7 +26,7 @@ pub use os_disk::Progress;
 #[serde(untagged)]
 pub enum Report {
     /// A streamed disk's upload.
-    Streamed(upload::Report),
+    Streamed(Box<upload::Report>),
     /// An OS disk's staging, fix-up and upload.
     FixedUp(Box<os_disk::Report>),
 }
@@ -57,7 +57,7 @@ pub fn migrate(
             let r = upload::stream(session, snapshot, target, opts, &|n| {
                 progress(Progress::Bytes(n))
             })?;
-            Ok(Report::Streamed(r))
+            Ok(Report::Streamed(Box::new(r)))
         }
         Role::FixedUp(staging) => {
             let r = os_disk::stage_and_upload(session, snapshot, target, opts, staging, progress)?;

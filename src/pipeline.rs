@@ -77,6 +77,17 @@ pub enum Error {
         /// Disk size.
         size: u64,
     },
+    /// The caller's block hook failed (a journal could not be written).
+    #[error("after block {block}: {source}")]
+    Hook {
+        /// Block index.
+        block: u64,
+        /// What the hook reported.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The copy was asked to stop (an interrupt) and stopped.
+    #[error("the copy was interrupted")]
+    Interrupted,
     /// The worker pool could not start.
     #[error("cannot start {threads} worker threads: {detail}")]
     Pool {
@@ -95,6 +106,23 @@ struct Counters {
     bytes_zero: AtomicU64,
 }
 
+/// Called once a block's writes are done at the sink, with the block's
+/// bytes when they are not all zero; an error stops the copy.
+pub type BlockDone<'a> =
+    &'a (dyn Fn(u64, Option<&[u8]>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Sync);
+
+/// What a copy tells its caller, and how it is stopped, as it goes.
+#[derive(Clone, Copy)]
+pub struct Hooks<'a> {
+    /// Called from the workers with the bytes of each block done.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Called for each block once its writes are done (a journal).
+    pub block_done: Option<BlockDone<'a>>,
+    /// Set from elsewhere to stop the copy: blocks in flight finish, no
+    /// new one starts, and the copy ends with [`Error::Interrupted`].
+    pub stop: Option<&'a AtomicBool>,
+}
+
 /// Copies every listed block of `source` to `sink` at the same offset.
 ///
 /// `progress` is called from the workers with the bytes of each block done.
@@ -104,6 +132,25 @@ pub fn copy(
     sink: &dyn BlockSink,
     opts: &Options,
     progress: &(dyn Fn(u64) + Sync),
+) -> Result<Stats, Error> {
+    copy_with(
+        source,
+        sink,
+        opts,
+        Hooks {
+            progress,
+            block_done: None,
+            stop: None,
+        },
+    )
+}
+
+/// [`copy`], with a hook per finished block and a stop switch.
+pub fn copy_with(
+    source: &dyn BlockSource,
+    sink: &dyn BlockSink,
+    opts: &Options,
+    hooks: Hooks<'_>,
 ) -> Result<Stats, Error> {
     let threads = opts.concurrency.unwrap_or_else(default_concurrency).get();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -138,6 +185,10 @@ pub fn copy(
                     .min(BUFFER_ALIGN);
                 let buf = &mut backing[start..start + bs];
                 while !failed.load(Ordering::Relaxed) {
+                    if hooks.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                        fail(Error::Interrupted);
+                        break;
+                    }
                     let next = blocks.lock().unwrap_or_else(PoisonError::into_inner).next();
                     let index = match next {
                         None => break,
@@ -147,8 +198,8 @@ pub fn copy(
                         }
                         Some(Ok(index)) => index,
                     };
-                    match copy_block(source, sink, index, buf, opts, &counters) {
-                        Ok(len) => progress(len),
+                    match copy_block(source, sink, index, buf, opts, &counters, hooks.block_done) {
+                        Ok(len) => (hooks.progress)(len),
                         Err(e) => {
                             fail(e);
                             break;
@@ -181,6 +232,7 @@ fn copy_block(
     buf: &mut [u8],
     opts: &Options,
     counters: &Counters,
+    block_done: Option<BlockDone<'_>>,
 ) -> Result<u64, Error> {
     let bs = u64::from(source.block_size());
     let offset =
@@ -195,7 +247,8 @@ fn copy_block(
     let len = data.len();
     let mut written = 0u64;
     let mut result = Ok(());
-    if !diskformats::is_zero(data) {
+    let zero = diskformats::is_zero(data);
+    if !zero {
         for run in diskformats::nonzero_runs(data, opts.zero_granularity) {
             result = sink.write_at(offset + run.start as u64, &data[run.clone()]);
             if result.is_err() {
@@ -204,8 +257,16 @@ fn copy_block(
             written += run.len() as u64;
         }
     }
+    let done = match (&result, block_done) {
+        (Ok(()), Some(hook)) => hook(index, (!zero).then_some(data)),
+        _ => Ok(()),
+    };
     source.release_block(index);
     result.map_err(|source| Error::Sink {
+        block: index,
+        source,
+    })?;
+    done.map_err(|source| Error::Hook {
         block: index,
         source,
     })?;

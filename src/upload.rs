@@ -7,9 +7,11 @@
 //! resumed (which skips the ranges already written), or deletes it when
 //! asked to clean up.
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,8 +104,11 @@ pub struct Report {
     pub copy: Stats,
     /// What was sent.
     pub upload: UploadStats,
-    /// Retries used.
+    /// Retries of the run's Azure calls so far (the budget is the run's).
     pub retries: u64,
+    /// Retries of this disk's snapshot reads (EBS throttling, 5xx, timeouts).
+    #[serde(default)]
+    pub source_retries: u64,
     /// Wall time in seconds.
     pub seconds: f64,
     /// Bytes sent per second, in MiB/s.
@@ -149,6 +154,9 @@ pub enum Error {
     /// The upload could not finish.
     #[error(transparent)]
     Sink(#[from] sink::Error),
+    /// The caller's record of the upload could not be kept.
+    #[error("cannot record the upload's progress: {0}")]
+    Checkpoint(#[source] BoxError),
     /// A disk of that name exists already (and resuming was not asked for).
     #[error("disk {0} already exists")]
     Exists(String),
@@ -264,8 +272,27 @@ pub fn upload(
         &path.display().to_string(),
         target,
         opts,
-        progress,
+        Hooks {
+            progress,
+            checkpoints: None,
+            stop: None,
+        },
     )
+}
+
+/// A boxed error from a caller's hook.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a resumable run keeps of a streamed upload (a plan's journal): the
+/// blocks an earlier run made durable, and each block made durable now.
+pub trait Checkpoints: Sync {
+    /// Blocks durable at the target already: they are not read again.
+    fn done(&self) -> HashSet<u64>;
+    /// Block `index` is durable at the target; `data` holds its bytes
+    /// unless they are all zero.
+    fn block_done(&self, index: u64, data: Option<&[u8]>) -> Result<(), BoxError>;
+    /// Every block is durable; the footer and the end of the upload follow.
+    fn copied(&self) -> Result<(), BoxError>;
 }
 
 /// Streams an EBS snapshot to a new managed disk, with no local copy.
@@ -276,20 +303,50 @@ pub fn stream(
     opts: &Options,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, Error> {
-    let source = EbsSource::open(snapshot, &opts.ebs, opts.quotas.clone())?;
+    stream_with(session, snapshot, target, opts, progress, None, None)
+}
+
+/// [`stream`], keeping `checkpoints` and stopping when `stop` is set (the
+/// disk is then left in its upload state, to resume).
+pub fn stream_with(
+    session: &Session,
+    snapshot: &str,
+    target: &Target,
+    opts: &Options,
+    progress: &(dyn Fn(u64) + Sync),
+    checkpoints: Option<&dyn Checkpoints>,
+    stop: Option<&AtomicBool>,
+) -> Result<Report, Error> {
+    let mut source = EbsSource::open(snapshot, &opts.ebs, opts.quotas.clone())?;
+    if let (Some(c), true) = (checkpoints, opts.resume) {
+        source = source.skipping(c.done());
+    }
     let size = source.size();
     if let Some(problem) = limits::azure_size_problems(size).into_iter().next() {
         return Err(Error::Invalid(format!("snapshot {snapshot}: {problem}")));
     }
-    transfer(
+    let mut report = transfer(
         session,
         &source,
         &footer_for(size),
         snapshot,
         target,
         opts,
-        progress,
-    )
+        Hooks {
+            progress,
+            checkpoints,
+            stop,
+        },
+    )?;
+    report.source_retries = source.counters().retries.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// What [`transfer`] reports to and takes from its caller.
+struct Hooks<'a> {
+    progress: &'a (dyn Fn(u64) + Sync),
+    checkpoints: Option<&'a dyn Checkpoints>,
+    stop: Option<&'a AtomicBool>,
 }
 
 fn transfer(
@@ -299,7 +356,7 @@ fn transfer(
     source_name: &str,
     target: &Target,
     opts: &Options,
-    progress: &(dyn Fn(u64) + Sync),
+    hooks: Hooks<'_>,
 ) -> Result<Report, Error> {
     let started = Instant::now();
     let size = source.size();
@@ -357,7 +414,23 @@ fn transfer(
             Vec::new()
         };
         let sink = ManagedDiskSink::new(session, target.disk.clone(), sas, written);
-        let copy = pipeline::copy(source, &sink, &copy_options(opts), progress)?;
+        let block_done = |index: u64, data: Option<&[u8]>| match hooks.checkpoints {
+            Some(c) => c.block_done(index, data),
+            None => Ok(()),
+        };
+        let copy = pipeline::copy_with(
+            source,
+            &sink,
+            &copy_options(opts),
+            pipeline::Hooks {
+                progress: hooks.progress,
+                block_done: hooks.checkpoints.is_some().then_some(&block_done as _),
+                stop: hooks.stop,
+            },
+        )?;
+        if let Some(c) = hooks.checkpoints {
+            c.copied().map_err(Error::Checkpoint)?;
+        }
         let up = sink.finish(size, footer)?;
         Ok((copy, up))
     })();
@@ -397,6 +470,7 @@ fn transfer(
         copy,
         upload: up,
         retries: session.budget().used(),
+        source_retries: 0,
         seconds,
         throughput_mib_s: up.bytes_sent as f64 / (1 << 20) as f64 / seconds.max(1e-9),
         state: info.map_or(DiskState::Other("gone".into()), |d| d.state),

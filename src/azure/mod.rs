@@ -4,6 +4,7 @@
 //! they never reach a log, an error or a report.
 
 pub mod arm;
+pub mod names;
 pub mod page_blob;
 pub mod session;
 pub mod token;

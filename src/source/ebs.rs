@@ -4,7 +4,7 @@
 //! adaptive in-flight limit, every request under a timeout and the whole run
 //! under one retry budget (the SDK's own retries are off: none nest).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -88,6 +88,12 @@ pub struct Quotas {
     get_per_snapshot: f64,
     list_per_account: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// GetSnapshotBlock requests in flight for the whole run, all snapshots
+    /// together (a fleet's one budget); `None`: each snapshot its own.
+    run_in_flight: Option<Arc<Semaphore>>,
+    /// Retries for the whole run, all snapshots together; `None`: each
+    /// snapshot its own budget.
+    run_retries: Option<Arc<crate::retry::Budget>>,
 }
 
 #[derive(Debug)]
@@ -109,6 +115,20 @@ impl Quotas {
             get_per_snapshot,
             list_per_account,
             buckets: Mutex::new(HashMap::new()),
+            run_in_flight: None,
+            run_retries: None,
+        })
+    }
+
+    /// The published quotas, plus one bound on requests in flight and one
+    /// retry budget for every snapshot read in the run: many disks share
+    /// what one disk alone would have.
+    pub fn shared(in_flight: usize, retries: u64) -> Arc<Quotas> {
+        Arc::new(Quotas {
+            run_in_flight: Some(Arc::new(Semaphore::new(in_flight.max(1)))),
+            run_retries: Some(Arc::new(crate::retry::Budget::new(retries))),
+            ..Arc::into_inner(Quotas::published())
+                .unwrap_or_else(|| unreachable!("a new Arc has one owner"))
         })
     }
 
@@ -263,7 +283,9 @@ struct Inner {
     settings: Settings,
     quotas: Arc<Quotas>,
     in_flight: InFlight,
-    retries: crate::retry::Budget,
+    retries: Arc<crate::retry::Budget>,
+    /// Blocks not to fetch: durable at the target from an earlier run.
+    skip: Arc<HashSet<u64>>,
     /// Tokens of listed blocks not fetched yet (at most about a page).
     tokens: Mutex<HashMap<u64, String>>,
     first_page: Mutex<Option<Page>>,
@@ -322,6 +344,7 @@ impl EbsSource {
             .enable_all()
             .build()
             .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
+        let run_retries = quotas.run_retries.clone();
         let sdk = rt.block_on(load_config(settings));
         let region = sdk.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
         let mut inner = Inner {
@@ -333,7 +356,10 @@ impl EbsSource {
             settings: settings.clone(),
             quotas,
             in_flight: InFlight::new(settings.max_in_flight),
-            retries: crate::retry::Budget::new(settings.retry_budget),
+            retries: run_retries
+                .clone()
+                .unwrap_or_else(|| Arc::new(crate::retry::Budget::new(settings.retry_budget))),
+            skip: Arc::new(HashSet::new()),
             tokens: Mutex::new(HashMap::new()),
             first_page: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
@@ -359,6 +385,15 @@ impl EbsSource {
             ready: Mutex::new(HashMap::new()),
             rt,
         })
+    }
+
+    /// Leaves the blocks in `done` out of [`BlockSource::blocks`]: they are
+    /// not fetched (an earlier run made them durable at the target).
+    pub fn skipping(mut self, done: HashSet<u64>) -> EbsSource {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.skip = Arc::new(done);
+        }
+        self
     }
 
     /// The snapshot id.
@@ -561,7 +596,7 @@ impl Inner {
             return Err(Error::RetryBudget {
                 snapshot: self.snapshot.clone(),
                 block,
-                retries: self.settings.retry_budget,
+                retries: self.retries.total(),
                 last,
             });
         }
@@ -919,8 +954,19 @@ async fn produce(inner: Arc<Inner>, tx: mpsc::Sender<Arrival>) {
             }
         };
         for index in page {
+            if inner.skip.contains(&index) {
+                continue;
+            }
             let Ok(slot) = tasks.clone().acquire_owned().await else {
                 return;
+            };
+            // The run's bound, shared with every other snapshot of the run.
+            let shared = match &inner.quotas.run_in_flight {
+                Some(run) => match run.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                None => None,
             };
             if tx.is_closed() {
                 return;
@@ -928,6 +974,8 @@ async fn produce(inner: Arc<Inner>, tx: mpsc::Sender<Arrival>) {
             let (inner, tx) = (inner.clone(), tx.clone());
             tokio::spawn(async move {
                 let arrival = inner.fetch(index).await.map(|data| (index, data));
+                // Answered: the run's share goes to the next request at once.
+                drop(shared);
                 let _ = tx.send(arrival).await;
                 drop(slot);
             });

@@ -12,9 +12,9 @@ use ebs2azure::azure::arm::{DiskRef, HyperVGeneration, OsType};
 use ebs2azure::convert::Input;
 use ebs2azure::diskformats::Format;
 use ebs2azure::fixup::apply::FixOptions;
-use ebs2azure::os_disk;
 use ebs2azure::source::ebs::{self, Quotas};
 use ebs2azure::upload;
+use ebs2azure::{os_disk, plan};
 
 /// Move whole disks from AWS to Azure, offline: read EBS snapshots or disk
 /// images and write the fixed VHDs Azure takes, skipping holes and zeros.
@@ -156,6 +156,9 @@ pub enum Command {
     Upload {
         /// The fixed VHD to upload (`ebs2azure convert` makes one).
         vhd: PathBuf,
+        /// Name of the managed disk.
+        #[arg(long, help_heading = "Azure")]
+        disk_name: String,
         #[command(flatten)]
         azure: AzureArgs,
         #[command(flatten)]
@@ -182,14 +185,49 @@ pub enum Command {
     )]
     Migrate {
         /// The EBS snapshot id (snap-...).
-        snapshot: String,
+        #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+        snapshot: Option<String>,
+        /// Name of the managed disk.
+        #[arg(
+            long,
+            help_heading = "Azure",
+            required_unless_present = "plan",
+            conflicts_with = "plan"
+        )]
+        disk_name: Option<String>,
+        /// Move every disk of a plan (see `ebs2azure plan new`) instead of one snapshot.
+        #[arg(long, help_heading = "Plans")]
+        plan: Option<PathBuf>,
+        /// Where a plan's journals and reports are kept; a run resumes from
+        /// them [default: PLAN's name with .state].
+        #[arg(long, requires = "plan", help_heading = "Plans")]
+        state_dir: Option<PathBuf>,
+        /// Run shard I of N (0-based): a stable share of the plan's machines
+        /// [default: from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX,
+        /// with N from --shards or EBS2AZURE_SHARD_COUNT].
+        #[arg(long, requires = "plan", value_name = "I/N", help_heading = "Plans")]
+        shard: Option<plan::Shard>,
+        /// The number of shards, when a scheduler gives the index.
+        #[arg(
+            long,
+            requires = "plan",
+            conflicts_with = "shard",
+            help_heading = "Plans"
+        )]
+        shards: Option<u32>,
+        /// Disks moved at the same time; they share one bound of requests in flight.
+        #[arg(long, default_value_t = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN), help_heading = "Plans")]
+        disks_at_once: NonZeroUsize,
+        /// Run a plan changed since its last run: the changed disks start over.
+        #[arg(long, requires = "plan", help_heading = "Plans")]
+        accept_plan_changes: bool,
         #[command(flatten)]
         azure: AzureArgs,
         #[command(flatten)]
         aws: AwsArgs,
         #[command(flatten)]
         limits: LimitArgs,
-        /// GetSnapshotBlock requests in flight [default: 96, lowered while throttled].
+        /// GetSnapshotBlock requests in flight, for all disks together [default: 96, lowered while throttled].
         #[arg(long)]
         concurrency: Option<NonZeroUsize>,
         /// Upload an OS disk as it is, streamed, without fix-ups.
@@ -211,10 +249,17 @@ pub enum Command {
         allow_blockers: bool,
         #[command(flatten)]
         disks: DataDiskArgs,
-        /// Print the summary as JSON on standard output.
+        /// Print the summary as JSON on standard output (with --plan: one
+        /// JSON event per line as disks start, progress, finish and fail).
         #[arg(long, help_heading = "Output")]
         json: bool,
     },
+    /// Write and check plans: the machines and disks a fleet run moves.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Show or merge the reports of plan runs.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Read a managed disk back and compare it with its source, range by range.
     ///
     /// Takes a read SAS, compares SHA-256 digests of every non-zero range of
@@ -226,6 +271,9 @@ pub enum Command {
     Verify {
         /// The source: a fixed VHD or an EBS snapshot id.
         source: String,
+        /// Name of the managed disk.
+        #[arg(long, help_heading = "Azure")]
+        disk_name: String,
         #[command(flatten)]
         azure: AzureArgs,
         #[command(flatten)]
@@ -241,25 +289,120 @@ pub enum Command {
     },
 }
 
+/// `ebs2azure plan ...`
+#[derive(Subcommand)]
+pub enum PlanCommand {
+    /// Write a plan from snapshot ids (arguments, standard input, or a CSV), to edit and run.
+    ///
+    /// Each id becomes a disk of no machine; a CSV with a header row names
+    /// `snapshot` and optionally `machine`, `role` (os or data), `name`,
+    /// `lun`, `device` and `sku`, and its rows of one machine become one
+    /// [[machine]] whose first row is the OS disk unless a row says role=os.
+    #[command(
+        after_help = "Examples:\n  ebs2azure plan new snap-0123456789abcdef0 snap-0fedcba9876543210 -g rg --location westeurope > plan.toml\n  aws ec2 describe-snapshots --owner-ids self --query 'Snapshots[].SnapshotId' --output text | tr '\\t' '\\n' | ebs2azure plan new -o plan.toml\n  ebs2azure plan new --csv fleet.csv -o plan.toml"
+    )]
+    New {
+        /// Snapshot ids; none: read them from standard input, one per line.
+        snapshots: Vec<String>,
+        /// A CSV of snapshots with a header row.
+        #[arg(long, conflicts_with = "snapshots")]
+        csv: Option<PathBuf>,
+        /// Write the plan here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Replace OUT if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
+        /// Subscription id for [defaults].
+        #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+        subscription: Option<String>,
+        /// Resource group for [defaults].
+        #[arg(long, short = 'g')]
+        resource_group: Option<String>,
+        /// Azure region for [defaults].
+        #[arg(long)]
+        location: Option<String>,
+        /// AWS region of the snapshots for [defaults].
+        #[arg(long)]
+        region: Option<String>,
+        /// Disk SKU for [defaults] [default: Premium_LRS].
+        #[arg(long)]
+        sku: Option<String>,
+    },
+    /// Check a plan without moving data: every problem at once, each with its line.
+    ///
+    /// Checks the file (TOML, known keys), names (valid for Azure, unique per
+    /// resource group), kinds, one OS disk per machine, LUNs, and then each
+    /// snapshot: that it exists, is completed and readable, and that its size
+    /// fits Azure's limits (only the first page of its listing is read).
+    #[command(
+        after_help = "Examples:\n  ebs2azure plan validate plan.toml\n  ebs2azure plan validate plan.toml --offline --json"
+    )]
+    Validate {
+        /// The plan file.
+        plan: PathBuf,
+        /// Check the file only; do not look at the snapshots.
+        #[arg(long)]
+        offline: bool,
+        /// Subscription id where the plan sets none.
+        #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+        subscription: Option<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print the result as JSON on standard output.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+}
+
+/// `ebs2azure report ...`
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Print the report of a plan run (a state directory or a report.json).
+    #[command(after_help = "Example:\n  ebs2azure report show plan.state")]
+    Show {
+        /// A state directory, or a report.json.
+        report: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Combine the reports of a plan's shards into one.
+    #[command(
+        after_help = "Example:\n  ebs2azure report merge plan.state/shard-*-of-4 --out plan.state"
+    )]
+    Merge {
+        /// Shards' state directories or report.json files.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the merged report.json and report.md into this directory
+        /// (otherwise print it).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Print the merged report as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+}
+
 /// Which managed disk, and how to reach Azure.
 #[derive(clap::Args)]
 #[command(next_help_heading = "Azure")]
 pub struct AzureArgs {
-    /// Subscription id.
+    /// Subscription id (with --plan: where the plan sets none).
     #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
-    pub subscription: String,
-    /// Resource group.
+    pub subscription: Option<String>,
+    /// Resource group (with --plan: where the plan sets none).
     #[arg(long, short = 'g')]
-    pub resource_group: String,
-    /// Name of the managed disk.
-    #[arg(long)]
-    pub disk_name: String,
-    /// Azure region of a new disk, e.g. westeurope.
+    pub resource_group: Option<String>,
+    /// Azure region of a new disk, e.g. westeurope (with --plan: where the plan sets none).
     #[arg(long)]
     pub location: Option<String>,
-    /// Disk SKU.
-    #[arg(long, default_value = "Premium_LRS")]
-    pub sku: String,
+    /// Disk SKU [default: Premium_LRS].
+    #[arg(long)]
+    pub sku: Option<String>,
     /// OS of an OS disk (leave out for data disks).
     #[arg(long, value_enum)]
     pub os_type: Option<OsTypeArg>,
@@ -311,15 +454,27 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 }
 
 impl AzureArgs {
-    pub fn target(&self) -> upload::Target {
-        upload::Target {
+    /// The disk `disk_name` these flags describe.
+    pub fn target(&self, disk_name: &str) -> Result<upload::Target, String> {
+        let subscription = self
+            .subscription
+            .clone()
+            .ok_or("no subscription is given: pass --subscription or set AZURE_SUBSCRIPTION_ID")?;
+        let resource_group = self
+            .resource_group
+            .clone()
+            .ok_or("no resource group is given: pass --resource-group (-g)")?;
+        Ok(upload::Target {
             disk: DiskRef {
-                subscription: self.subscription.clone(),
-                resource_group: self.resource_group.clone(),
-                name: self.disk_name.clone(),
+                subscription,
+                resource_group,
+                name: disk_name.to_owned(),
             },
             location: self.location.clone(),
-            sku: self.sku.clone(),
+            sku: self
+                .sku
+                .clone()
+                .unwrap_or_else(|| plan::model::DEFAULT_SKU.to_owned()),
             os_type: self.os_type.map(|o| match o {
                 OsTypeArg::Linux => OsType::Linux,
                 OsTypeArg::Windows => OsType::Windows,
@@ -330,6 +485,20 @@ impl AzureArgs {
             }),
             zone: self.zone.clone(),
             tags: self.tags.clone(),
+        })
+    }
+
+    /// The keys a plan takes from these flags where it sets none itself.
+    pub fn plan_fallback(&self, aws: &AwsArgs) -> plan::schema::Common {
+        plan::schema::Common {
+            subscription: self.subscription.clone(),
+            resource_group: self.resource_group.clone(),
+            location: self.location.clone(),
+            sku: self.sku.clone(),
+            zone: self.zone.clone(),
+            region: aws.region.clone(),
+            tags: self.tags.iter().cloned().collect(),
+            ..Default::default()
         }
     }
 

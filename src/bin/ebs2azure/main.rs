@@ -5,10 +5,13 @@
 
 mod args;
 mod errors;
+mod fleet;
 mod print;
 mod progress;
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::Parser;
 use ebs2azure::azure::Session;
@@ -69,8 +72,11 @@ fn main() -> ExitCode {
             .fix_options(dry_run, &aws.settings(&limits, None), &Quotas::published())
             .and_then(|o| fixup::apply::fixup(&image, &o).map_err(said))
             .and_then(|r| print::print_fixup(&r, json)),
+        Command::Plan(c) => fleet::plan_command(c),
+        Command::Report(c) => fleet::report_command(c),
         Command::Upload {
             vhd,
+            disk_name,
             azure,
             limits,
             concurrency,
@@ -81,16 +87,20 @@ fn main() -> ExitCode {
             let total = upload::check_vhd(&vhd)
                 .ok()
                 .and_then(|(source, _)| source.listed_bytes().ok());
-            session(&opts).and_then(|s| {
-                let progress = Progress::new(total, "read");
-                let r = upload::upload(&s, &vhd, &azure.target(), &opts, &|n| progress.inc(n));
-                progress.finish();
-                r.map_err(said).and_then(|r| print::print_upload(&r, json))
-            })
+            let target = azure.target(&disk_name);
+            target
+                .and_then(|t| session(&opts).map(|s| (s, t)))
+                .and_then(|(s, target)| {
+                    let progress = Progress::new(total, "read");
+                    let r = upload::upload(&s, &vhd, &target, &opts, &|n| progress.inc(n));
+                    progress.finish();
+                    r.map_err(said).and_then(|r| print::print_upload(&r, json))
+                })
         }
-        c @ Command::Migrate { .. } => migrate(c),
+        c @ Command::Migrate { .. } => return migrate(c),
         Command::Verify {
             source,
+            disk_name,
             azure,
             aws,
             limits,
@@ -101,11 +111,14 @@ fn main() -> ExitCode {
                 ebs: aws.settings(&limits, None),
                 ..azure.options(&limits, None)
             };
-            session(&opts).and_then(|s| {
-                verify::verify(&s, &Input::parse(&source), &azure.target(), &opts)
-                    .map_err(said)
-                    .and_then(|r| print::print_verify(&r, &azure.disk_name, verbose, json))
-            })
+            let target = azure.target(&disk_name);
+            target
+                .and_then(|t| session(&opts).map(|s| (s, t)))
+                .and_then(|(s, target)| {
+                    verify::verify(&s, &Input::parse(&source), &target, &opts)
+                        .map_err(said)
+                        .and_then(|r| print::print_verify(&r, &disk_name, verbose, json))
+                })
         }
     };
     match result {
@@ -115,6 +128,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit code of a run stopped by an interrupt (128 + SIGINT), as shells use.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// A flag set by the first SIGINT or SIGTERM; a second one ends the
+/// process at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, Failed> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(
+            sig,
+            i32::from(EXIT_INTERRUPTED),
+            stop.clone(),
+        )
+        .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+        .map_err(|e| format!("cannot handle interrupts: {e}"))?;
+    }
+    Ok(stop)
 }
 
 /// The run's one Azure session.
@@ -182,9 +214,16 @@ fn convert(c: Command) -> Result<(), Failed> {
     print::print_convert(&report.map_err(said)?, json)
 }
 
-fn migrate(c: Command) -> Result<(), Failed> {
+fn migrate(c: Command) -> ExitCode {
     let Command::Migrate {
         snapshot,
+        disk_name,
+        plan,
+        state_dir,
+        shard,
+        shards,
+        disks_at_once,
+        accept_plan_changes,
         azure,
         aws,
         limits,
@@ -199,18 +238,84 @@ fn migrate(c: Command) -> Result<(), Failed> {
     else {
         unreachable!("migrate() is called for the migrate command only")
     };
-    let opts = upload::Options {
-        ebs: aws.settings(&limits, concurrency),
-        ..azure.options(&limits, None)
+    let staging = os_disk::Staging {
+        dir: staging_dir,
+        keep: keep_staged,
+        allow_blockers,
+        data_disks: Vec::new(),
     };
+    let result = match (plan, snapshot, disk_name) {
+        (Some(plan), _, _) => {
+            if !disks.data_disks.is_empty() || no_fixup {
+                Err("with --plan, data disks (device = ...) and fixup = false are set in the plan, not with --data-disk or --no-fixup".into())
+            } else {
+                let run = fleet::PlanRun {
+                    plan,
+                    state_dir,
+                    shard,
+                    shards,
+                    disks_at_once,
+                    accept_plan_changes,
+                    azure: &azure,
+                    aws: &aws,
+                    limits: &limits,
+                    concurrency,
+                    staging,
+                    json,
+                };
+                stop_on_signals().and_then(|stop| fleet::migrate_plan(run, stop))
+            }
+        }
+        (None, Some(snapshot), Some(disk_name)) => one_disk(
+            &snapshot,
+            &disk_name,
+            &azure,
+            &aws,
+            &limits,
+            concurrency,
+            no_fixup,
+            staging,
+            &disks,
+            json,
+        )
+        .map(|()| fleet::Ended::Complete),
+        _ => Err("give a snapshot and --disk-name, or --plan".into()),
+    };
+    match result {
+        Ok(fleet::Ended::Complete) => ExitCode::SUCCESS,
+        Ok(fleet::Ended::Incomplete) => ExitCode::FAILURE,
+        Ok(fleet::Ended::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(message) => {
+            print::error(&message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_disk(
+    snapshot: &str,
+    disk_name: &str,
+    azure: &args::AzureArgs,
+    aws: &args::AwsArgs,
+    limits: &args::LimitArgs,
+    concurrency: Option<std::num::NonZeroUsize>,
+    no_fixup: bool,
+    staging: os_disk::Staging,
+    disks: &args::DataDiskArgs,
+    json: bool,
+) -> Result<(), Failed> {
+    let opts = upload::Options {
+        ebs: aws.settings(limits, concurrency),
+        ..azure.options(limits, None)
+    };
+    let target = azure.target(disk_name)?;
     let role = match azure.os_type {
         Some(OsTypeArg::Linux) if !no_fixup => {
             let fix = disks.fix_options(false, &opts.ebs, &opts.quotas)?;
             Role::FixedUp(os_disk::Staging {
-                dir: staging_dir,
-                keep: keep_staged,
-                allow_blockers,
                 data_disks: fix.data_disks,
+                ..staging
             })
         }
         Some(OsTypeArg::Windows) if !no_fixup => return Err(
@@ -221,17 +326,10 @@ fn migrate(c: Command) -> Result<(), Failed> {
     };
     let session = session(&opts)?;
     let progress = Progress::new(None, "read");
-    let report = migrate::migrate(
-        &session,
-        &snapshot,
-        &azure.target(),
-        &role,
-        &opts,
-        &|p| match p {
-            migrate::Progress::Step(step) => progress.step(&snapshot, step),
-            migrate::Progress::Bytes(n) => progress.inc(n),
-        },
-    );
+    let report = migrate::migrate(&session, snapshot, &target, &role, &opts, &|p| match p {
+        migrate::Progress::Step(step) => progress.step(snapshot, step),
+        migrate::Progress::Bytes(n) => progress.inc(n),
+    });
     progress.finish();
     match report.map_err(said)? {
         migrate::Report::Streamed(r) => print::print_upload(&r, json),

@@ -427,3 +427,77 @@ pub fn print_fixup_changes(r: &apply::Report) {
         }
     }
 }
+
+/// Prints `text` as it is (a plan for a pipe or a file).
+pub fn text(text: &str) {
+    out!("{}", text.trim_end());
+}
+
+/// Prints one JSON event on its own line (a plan run's `--json`).
+pub fn event(v: &serde_json::Value) {
+    out!("{v}");
+}
+
+/// Prints what `plan validate` found.
+pub fn print_validation(
+    file: &std::path::Path,
+    plan: Option<&ebs2azure::plan::Plan>,
+    problems: &[ebs2azure::plan::model::Problem],
+    offline: bool,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        let v = serde_json::json!({
+            "plan": file.display().to_string(),
+            "valid": problems.is_empty(),
+            "digest": plan.map(|p| p.digest.clone()),
+            "machines": plan.map_or(0, |p| p.machines.len()),
+            "disks": plan.map_or(0, |p| p.disks.len()),
+            "excluded": plan.map_or(0, |p| p.disks.iter().filter(|d| d.exclude).count()),
+            "snapshots_checked": !offline && plan.is_some(),
+            "problems": problems,
+        });
+        out!("{}", to_json(&v)?);
+        return Ok(());
+    }
+    for p in problems {
+        out!("{}:{p}", file.display());
+    }
+    if let (Some(p), true) = (plan, problems.is_empty()) {
+        let excluded = p.disks.iter().filter(|d| d.exclude).count();
+        out!(
+            "{}: valid: {} machines, {} disks ({} excluded){}",
+            file.display(),
+            p.machines.len(),
+            p.disks.len(),
+            excluded,
+            if offline {
+                "; snapshots not checked (--offline)"
+            } else {
+                "; every snapshot exists and fits Azure"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Prints a plan run's report, as text or JSON.
+pub fn print_run_report(r: &ebs2azure::plan::RunReport, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+    } else {
+        out!("{}", r.markdown().trim_end());
+    }
+    Ok(())
+}
+
+/// The last JSON event of a plan run: the totals and where the report is.
+pub fn print_run_end(r: &ebs2azure::plan::RunReport, dir: &std::path::Path) {
+    event(&serde_json::json!({
+        "event": "run_ended",
+        "complete": r.complete,
+        "totals": r.totals,
+        "seconds": r.seconds,
+        "report": dir.join(ebs2azure::plan::report::REPORT_JSON).display().to_string(),
+    }));
+}

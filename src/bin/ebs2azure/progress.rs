@@ -81,3 +81,146 @@ fn bar(terminal: bool, total: Option<u64>, verb: &str) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
+
+/// Progress of a plan run: a total bar of disks and a line per active disk
+/// on a terminal, or (with `json`) one JSON event per line on standard
+/// output: `started`, `step`, `progress` (at most one a second per disk),
+/// and `ended` with the disk's report line.
+pub struct FleetProgress {
+    json: bool,
+    multi: Option<indicatif::MultiProgress>,
+    total: Option<ProgressBar>,
+    disks: Mutex<std::collections::HashMap<String, DiskLine>>,
+}
+
+struct DiskLine {
+    bar: Option<ProgressBar>,
+    bytes: u64,
+    last_event: std::time::Instant,
+}
+
+impl FleetProgress {
+    /// Progress over `disks` disks.
+    pub fn new(disks: usize, json: bool) -> FleetProgress {
+        let terminal = std::io::stderr().is_terminal();
+        let (multi, total) = if terminal && !json {
+            let multi = indicatif::MultiProgress::new();
+            let total = multi.add(ProgressBar::new(disks as u64));
+            total.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {pos}/{len} disks ended {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            total.enable_steady_tick(Duration::from_millis(500));
+            (Some(multi), Some(total))
+        } else {
+            (None, None)
+        };
+        FleetProgress {
+            json,
+            multi,
+            total,
+            disks: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Shows one event of the run.
+    pub fn event(&self, e: &ebs2azure::plan::Event<'_>) {
+        use ebs2azure::plan::Event;
+        let mut disks = self.disks.lock().unwrap_or_else(PoisonError::into_inner);
+        match *e {
+            Event::Started { disk, resumed } => {
+                let bar = self.multi.as_ref().map(|m| {
+                    let b = m.add(ProgressBar::no_length());
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "  {spinner} {prefix}: {bytes} ({bytes_per_sec}) {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    b.set_prefix(disk.name.clone());
+                    b.enable_steady_tick(Duration::from_millis(200));
+                    b
+                });
+                disks.insert(
+                    disk.name.clone(),
+                    DiskLine {
+                        bar,
+                        bytes: 0,
+                        last_event: std::time::Instant::now(),
+                    },
+                );
+                if self.json {
+                    crate::print::event(&serde_json::json!({
+                        "event": "started", "disk": disk.name, "machine": disk.machine,
+                        "snapshot": disk.snapshot, "role": disk.role, "resumed": resumed,
+                    }));
+                }
+            }
+            Event::Step { disk, step } => {
+                if let Some(line) = disks.get_mut(disk) {
+                    if let Some(b) = &line.bar {
+                        b.set_message(step.to_owned());
+                    }
+                }
+                if self.json {
+                    crate::print::event(
+                        &serde_json::json!({"event": "step", "disk": disk, "step": step}),
+                    );
+                }
+            }
+            Event::Bytes { disk, bytes } => {
+                if let Some(line) = disks.get_mut(disk) {
+                    line.bytes += bytes;
+                    if let Some(b) = &line.bar {
+                        b.inc(bytes);
+                    }
+                    if self.json && line.last_event.elapsed() >= Duration::from_secs(1) {
+                        line.last_event = std::time::Instant::now();
+                        crate::print::event(
+                            &serde_json::json!({"event": "progress", "disk": disk, "bytes_read": line.bytes}),
+                        );
+                    }
+                }
+            }
+            Event::Ended(r) => {
+                if let Some(line) = disks.remove(&r.name) {
+                    if let (Some(m), Some(b)) = (&self.multi, line.bar) {
+                        b.finish_and_clear();
+                        m.remove(&b);
+                    }
+                }
+                if let Some(t) = &self.total {
+                    t.inc(1);
+                    if r.error.is_some() {
+                        let _ = self.multi.as_ref().map(|m| {
+                            m.println(format!(
+                                "{}: {}",
+                                r.name,
+                                r.error.as_deref().unwrap_or_default()
+                            ))
+                        });
+                    }
+                }
+                if self.json {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("event".into(), "ended".into());
+                    }
+                    crate::print::event(&v);
+                }
+            }
+        }
+    }
+
+    /// Clears the display.
+    pub fn finish(&self) {
+        if let Some(t) = &self.total {
+            t.finish_and_clear();
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The plan commands: `plan new`, `plan validate`, `migrate --plan`,
+//! `report show` and `report merge`: arguments turned into the library's
+//! plan settings, and the results handed to [`print`].
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ebs2azure::azure::Session;
+use ebs2azure::os_disk::Staging;
+use ebs2azure::plan::{self, check, new, Plan, RunReport, Shard, StateDir};
+use ebs2azure::source::ebs::Quotas;
+use ebs2azure::upload;
+
+use crate::args::{AwsArgs, AzureArgs, LimitArgs, PlanCommand, ReportCommand};
+use crate::print;
+use crate::progress::FleetProgress;
+use crate::said;
+
+/// How a plan run ended, for the exit code.
+pub enum Ended {
+    /// Every disk that is not excluded is done.
+    Complete,
+    /// Some disk failed or is left.
+    Incomplete,
+    /// An interrupt stopped the run.
+    Interrupted,
+}
+
+/// The longest a snapshot list read from standard input may be.
+const MAX_LIST_BYTES: u64 = 16 << 20;
+
+pub fn plan_command(c: PlanCommand) -> Result<(), String> {
+    match c {
+        PlanCommand::New {
+            snapshots,
+            csv,
+            out,
+            force,
+            subscription,
+            resource_group,
+            location,
+            region,
+            sku,
+        } => {
+            let rows = if let Some(path) = csv {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                new::rows_from_csv(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            } else if !snapshots.is_empty() {
+                new::rows_from_ids(snapshots.iter().map(String::as_str))?
+            } else {
+                if std::io::stdin().is_terminal() {
+                    return Err("no snapshots were given: pass snapshot ids, --csv FILE, or a list on standard input".into());
+                }
+                let mut text = String::new();
+                std::io::stdin()
+                    .take(MAX_LIST_BYTES)
+                    .read_to_string(&mut text)
+                    .map_err(|e| format!("cannot read the snapshot list on standard input: {e}"))?;
+                // One or more ids per line (as `aws ... --output text` prints them).
+                new::rows_from_ids(
+                    text.lines()
+                        .flat_map(|l| l.split('#').next().unwrap_or("").split_whitespace()),
+                )?
+            };
+            if rows.is_empty() {
+                return Err("the snapshot list is empty".into());
+            }
+            let text = new::write(
+                &rows,
+                &new::Defaults {
+                    subscription,
+                    resource_group,
+                    location,
+                    region,
+                    sku,
+                },
+            );
+            match out {
+                None => print::text(&text),
+                Some(path) => {
+                    if path.exists() && !force {
+                        return Err(format!(
+                            "{} exists already; pass --force to replace it",
+                            path.display()
+                        ));
+                    }
+                    plan::state::write_atomically(&path, text.as_bytes())
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    eprintln!(
+                        "wrote {} ({} disks); edit it, then: ebs2azure plan validate {}",
+                        path.display(),
+                        rows.len(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        PlanCommand::Validate {
+            plan,
+            offline,
+            subscription,
+            aws,
+            limits,
+            json,
+        } => {
+            let fallback = plan::schema::Common {
+                subscription,
+                region: aws.region.clone(),
+                ..Default::default()
+            };
+            let loaded = Plan::load(&plan, &fallback);
+            let (parsed, mut problems) = match loaded {
+                Ok(p) => (Some(p), Vec::new()),
+                Err(plan::model::Error::Invalid { problems, .. }) => (None, problems),
+                Err(e) => return Err(said(e)),
+            };
+            if let (Some(p), false) = (&parsed, offline) {
+                let quotas = Quotas::published();
+                problems.extend(check::snapshots(p, &aws.settings(&limits, None), &quotas));
+            }
+            print::print_validation(&plan, parsed.as_ref(), &problems, offline, json)?;
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "plan {} has {} problem{}",
+                    plan.display(),
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                ))
+            }
+        }
+    }
+}
+
+pub fn report_command(c: ReportCommand) -> Result<(), String> {
+    match c {
+        ReportCommand::Show { report, json } => {
+            let r = RunReport::read(&report).map_err(said)?;
+            print::print_run_report(&r, json)
+        }
+        ReportCommand::Merge { reports, out, json } => {
+            let parts = reports
+                .iter()
+                .map(|p| RunReport::read(p).map(|r| (p.display().to_string(), r)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(said)?;
+            let merged = RunReport::merge(&parts).map_err(said)?;
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                merged.write(&dir).map_err(said)?;
+                eprintln!("wrote {}", dir.join(plan::report::REPORT_JSON).display());
+            }
+            print::print_run_report(&merged, json)
+        }
+    }
+}
+
+/// What `migrate --plan` takes from the command line.
+pub struct PlanRun<'a> {
+    pub plan: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub shard: Option<Shard>,
+    pub shards: Option<u32>,
+    pub disks_at_once: std::num::NonZeroUsize,
+    pub accept_plan_changes: bool,
+    pub azure: &'a AzureArgs,
+    pub aws: &'a AwsArgs,
+    pub limits: &'a LimitArgs,
+    pub concurrency: Option<std::num::NonZeroUsize>,
+    pub staging: Staging,
+    pub json: bool,
+}
+
+/// The default state directory of `plan`: beside it, `NAME.state`.
+fn default_state_dir(plan: &Path) -> PathBuf {
+    let mut name = plan.file_stem().unwrap_or_default().to_owned();
+    name.push(".state");
+    plan.with_file_name(name)
+}
+
+pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, String> {
+    if r.azure.resume || r.azure.cleanup {
+        return Err("a plan run resumes by itself and keeps failed disks to resume; --resume and --cleanup are for one disk".into());
+    }
+    let plan = Plan::load(&r.plan, &r.azure.plan_fallback(r.aws)).map_err(said)?;
+    let shard = match r.shard {
+        Some(s) => Some(s),
+        None => Shard::from_env(r.shards, |k| std::env::var(k).ok())?,
+    };
+    let selected: Vec<usize> = match shard {
+        Some(s) => s.disks(&plan),
+        None => (0..plan.disks.len()).collect(),
+    };
+    let base = r
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&r.plan));
+    let dir = match shard {
+        Some(s) => base.join(s.dir_name()),
+        None => base,
+    };
+    let state = StateDir::open(&dir, &plan, r.accept_plan_changes).map_err(|e| {
+        let text = said(e);
+        if text.contains("the plan changed") {
+            format!("{text} (--accept-plan-changes)")
+        } else {
+            text
+        }
+    })?;
+    let ebs = r.aws.settings(r.limits, None);
+    let in_flight = r.concurrency.map_or(ebs.max_in_flight, |c| c.get());
+    let upload_opts = upload::Options {
+        ebs,
+        quotas: Quotas::shared(in_flight, r.limits.retry_budget),
+        ..r.azure.options(r.limits, None)
+    };
+    let session =
+        Session::new(&upload_opts.azure, upload_opts.token_file.as_deref()).map_err(said)?;
+    let opts = plan::RunOptions {
+        upload: upload_opts,
+        staging: r.staging,
+        disks_at_once: r.disks_at_once,
+        plan_file: r.plan.display().to_string(),
+        shards: shard.map(|s| s.to_string()).into_iter().collect(),
+    };
+    let progress = FleetProgress::new(selected.len(), r.json);
+    let report = plan::run(
+        &plan,
+        &selected,
+        &state,
+        &session,
+        &opts,
+        &|e| progress.event(&e),
+        &stop,
+    );
+    progress.finish();
+    let report = report.map_err(said)?;
+    let interrupted = stop.load(std::sync::atomic::Ordering::SeqCst);
+    if !r.json {
+        print::print_run_report(&report, false)?;
+    } else {
+        print::print_run_end(&report, state.path());
+    }
+    let again = format!(
+        "ebs2azure migrate --plan {}{}",
+        r.plan.display(),
+        r.state_dir
+            .as_ref()
+            .map(|d| format!(" --state-dir {}", d.display()))
+            .unwrap_or_default()
+    );
+    if interrupted {
+        eprintln!("interrupted: the disks in progress are kept in their upload state; run `{again}` to resume");
+        return Ok(Ended::Interrupted);
+    }
+    let md = state.path().join(plan::report::REPORT_MD);
+    if report.complete {
+        eprintln!("report: {}", md.display());
+        Ok(Ended::Complete)
+    } else {
+        print::error(&format!(
+            "{} of {} disks are not done (report: {}); fix what it says and run `{again}` again: finished disks are skipped",
+            report.totals.failed + report.totals.left,
+            report.totals.disks,
+            md.display()
+        ));
+        Ok(Ended::Incomplete)
+    }
+}

@@ -1,0 +1,520 @@
+//! Runs a plan: every selected disk under one Azure session, one bound on
+//! EBS requests in flight and one retry budget, several disks at once. Each
+//! disk keeps a journal in the state directory, so a run killed at any point
+//! goes on where it stopped; a failed disk does not stop the others.
+//!
+//! A disk is **ours** when its journal's `Started` record (written before
+//! the disk is created) matches the plan entry. What a run does with a disk:
+//!
+//! | journal | disk in Azure | action |
+//! |---|---|---|
+//! | `Finished` | (not asked) | skipped, reported as finished earlier |
+//! | anything | absent | journal restarted, disk created, moved |
+//! | ours | in its upload state | resumed: journaled blocks are not read again |
+//! | ours | Unattached | the upload ended before the journal said so: finished |
+//! | not ours | present | refused: it is somebody else's disk |
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use super::digest;
+use super::journal::{self, Journal, Record};
+use super::model::{DiskRole, Plan, PlannedDisk};
+use super::report::{DiskReport, DiskStatus, RunReport};
+use super::state::StateDir;
+use crate::azure::arm::DiskState;
+use crate::azure::Session;
+use crate::convert::Input;
+use crate::os_disk::{self, Staging};
+use crate::source::ImageSource;
+use crate::upload::{self, BoxError, Checkpoints};
+
+/// How to run a plan.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Azure and EBS settings; `quotas` should be shared
+    /// ([`crate::source::ebs::Quotas::shared`]) so every disk draws on one
+    /// bound of requests in flight and one retry budget.
+    pub upload: upload::Options,
+    /// Where OS disks are staged, and what to do with the staged copies.
+    pub staging: Staging,
+    /// Disks moved at the same time.
+    pub disks_at_once: NonZeroUsize,
+    /// The plan file's name, for the report.
+    pub plan_file: String,
+    /// The shards this run covers, for the report (`I/N`).
+    pub shards: Vec<String>,
+}
+
+/// What a run tells its caller as it goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// A disk starts (or resumes).
+    Started {
+        /// The disk.
+        disk: &'a PlannedDisk,
+        /// True when an earlier run's work is continued.
+        resumed: bool,
+    },
+    /// A disk enters a step (staging, fixing up, uploading).
+    Step {
+        /// The disk's name.
+        disk: &'a str,
+        /// The step, in a few words.
+        step: &'a str,
+    },
+    /// Bytes of a disk read in its current step.
+    Bytes {
+        /// The disk's name.
+        disk: &'a str,
+        /// Bytes just done.
+        bytes: u64,
+    },
+    /// A disk ended (finished, failed, interrupted, skipped or excluded).
+    Ended(&'a DiskReport),
+}
+
+/// Moves the disks `selected` (indexes into `plan.disks`) and writes the
+/// run's report into the state directory. `stop`, once set, lets blocks in
+/// flight finish, starts nothing new, and leaves every unfinished disk to
+/// resume.
+pub fn run(
+    plan: &Plan,
+    selected: &[usize],
+    state: &StateDir,
+    session: &Session,
+    opts: &RunOptions,
+    events: &(dyn Fn(Event<'_>) + Sync),
+    stop: &AtomicBool,
+) -> Result<RunReport, super::report::Error> {
+    let started = Instant::now();
+    let queue: Mutex<VecDeque<usize>> = Mutex::new(selected.iter().copied().collect());
+    let results: Mutex<BTreeMap<usize, DiskReport>> = Mutex::new(BTreeMap::new());
+    let workers = opts.disks_at_once.get().min(selected.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(i) = queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop_front()
+                else {
+                    return;
+                };
+                let disk = &plan.disks[i];
+                let report = if disk.exclude {
+                    outcome(disk, DiskStatus::Excluded)
+                } else if stop.load(Ordering::SeqCst) {
+                    outcome(disk, DiskStatus::NotRun)
+                } else {
+                    move_disk(plan, disk, state, session, opts, events, stop)
+                };
+                events(Event::Ended(&report));
+                results
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(i, report);
+            });
+        }
+    });
+    let disks = results
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_values()
+        .collect();
+    let report = RunReport::new(
+        opts.plan_file.clone(),
+        plan.digest.clone(),
+        opts.shards.clone(),
+        started.elapsed().as_secs_f64(),
+        disks,
+    );
+    report.write(state.path())?;
+    Ok(report)
+}
+
+/// A report line for a disk that did not move in this run.
+fn outcome(disk: &PlannedDisk, status: DiskStatus) -> DiskReport {
+    DiskReport {
+        name: disk.name.clone(),
+        machine: disk.machine.clone(),
+        snapshot: disk.snapshot.clone(),
+        role: disk.role,
+        target: None,
+        status,
+        error: None,
+        bytes_allocated: 0,
+        bytes_sent: 0,
+        bytes_zero: 0,
+        seconds: 0.0,
+        throughput_mib_s: 0.0,
+        retries: 0,
+        resumed: false,
+        fixups: Vec::new(),
+        blockers: Vec::new(),
+        digest: None,
+    }
+}
+
+/// What happened to one disk, before it becomes a report line.
+enum Moved {
+    Now(Box<DiskReport>),
+    Earlier(Box<DiskReport>),
+}
+
+fn move_disk(
+    plan: &Plan,
+    disk: &PlannedDisk,
+    state: &StateDir,
+    session: &Session,
+    opts: &RunOptions,
+    events: &(dyn Fn(Event<'_>) + Sync),
+    stop: &AtomicBool,
+) -> DiskReport {
+    let started = Instant::now();
+    match try_move(plan, disk, state, session, opts, events, stop) {
+        Ok(Moved::Now(r)) => *r,
+        Ok(Moved::Earlier(r)) => DiskReport {
+            status: DiskStatus::FinishedEarlier,
+            ..*r
+        },
+        Err(e) => DiskReport {
+            status: if stop.load(Ordering::SeqCst) {
+                DiskStatus::Interrupted
+            } else {
+                DiskStatus::Failed
+            },
+            error: Some(e),
+            seconds: started.elapsed().as_secs_f64(),
+            ..outcome(disk, DiskStatus::Failed)
+        },
+    }
+}
+
+/// The error chain of `e` in one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cur = s.source();
+    }
+    text
+}
+
+fn try_move(
+    plan: &Plan,
+    disk: &PlannedDisk,
+    state: &StateDir,
+    session: &Session,
+    opts: &RunOptions,
+    events: &(dyn Fn(Event<'_>) + Sync),
+    stop: &AtomicBool,
+) -> Result<Moved, String> {
+    let path = state.journal(&disk.name);
+    let st = journal::read(&path).map_err(|e| chain(&e))?;
+    if let Some(summary) = st.finished.clone() {
+        if let Ok(r) = serde_json::from_value::<DiskReport>(summary) {
+            return Ok(Moved::Earlier(Box::new(r)));
+        }
+    }
+    let journal = Journal::open(&path, st.valid_len).map_err(|e| chain(&e))?;
+    let target = disk.target();
+    let ours = st
+        .started
+        .as_ref()
+        .is_some_and(|(p, s, _)| *p == disk.digest() && *s == disk.snapshot);
+    let started_record = Record::Started {
+        plan: disk.digest(),
+        snapshot: disk.snapshot.clone(),
+        upload_size: 0,
+    };
+    let existing = session
+        .block_on(session.arm().get(&target.disk))
+        .map_err(|e| chain(&e))?;
+    let resume = match existing {
+        None => {
+            journal.restart(&started_record).map_err(|e| chain(&e))?;
+            false
+        }
+        Some(d) if ours && d.state.is_upload() => true,
+        Some(d) if ours && d.state == DiskState::Unattached => {
+            // The upload ended; the run stopped before its journal said so.
+            let r = DiskReport {
+                target: Some(d.id),
+                status: DiskStatus::Finished,
+                resumed: true,
+                digest: st.copied.then(|| digest_of(&st.done)),
+                ..outcome(disk, DiskStatus::Finished)
+            };
+            finish(&journal, &r)?;
+            return Ok(Moved::Now(Box::new(r)));
+        }
+        Some(d) => {
+            return Err(format!(
+                "disk {} exists already ({}) and no run of this plan made it; delete it, or give the disk another name in the plan",
+                disk.name, d.state
+            ))
+        }
+    };
+    events(Event::Started {
+        disk,
+        resumed: resume,
+    });
+    let upload_opts = upload::Options {
+        resume,
+        cleanup: false,
+        ebs: crate::source::ebs::Settings {
+            region: disk
+                .region
+                .clone()
+                .or_else(|| opts.upload.ebs.region.clone()),
+            ..opts.upload.ebs.clone()
+        },
+        ..opts.upload.clone()
+    };
+    let r = if disk.fixed_up() {
+        fixed_up(plan, disk, &target, session, &upload_opts, opts, events)
+    } else {
+        streamed(
+            disk,
+            &target,
+            session,
+            &upload_opts,
+            &journal,
+            &st,
+            events,
+            stop,
+        )
+    };
+    let _ = journal.flush();
+    let r = r?;
+    finish(&journal, &r)?;
+    Ok(Moved::Now(Box::new(r)))
+}
+
+fn finish(journal: &Journal, r: &DiskReport) -> Result<(), String> {
+    let summary = serde_json::to_value(r).map_err(|e| e.to_string())?;
+    journal
+        .append(&Record::Finished { summary }, true)
+        .map_err(|e| chain(&e))
+}
+
+fn digest_of(done: &BTreeMap<u64, Option<String>>) -> String {
+    let blocks: BTreeMap<u64, String> = done
+        .iter()
+        .filter_map(|(i, d)| d.clone().map(|d| (*i, d)))
+        .collect();
+    digest::combine(&blocks)
+}
+
+/// A disk's journal as the upload's checkpoints.
+struct Journaled<'a> {
+    journal: &'a Journal,
+    /// Every block done, with its digest: earlier runs' and this one's.
+    done: Mutex<BTreeMap<u64, Option<String>>>,
+}
+
+impl Checkpoints for Journaled<'_> {
+    fn done(&self) -> HashSet<u64> {
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    fn block_done(&self, index: u64, data: Option<&[u8]>) -> Result<(), BoxError> {
+        let d = data.map(digest::block_digest);
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(index, d.clone());
+        self.journal.block_done(index, d)?;
+        Ok(())
+    }
+
+    fn copied(&self) -> Result<(), BoxError> {
+        self.journal.flush()?;
+        self.journal.append(&Record::Copied, true)?;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn streamed(
+    disk: &PlannedDisk,
+    target: &upload::Target,
+    session: &Session,
+    opts: &upload::Options,
+    journal: &Journal,
+    st: &journal::State,
+    events: &(dyn Fn(Event<'_>) + Sync),
+    stop: &AtomicBool,
+) -> Result<DiskReport, String> {
+    let checkpoints = Journaled {
+        journal,
+        done: Mutex::new(if opts.resume {
+            st.done.clone()
+        } else {
+            BTreeMap::new()
+        }),
+    };
+    let name = disk.name.as_str();
+    events(Event::Step {
+        disk: name,
+        step: "streaming",
+    });
+    let r = upload::stream_with(
+        session,
+        &disk.snapshot,
+        target,
+        opts,
+        &|n| {
+            events(Event::Bytes {
+                disk: name,
+                bytes: n,
+            })
+        },
+        Some(&checkpoints),
+        Some(stop),
+    )
+    .map_err(|e| chain(&e))?;
+    let done = checkpoints
+        .done
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    Ok(DiskReport {
+        target: Some(r.disk.clone()),
+        status: DiskStatus::Finished,
+        bytes_allocated: r.copy.bytes_read,
+        bytes_sent: r.upload.bytes_sent,
+        bytes_zero: r.copy.bytes_zero,
+        seconds: r.seconds,
+        throughput_mib_s: r.copy.bytes_read as f64 / (1 << 20) as f64 / r.seconds.max(1e-9),
+        retries: r.source_retries,
+        resumed: r.resumed,
+        digest: Some(digest_of(&done)),
+        ..outcome(disk, DiskStatus::Finished)
+    })
+}
+
+fn fixed_up(
+    plan: &Plan,
+    disk: &PlannedDisk,
+    target: &upload::Target,
+    session: &Session,
+    upload_opts: &upload::Options,
+    opts: &RunOptions,
+    events: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<DiskReport, String> {
+    let name = disk.name.as_str();
+    // The machine's data disks with a device name, so fstab mounts them by UUID.
+    let mut data_disks = Vec::new();
+    if let Some(m) = plan
+        .machines
+        .iter()
+        .find(|m| Some(&m.name) == disk.machine.as_ref())
+    {
+        for other in m.disks.iter().map(|&i| &plan.disks[i]) {
+            let (DiskRole::Data, Some(dev)) = (other.role, other.device.as_deref()) else {
+                continue;
+            };
+            let probed = os_disk::probe_data_disk(
+                dev,
+                &Input::Snapshot(other.snapshot.clone()),
+                &upload_opts.ebs,
+                upload_opts.quotas.clone(),
+            )
+            .map_err(|e| chain(&e))?;
+            data_disks.push(probed);
+        }
+    }
+    let staging = Staging {
+        keep: true,
+        data_disks,
+        ..opts.staging.clone()
+    };
+    let staged = os_disk::staged_path(&staging.dir, &disk.snapshot, name);
+    let mut upload_opts = upload_opts.clone();
+    if upload_opts.resume && !staged.is_file() {
+        // Ours, half uploaded, and its staged copy is gone: start it over.
+        session
+            .block_on(session.arm().delete(&target.disk))
+            .map_err(|e| chain(&e))?;
+        upload_opts.resume = false;
+    }
+    let step = |s: &str| {
+        events(Event::Step {
+            disk: name,
+            step: s,
+        })
+    };
+    let r = os_disk::stage_and_upload(
+        session,
+        &disk.snapshot,
+        target,
+        &upload_opts,
+        &staging,
+        &|p| match p {
+            os_disk::Progress::Step(s) => step(s),
+            os_disk::Progress::Bytes(n) => events(Event::Bytes {
+                disk: name,
+                bytes: n,
+            }),
+        },
+    )
+    .map_err(|e| chain(&e))?;
+    step("computing the content digest");
+    let digest = content_digest(&staged);
+    if !opts.staging.keep {
+        let _ = std::fs::remove_file(&staged);
+        let mut json = staged.as_os_str().to_owned();
+        json.push(".fixup.json");
+        let _ = std::fs::remove_file(json);
+    }
+    let up = &r.upload;
+    let read = r
+        .staging
+        .as_ref()
+        .map_or(up.copy.bytes_read, |s| s.stats.bytes_read);
+    Ok(DiskReport {
+        target: Some(up.disk.clone()),
+        status: DiskStatus::Finished,
+        bytes_allocated: read,
+        bytes_sent: up.upload.bytes_sent,
+        bytes_zero: up.copy.bytes_zero,
+        seconds: up.seconds + r.staging.as_ref().map_or(0.0, |s| s.seconds),
+        throughput_mib_s: read as f64 / (1 << 20) as f64 / up.seconds.max(1e-9),
+        retries: up.retries,
+        resumed: up.resumed,
+        fixups: r
+            .fixup
+            .changes
+            .iter()
+            .map(|c| format!("{}: {}", c.path, c.reason))
+            .collect(),
+        blockers: r
+            .fixup
+            .inspection
+            .of_class(crate::fixup::Class::Blocker)
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect(),
+        digest,
+        ..outcome(disk, DiskStatus::Finished)
+    })
+}
+
+/// The content digest of a local image (`None` when it cannot be read).
+fn content_digest(path: &Path) -> Option<String> {
+    let source = ImageSource::open(path, &Default::default()).ok()?;
+    digest::of_source(&source).ok()
+}

@@ -1,0 +1,196 @@
+//! The state directory of a plan's runs: which plan they ran (its digest
+//! and each disk's), a journal per disk, and the last report.
+//!
+//! ```text
+//! STATE/plan.json                the plan's digest, and each disk's
+//! STATE/journals/DISK.journal    what is durably done for DISK
+//! STATE/report.json, report.md   the last run's report
+//! ```
+//!
+//! A shard keeps its own directory, `STATE/shard-I-of-N`, so that shards
+//! sharing one volume never write the same file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Plan;
+
+/// The file holding the digests of the plan the state belongs to.
+const PLAN_FILE: &str = "plan.json";
+
+/// What the state remembers of its plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// The resolved plan's digest.
+    pub digest: String,
+    /// Each disk's digest, by name.
+    pub disks: BTreeMap<String, String>,
+}
+
+impl PlanRecord {
+    /// The record of `plan`.
+    pub fn of(plan: &Plan) -> PlanRecord {
+        PlanRecord {
+            digest: plan.digest.clone(),
+            disks: plan
+                .disks
+                .iter()
+                .map(|d| (d.name.clone(), d.digest()))
+                .collect(),
+        }
+    }
+
+    /// The disks of `self` (the earlier plan) that `now` plans differently.
+    pub fn changed(&self, now: &PlanRecord) -> Vec<String> {
+        now.disks
+            .iter()
+            .filter(|(name, digest)| self.disks.get(*name).is_some_and(|d| d != *digest))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file of it cannot be read or written.
+    #[error("state directory {dir}: cannot {action}: {source}")]
+    Io {
+        /// The directory.
+        dir: String,
+        /// What was done.
+        action: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The plan changed since the state was written.
+    #[error("the plan changed since the last run in {dir}: {} planned differently now ({}); undo the change, or accept it to start those disks over", if disks.len() == 1 { "1 disk is".to_owned() } else { format!("{} disks are", disks.len()) }, disks.join(", "))]
+    PlanChanged {
+        /// The directory.
+        dir: String,
+        /// The disks whose entries changed.
+        disks: Vec<String>,
+    },
+}
+
+/// A state directory, opened for a run of one plan.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating) `dir` for `plan`. When the plan changed since the
+    /// state was written, the run stops unless `accept_changes`, which
+    /// starts the changed disks over (their journals are dropped).
+    pub fn open(dir: &Path, plan: &Plan, accept_changes: bool) -> Result<StateDir, Error> {
+        let shown = dir.display().to_string();
+        let io = |action: &str, source| Error::Io {
+            dir: shown.clone(),
+            action: action.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir.join("journals")).map_err(|e| io("create it", e))?;
+        let state = StateDir {
+            dir: dir.to_owned(),
+        };
+        let now = PlanRecord::of(plan);
+        let path = dir.join(PLAN_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                // An unreadable record is treated as a changed plan for every disk.
+                let before: PlanRecord = serde_json::from_slice(&bytes).unwrap_or_default();
+                let mut changed = before.changed(&now);
+                if before.digest.is_empty() {
+                    changed = now.disks.keys().cloned().collect();
+                }
+                if !changed.is_empty() {
+                    if !accept_changes {
+                        return Err(Error::PlanChanged {
+                            dir: shown,
+                            disks: changed,
+                        });
+                    }
+                    for name in &changed {
+                        match fs::remove_file(state.journal(name)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(io("drop a changed disk's journal", e)),
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("read plan.json", e)),
+        }
+        let json = serde_json::to_vec_pretty(&now).unwrap_or_default();
+        write_atomically(&path, &json).map_err(|e| io("write plan.json", e))?;
+        Ok(state)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The journal of disk `name`.
+    pub fn journal(&self, name: &str) -> PathBuf {
+        self.dir.join("journals").join(format!("{name}.journal"))
+    }
+}
+
+/// Writes `bytes` to `path` so that it holds either the old or the new
+/// contents after a crash: a file beside it, synced, then renamed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::schema::Common;
+
+    fn plan(sku: &str) -> Plan {
+        let text = format!("[defaults]\nsubscription = \"00000000-0000-0000-0000-000000000001\"\nresource_group = \"rg\"\nlocation = \"westeurope\"\n[[disk]]\nname = \"a\"\nsnapshot = \"snap-01\"\n[[disk]]\nname = \"b\"\nsnapshot = \"snap-02\"\nsku = \"{sku}\"\n");
+        Plan::parse(&text, "p", &Common::default()).unwrap()
+    }
+
+    #[test]
+    fn a_changed_disk_is_named_and_only_its_journal_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path(), &plan("Premium_LRS"), false).unwrap();
+        fs::write(s.journal("a"), b"x").unwrap();
+        fs::write(s.journal("b"), b"x").unwrap();
+        // Same plan: fine.
+        StateDir::open(dir.path(), &plan("Premium_LRS"), false).unwrap();
+        let e = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap_err();
+        match &e {
+            Error::PlanChanged { disks, .. } => assert_eq!(disks, &["b"]),
+            other => panic!("{other}"),
+        }
+        assert!(
+            e.to_string()
+                .contains("1 disk is planned differently now (b)"),
+            "{e}"
+        );
+        let s = StateDir::open(dir.path(), &plan("Standard_LRS"), true).unwrap();
+        assert!(s.journal("a").exists());
+        assert!(!s.journal("b").exists());
+        StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap();
+    }
+}
