@@ -537,3 +537,23 @@ fn plan_new_writes_a_plan_that_runs_and_a_changed_plan_is_caught() {
         "{e}"
     );
 }
+
+#[test]
+fn the_kubernetes_manifests_plan_validates() {
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/ebs2azure-plan.yaml"),
+    )
+    .unwrap();
+    // The ConfigMap's `plan.toml: |` block, four spaces in.
+    let start = yaml.find("plan.toml: |\n").unwrap() + "plan.toml: |\n".len();
+    let plan: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.toml");
+    std::fs::write(&path, plan).unwrap();
+    let out = ebs2azure(&["plan", "validate", path_str(&path), "--offline"]);
+    assert!(ok(&out).contains("valid: 1 machines, 2 disks"));
+}

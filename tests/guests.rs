@@ -699,6 +699,80 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 }
 
+#[test]
+fn a_plan_fixes_up_its_os_disks_and_mounts_their_data_disks_by_uuid() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let raw = guest(dir.path(), &["--size", "1G"]);
+    let data = dir.path().join("data.raw");
+    sparse_file(&data, 1 << 30, &[]);
+    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
+    let data_uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
+        .fs
+        .uuid
+        .clone()
+        .unwrap();
+    let ebs = Emulator::start(&[]);
+    let az = Azure::start(&[]);
+    let (os_snap, data_snap) = (ebs.seed(&raw, &[]), ebs.seed(&data, &[]));
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[defaults]\nresource_group = \"rg1\"\nlocation = \"westeurope\"\n\n[[machine]]\nname = \"web01\"\nos_type = \"auto\"\n  [[machine.disk]]\n  snapshot = \"{os_snap}\"\n  role = \"os\"\n  [[machine.disk]]\n  snapshot = \"{data_snap}\"\n  device = \"/dev/xvdf\"\n  lun = 0\n"
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut c = ebs.command(AWS_KEY_ID);
+    az.env(&mut c).args([
+        "migrate",
+        "--plan",
+        path_str(&plan),
+        "--state-dir",
+        path_str(&state),
+    ]);
+    c.args([
+        "--staging-dir",
+        path_str(&staging),
+        "--endpoint-url",
+        &ebs.endpoint,
+    ]);
+    let out = c.output().unwrap();
+    no_azure_secrets(&out);
+    ok(&out);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["complete"], true, "{r}");
+    let os = &r["disks"][0];
+    assert_eq!(os["name"], "web01-os");
+    assert_eq!(os["fixups"].as_array().unwrap().len(), 8, "{os}");
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "staged files left"
+    );
+    let disk = az.disk("web01-os").unwrap();
+    assert_eq!(disk["osType"], "Linux");
+    assert_eq!(disk["hyperVGeneration"], "V1", "{disk}");
+    let back = dir.path().join("back.vhd");
+    az.download("web01-os", &back);
+    let fstab = guest_file(&back, "/etc/fstab").unwrap();
+    assert!(
+        fstab.contains(&format!("UUID={data_uuid}\t/data\txfs\tdefaults,nofail")),
+        "{fstab}"
+    );
+    // The report's digest is the fixed-up disk's, as Azure holds it.
+    let src = ebs2azure::source::ImageSource::open(&back, &Default::default()).unwrap();
+    assert_eq!(
+        os["digest"].as_str().unwrap(),
+        ebs2azure::plan::digest::of_source(&src).unwrap()
+    );
+    assert_eq!(loops_of(&back), "");
+}
+
 /// A disk of the real Debian guest at `out`, from the root tree in `cache`.
 fn debian_guest(cache: &Path, out: &Path, extra: &[&str]) -> PathBuf {
     let mut args = vec!["--cache", path_str(cache)];
