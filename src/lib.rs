@@ -7,7 +7,8 @@
 //! writes. Operations sit on top: [`convert`], [`info`], [`upload`] (a VHD,
 //! or a snapshot streamed), [`verify`], [`os_disk`] (staged, fixed up,
 //! uploaded) and [`migrate`] (either, by the disk's role), all sharing one
-//! [`azure::Session`] per run; [`fixup`] inspects and fixes guests up.
+//! [`azure::Session`] per run; [`fixup`] inspects and fixes guests up, and
+//! [`plan`] runs fleets of machines and disks.
 //! `ARCHITECTURE.md` at the repository's root is the map.
 //!
 //! # Example
@@ -33,6 +34,7 @@
 
 pub mod azure;
 pub mod convert;
+pub mod digest;
 pub mod fixup;
 pub mod info;
 pub mod kinds;

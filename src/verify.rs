@@ -227,6 +227,151 @@ pub fn verify(
     })
 }
 
+/// What `verify --digest` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct DigestCheck {
+    /// The disk's resource id.
+    pub disk: String,
+    /// The digest expected (from a plan run's report).
+    pub expected: String,
+    /// The digest of what the disk holds.
+    pub actual: String,
+    /// True when they are the same.
+    pub matches: bool,
+    /// Bytes read back (the disk's written pages).
+    pub bytes_read: u64,
+    /// True when the disk's VHD footer is valid for its size.
+    pub footer_ok: bool,
+}
+
+/// A managed disk read back through a read SAS, as a block source: the
+/// blocks its page listing touches, each read where it is written (the rest
+/// of a page blob reads as zero).
+struct DiskSource<'a> {
+    session: &'a Session,
+    sas: Secret,
+    disk: String,
+    size: u64,
+    /// Written ranges (the footer excluded), merged, by 512 KiB block.
+    blocks: std::collections::BTreeMap<u64, Vec<Range<u64>>>,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> DiskSource<'a> {
+    fn new(
+        session: &'a Session,
+        sas: Secret,
+        disk: &str,
+        size: u64,
+        written: &[Range<u64>],
+    ) -> Self {
+        let bs = u64::from(source::BLOCK_SIZE);
+        let mut blocks: std::collections::BTreeMap<u64, Vec<Range<u64>>> = Default::default();
+        for r in written {
+            let (start, end) = (r.start, r.end.min(size));
+            let mut at = start;
+            while at < end {
+                let block = at / bs;
+                let stop = ((block + 1) * bs).min(end);
+                blocks.entry(block).or_default().push(at..stop);
+                at = stop;
+            }
+        }
+        DiskSource {
+            session,
+            sas,
+            disk: disk.to_owned(),
+            size,
+            blocks,
+            read: Default::default(),
+        }
+    }
+}
+
+impl BlockSource for DiskSource<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn block_size(&self) -> u32 {
+        source::BLOCK_SIZE
+    }
+
+    fn blocks(&self) -> Box<dyn Iterator<Item = Result<u64, source::Error>> + Send + '_> {
+        Box::new(self.blocks.keys().map(|&b| Ok(b)))
+    }
+
+    fn read_block<'b>(&'b self, index: u64, buf: &'b mut [u8]) -> Result<&'b [u8], source::Error> {
+        let bs = u64::from(source::BLOCK_SIZE);
+        let start = index * bs;
+        let len = (self.size - start.min(self.size)).min(bs) as usize;
+        let out = &mut buf[..len];
+        out.fill(0);
+        for r in self.blocks.get(&index).into_iter().flatten() {
+            let bytes = self
+                .session
+                .handle()
+                .block_on(self.session.read(&self.sas, r.start, r.end - r.start))
+                .map_err(|e| source::Error::Elsewhere {
+                    what: format!("disk {}", self.disk),
+                    block: index,
+                    source: Box::new(e),
+                })?;
+            let at = (r.start - start) as usize;
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+            self.read
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads disk `target` back and checks that its content digest (see
+/// [`crate::digest`]) is `expected`, as a plan run reported it: no source
+/// is needed, and only the disk's written pages are read.
+pub fn verify_digest(
+    session: &Session,
+    target: &Target,
+    expected: &str,
+    opts: &Options,
+) -> Result<DigestCheck, Error> {
+    let arm = session.arm();
+    let info = session
+        .block_on(arm.get(&target.disk))?
+        .ok_or_else(|| Error::DiskNotFound {
+            disk: target.disk.name.clone(),
+        })?;
+    let upload_size = info.upload_size_bytes.unwrap_or(0);
+    let size = upload_size.saturating_sub(512);
+    let sas = session.block_on(arm.begin_access(&target.disk, Access::Read))?;
+    let check = (|| -> Result<(String, u64, bool), Error> {
+        let written =
+            session.block_on(session.page_ranges(&sas, &target.disk.name, upload_size))?;
+        let disk = DiskSource::new(session, sas.clone(), &target.disk.name, size, &written);
+        let workers = copy_options(opts)
+            .concurrency
+            .unwrap_or(pipeline::default_concurrency());
+        let actual = crate::digest::of_source(&disk, workers)?;
+        let theirs = session.block_on(session.read(&sas, size, 512))?;
+        let mut f = [0u8; 512];
+        f.copy_from_slice(&theirs);
+        let footer_ok = Footer::parse(&f)
+            .is_ok_and(|f| f.disk_type == DiskType::Fixed && f.current_size == size);
+        Ok((actual, disk.read.into_inner(), footer_ok))
+    })();
+    let ended = session.block_on(arm.end_access(&target.disk));
+    let (actual, bytes_read, footer_ok) = check?;
+    ended?;
+    Ok(DigestCheck {
+        disk: info.id,
+        matches: actual.eq_ignore_ascii_case(expected.trim()),
+        expected: expected.trim().to_owned(),
+        actual,
+        bytes_read,
+        footer_ok,
+    })
+}
+
 /// The parts of `written` that lie outside every range of `data` (both
 /// sorted and merged).
 pub fn outside(written: &[Range<u64>], data: &[Range<u64>]) -> Vec<Range<u64>> {

@@ -114,7 +114,7 @@ fn status_of<'a>(r: &'a serde_json::Value, disk: &str) -> &'a str {
 /// The content digest of a local image, as reports define it.
 fn digest(raw: &Path) -> String {
     let src = ebs2azure::source::ImageSource::open(raw, &Default::default()).unwrap();
-    ebs2azure::plan::digest::of_source(&src).unwrap()
+    ebs2azure::digest::of_source(&src, std::num::NonZeroUsize::new(4).unwrap()).unwrap()
 }
 
 #[test]
@@ -179,6 +179,27 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
     assert!(f.az.disk("web01-data0").unwrap()["osType"].is_null());
     assert!(f.az.disk("old-02").is_none());
     assert!(f.az.disk("db01-data0").is_none());
+
+    // The reported digest checks the disk later, with no source; a changed page fails it.
+    let d = r["disks"][4]["digest"].as_str().unwrap().to_owned();
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--digest",
+            &d,
+            "-g",
+            "rg1",
+            "--disk-name",
+            "archive-01",
+        ];
+        args.extend_from_slice(extra);
+        f.tool(&args).output().unwrap()
+    };
+    let text = ok(&verify(&[]));
+    assert!(text.contains("content digest matches"), "{text}");
+    f.az.tamper("archive-01", 500 * MIB, &[7u8; 512]);
+    let e = fails(&verify(&[]));
+    assert!(e.contains("does not hold what was reported"), "{e}");
 
     // Run again: the finished disks are skipped, the missing one fails again.
     let out = f.migrate(&plan, &["--state-dir", path_str(&state)]);

@@ -768,7 +768,7 @@ fn a_plan_fixes_up_its_os_disks_and_mounts_their_data_disks_by_uuid() {
     let src = ebs2azure::source::ImageSource::open(&back, &Default::default()).unwrap();
     assert_eq!(
         os["digest"].as_str().unwrap(),
-        ebs2azure::plan::digest::of_source(&src).unwrap()
+        ebs2azure::digest::of_source(&src, std::num::NonZeroUsize::new(4).unwrap()).unwrap()
     );
     assert_eq!(loops_of(&back), "");
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::schema::{line_of, Common, DiskEntry, PlanFile, PLAN_VERSION};
 use crate::azure::arm::DiskRef;
 use crate::azure::names;
+use crate::digest::hex;
 use crate::kinds::{HyperVGeneration, OsType};
 use crate::source::ebs::is_snapshot_id;
 use crate::upload::Target;
@@ -618,11 +619,6 @@ impl Resolver<'_> {
         let _ = self.text;
         self.problems.extend(found);
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

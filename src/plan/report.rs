@@ -76,7 +76,7 @@ pub struct DiskReport {
     pub fixups: Vec<String>,
     /// Blockers found (OS disks).
     pub blockers: Vec<String>,
-    /// The content digest (see `plan::digest`), for a later `verify`.
+    /// The content digest (see `crate::digest`), which `verify --digest` checks later.
     pub digest: Option<String>,
 }
 

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use super::digest;
 use super::journal::{self, Journal, Record};
 use super::model::{DiskRole, Plan, PlannedDisk};
 use super::report::{DiskReport, DiskStatus, RunReport};
@@ -29,6 +28,7 @@ use super::state::StateDir;
 use crate::azure::arm::DiskState;
 use crate::azure::Session;
 use crate::convert::Input;
+use crate::digest;
 use crate::os_disk::{self, Staging};
 use crate::source::ImageSource;
 use crate::upload::{self, BoxError, Checkpoints};
@@ -516,5 +516,5 @@ fn fixed_up(
 /// The content digest of a local image (`None` when it cannot be read).
 fn content_digest(path: &Path) -> Option<String> {
     let source = ImageSource::open(path, &Default::default()).ok()?;
-    digest::of_source(&source).ok()
+    digest::of_source(&source, crate::pipeline::default_concurrency()).ok()
 }

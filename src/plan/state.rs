@@ -68,6 +68,12 @@ pub enum Error {
         /// The system's error.
         source: std::io::Error,
     },
+    /// Another run holds the directory.
+    #[error("another run is using state directory {dir} (it holds {dir}/lock); wait for it to end or stop it, then run again")]
+    Busy {
+        /// The directory.
+        dir: String,
+    },
     /// The plan changed since the state was written.
     #[error("the plan changed since the last run in {dir}: {} planned differently now ({}); undo the change, or accept it to start those disks over", if disks.len() == 1 { "1 disk is".to_owned() } else { format!("{} disks are", disks.len()) }, disks.join(", "))]
     PlanChanged {
@@ -78,10 +84,13 @@ pub enum Error {
     },
 }
 
-/// A state directory, opened for a run of one plan.
+/// A state directory, opened for a run of one plan. It is held (an
+/// exclusive `flock` on `lock`) while this value lives, so two runs never
+/// journal the same disk.
 #[derive(Debug)]
 pub struct StateDir {
     dir: PathBuf,
+    _lock: fs::File,
 }
 
 impl StateDir {
@@ -96,8 +105,30 @@ impl StateDir {
             source,
         };
         fs::create_dir_all(dir.join("journals")).map_err(|e| io("create it", e))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(|e| io("open its lock", e))?;
+        // SAFETY: flock on a file descriptor this function owns; released
+        // when the file is closed (the process's end included, SIGKILL too).
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(Error::Busy { dir: shown });
+            }
+            return Err(io("lock it", e));
+        }
         let state = StateDir {
             dir: dir.to_owned(),
+            _lock: lock,
         };
         let now = PlanRecord::of(plan);
         let path = dir.join(PLAN_FILE);
@@ -176,6 +207,7 @@ mod tests {
         let s = StateDir::open(dir.path(), &plan("Premium_LRS"), false).unwrap();
         fs::write(s.journal("a"), b"x").unwrap();
         fs::write(s.journal("b"), b"x").unwrap();
+        drop(s);
         // Same plan: fine.
         StateDir::open(dir.path(), &plan("Premium_LRS"), false).unwrap();
         let e = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap_err();
@@ -191,6 +223,12 @@ mod tests {
         let s = StateDir::open(dir.path(), &plan("Standard_LRS"), true).unwrap();
         assert!(s.journal("a").exists());
         assert!(!s.journal("b").exists());
+        drop(s);
+        let held = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap();
+        // A second run on the same directory is refused while the first holds it.
+        let e = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap_err();
+        assert!(matches!(e, Error::Busy { .. }), "{e}");
+        drop(held);
         StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap();
     }
 }

@@ -123,6 +123,18 @@ pub enum Error {
         detail: String,
     },
 
+    /// A source defined outside this module (a disk read back from Azure)
+    /// could not read block `block`.
+    #[error("cannot read block {block} of {what}: {source}")]
+    Elsewhere {
+        /// What was read.
+        what: String,
+        /// The block.
+        block: u64,
+        /// Why not.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Any other service error.
     #[error("snapshot {snapshot}{}: {code}: {message}", block.map(|b| format!(", block {b}")).unwrap_or_default())]
     Service {

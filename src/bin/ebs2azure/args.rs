@@ -266,11 +266,16 @@ pub enum Command {
     /// the source (a fixed VHD or a snapshot) with the disk's bytes there, and
     /// checks the VHD footer. Exits non-zero on any difference.
     #[command(
-        after_help = "Example:\n  ebs2azure verify disk.vhd --subscription $SUB -g rg --disk-name web01-os"
+        after_help = "Examples:\n  ebs2azure verify disk.vhd --subscription $SUB -g rg --disk-name web01-os\n  ebs2azure verify --digest $(jq -r '.disks[] | select(.name == \"web01-os\") | .digest' plan.state/report.json) -g rg --disk-name web01-os"
     )]
     Verify {
         /// The source: a fixed VHD or an EBS snapshot id.
-        source: String,
+        #[arg(required_unless_present = "digest", conflicts_with = "digest")]
+        source: Option<String>,
+        /// Check the disk against the content digest a plan run reported
+        /// (report.json) instead of a source.
+        #[arg(long, value_name = "SHA256")]
+        digest: Option<String>,
         /// Name of the managed disk.
         #[arg(long, help_heading = "Azure")]
         disk_name: String,

@@ -100,6 +100,7 @@ fn main() -> ExitCode {
         c @ Command::Migrate { .. } => return migrate(c),
         Command::Verify {
             source,
+            digest,
             disk_name,
             azure,
             aws,
@@ -114,10 +115,16 @@ fn main() -> ExitCode {
             let target = azure.target(&disk_name);
             target
                 .and_then(|t| session(&opts).map(|s| (s, t)))
-                .and_then(|(s, target)| {
-                    verify::verify(&s, &Input::parse(&source), &target, &opts)
+                .and_then(|(s, target)| match (digest, source) {
+                    (Some(d), _) => verify::verify_digest(&s, &target, &d, &opts)
                         .map_err(said)
-                        .and_then(|r| print::print_verify(&r, &disk_name, verbose, json))
+                        .and_then(|r| print::print_digest_check(&r, &disk_name, json)),
+                    (None, Some(source)) => {
+                        verify::verify(&s, &Input::parse(&source), &target, &opts)
+                            .map_err(said)
+                            .and_then(|r| print::print_verify(&r, &disk_name, verbose, json))
+                    }
+                    (None, None) => Err("give a source or --digest".into()),
                 })
         }
     };

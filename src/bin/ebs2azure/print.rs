@@ -501,3 +501,31 @@ pub fn print_run_end(r: &ebs2azure::plan::RunReport, dir: &std::path::Path) {
         "report": dir.join(ebs2azure::plan::report::REPORT_JSON).display().to_string(),
     }));
 }
+
+/// Prints what `verify --digest` found; a difference is an error.
+pub fn print_digest_check(r: &verify::DigestCheck, name: &str, json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(r)?);
+    } else {
+        out!(
+            "{name}: content digest {} ({} read back); footer {}",
+            if r.matches { "matches" } else { "DIFFERS" },
+            HumanBytes(r.bytes_read),
+            if r.footer_ok { "ok" } else { "WRONG" }
+        );
+    }
+    if r.matches && r.footer_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "disk {name} does not hold what was reported: digest {} instead of {}{}",
+            r.actual,
+            r.expected,
+            if r.footer_ok {
+                ""
+            } else {
+                ", and its VHD footer is wrong"
+            }
+        ))
+    }
+}
