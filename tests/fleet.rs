@@ -445,6 +445,19 @@ fn shards_as_separate_processes_cover_the_plan_exactly_once() {
     assert_eq!(merged["totals"]["disks"], raws.len());
     assert_eq!(merged["complete"], true);
     assert_eq!(report(&state)["totals"]["done"], raws.len());
+    // The same plan run whole afterwards (or with another shard count) finds
+    // every disk's journal: nothing moves again.
+    let out = f.migrate(&plan, &["--state-dir", path_str(&state), "--shard", "1/2"]);
+    ok(&out);
+    let r = report(&state.join("shard-1-of-2"));
+    assert!(
+        r["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == "finished_earlier"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 /// Largest record read back (a record of a few thousand blocks is ~100 KiB).
 const MAX_RECORD: u32 = 4 << 20;
+/// Largest journal read back: a 64 TiB disk's journal (128 Mi blocks at
+/// ~80 bytes) is far below it; anything past it is treated as a torn tail.
+const MAX_JOURNAL: u64 = 1 << 30;
 /// Blocks gathered before a `Done` record is appended.
 const BATCH_BLOCKS: usize = 256;
 /// Longest a finished block waits before its record is appended.
@@ -91,8 +94,7 @@ pub fn read(path: &Path) -> Result<State, Error> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(f) => {
-            // Bounded: a journal of a 64 TiB disk is far below this.
-            f.take(1 << 30).read_to_end(&mut bytes).map_err(err)?;
+            f.take(MAX_JOURNAL).read_to_end(&mut bytes).map_err(err)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
         Err(e) => return Err(err(e)),
@@ -161,6 +163,7 @@ type Pending = (Vec<(u64, Option<String>)>, Instant);
 
 /// Appends records to a disk's journal; finished blocks are gathered and
 /// appended in batches.
+#[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
@@ -168,27 +171,54 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal at `path` for appending after its valid records
-    /// (`valid_len`, from [`read`]): a torn tail is cut off first.
-    pub fn open(path: &Path, valid_len: u64) -> Result<Journal, Error> {
+    /// Opens the journal at `path` (created if absent) for this run alone:
+    /// it is locked (`flock`, released when the run ends, however it ends),
+    /// read back, and cut after its last valid record. Returns it with what
+    /// it holds.
+    pub fn open(path: &Path) -> Result<(Journal, State), Error> {
         let err = |source| Error {
             path: path.display().to_string(),
             source,
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(err)?;
-        if file.metadata().map_err(err)?.len() != valid_len {
-            file.set_len(valid_len).map_err(err)?;
+        // SAFETY: flock on a descriptor owned by `file`, which the journal keeps.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            let e = std::io::Error::last_os_error();
+            return Err(err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                std::io::Error::new(e.kind(), "another run is moving this disk right now")
+            } else {
+                e
+            }));
         }
-        Ok(Journal {
-            path: path.to_owned(),
-            file: Mutex::new(file),
-            pending: Mutex::new((Vec::new(), Instant::now())),
-        })
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(MAX_JOURNAL)
+            .read_to_end(&mut bytes)
+            .map_err(err)?;
+        let state = replay(&bytes);
+        if file.metadata().map_err(err)?.len() != state.valid_len {
+            file.set_len(state.valid_len).map_err(err)?;
+        }
+        Ok((
+            Journal {
+                path: path.to_owned(),
+                file: Mutex::new(file),
+                pending: Mutex::new((Vec::new(), Instant::now())),
+            },
+            state,
+        ))
     }
 
     /// Starts the journal over (a new disk) with `record`.
@@ -269,11 +299,18 @@ mod tests {
     fn records_come_back_and_a_torn_tail_is_ignored_then_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.journal");
-        let j = Journal::open(&path, 0).unwrap();
+        let (j, st) = Journal::open(&path).unwrap();
+        assert_eq!(st, State::default());
         j.restart(&started()).unwrap();
         j.block_done(3, Some("ab".into())).unwrap();
         j.block_done(1, None).unwrap();
         j.flush().unwrap();
+        // A second run cannot open it while this one holds it.
+        assert!(Journal::open(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("another run"));
+        drop(j);
         let whole = std::fs::read(&path).unwrap();
         let s = read(&path).unwrap();
         assert_eq!(s.done.len(), 2);
@@ -293,8 +330,8 @@ mod tests {
         assert!(st.started.is_some() && st.done.is_empty());
         // Appending after a torn tail cuts it off first.
         std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
-        let st = read(&path).unwrap();
-        let j = Journal::open(&path, st.valid_len).unwrap();
+        let (j, st) = Journal::open(&path).unwrap();
+        assert!(st.done.is_empty() && st.started.is_some());
         j.append(&Record::Copied, true).unwrap();
         let st = read(&path).unwrap();
         assert!(st.copied && st.started.is_some());

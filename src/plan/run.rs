@@ -219,13 +219,12 @@ fn try_move(
     stop: &AtomicBool,
 ) -> Result<Moved, String> {
     let path = state.journal(&disk.name);
-    let st = journal::read(&path).map_err(|e| chain(&e))?;
+    let (journal, st) = Journal::open(&path).map_err(|e| chain(&e))?;
     if let Some(summary) = st.finished.clone() {
         if let Ok(r) = serde_json::from_value::<DiskReport>(summary) {
             return Ok(Moved::Earlier(Box::new(r)));
         }
     }
-    let journal = Journal::open(&path, st.valid_len).map_err(|e| chain(&e))?;
     let target = disk.target();
     let ours = st
         .started

@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! STATE/plan.json                the plan's digest, and each disk's
-//! STATE/journals/DISK.journal    what is durably done for DISK
-//! STATE/report.json, report.md   the last run's report
+//! STATE/journals/DISK.journal    what is durably done for DISK (locked while a run moves it)
+//! STATE/lock, report.json, report.md            a whole-plan run's lock and report
+//! STATE/shard-I-of-N/lock, report.json, ...     shard I's
 //! ```
 //!
-//! A shard keeps its own directory, `STATE/shard-I-of-N`, so that shards
-//! sharing one volume never write the same file.
+//! Journals are by disk, whatever the shard: shards move disjoint disks, and
+//! a plan run again with another number of shards still finds every disk's
+//! journal. Each shard has its own lock and report, so shards sharing one
+//! volume never write the same file.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -84,27 +87,41 @@ pub enum Error {
     },
 }
 
-/// A state directory, opened for a run of one plan. It is held (an
-/// exclusive `flock` on `lock`) while this value lives, so two runs never
-/// journal the same disk.
+/// A state directory, opened for a run of one plan (or one shard of it).
+/// The run's directory is held (an exclusive `flock` on its `lock`) while
+/// this value lives, so one shard never runs twice at once.
 #[derive(Debug)]
 pub struct StateDir {
+    base: PathBuf,
     dir: PathBuf,
     _lock: fs::File,
 }
 
 impl StateDir {
-    /// Opens (creating) `dir` for `plan`. When the plan changed since the
-    /// state was written, the run stops unless `accept_changes`, which
-    /// starts the changed disks over (their journals are dropped).
-    pub fn open(dir: &Path, plan: &Plan, accept_changes: bool) -> Result<StateDir, Error> {
-        let shown = dir.display().to_string();
+    /// Opens (creating) `base` for `plan`, and the run's own directory in
+    /// it: `base` itself, or `shard-I-of-N` (`shard_dir`). When the plan
+    /// changed since the state was written, the run stops unless
+    /// `accept_changes`, which starts the changed disks among `mine` (the
+    /// disks this run moves) over: their journals are dropped.
+    pub fn open(
+        base: &Path,
+        shard_dir: Option<&str>,
+        plan: &Plan,
+        mine: &[&str],
+        accept_changes: bool,
+    ) -> Result<StateDir, Error> {
+        let dir = match shard_dir {
+            Some(s) => base.join(s),
+            None => base.to_owned(),
+        };
+        let shown = base.display().to_string();
         let io = |action: &str, source| Error::Io {
             dir: shown.clone(),
             action: action.to_owned(),
             source,
         };
-        fs::create_dir_all(dir.join("journals")).map_err(|e| io("create it", e))?;
+        fs::create_dir_all(base.join("journals")).map_err(|e| io("create it", e))?;
+        fs::create_dir_all(&dir).map_err(|e| io("create the shard's directory", e))?;
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -122,16 +139,19 @@ impl StateDir {
         {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::WouldBlock {
-                return Err(Error::Busy { dir: shown });
+                return Err(Error::Busy {
+                    dir: dir.display().to_string(),
+                });
             }
             return Err(io("lock it", e));
         }
         let state = StateDir {
-            dir: dir.to_owned(),
+            base: base.to_owned(),
+            dir,
             _lock: lock,
         };
         let now = PlanRecord::of(plan);
-        let path = dir.join(PLAN_FILE);
+        let path = base.join(PLAN_FILE);
         match fs::read(&path) {
             Ok(bytes) => {
                 // An unreadable record is treated as a changed plan for every disk.
@@ -147,7 +167,7 @@ impl StateDir {
                             disks: changed,
                         });
                     }
-                    for name in &changed {
+                    for name in changed.iter().filter(|n| mine.contains(&n.as_str())) {
                         match fs::remove_file(state.journal(name)) {
                             Ok(()) => {}
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -164,22 +184,23 @@ impl StateDir {
         Ok(state)
     }
 
-    /// The directory.
+    /// The run's directory (its report and lock).
     pub fn path(&self) -> &Path {
         &self.dir
     }
 
     /// The journal of disk `name`.
     pub fn journal(&self, name: &str) -> PathBuf {
-        self.dir.join("journals").join(format!("{name}.journal"))
+        self.base.join("journals").join(format!("{name}.journal"))
     }
 }
 
 /// Writes `bytes` to `path` so that it holds either the old or the new
 /// contents after a crash: a file beside it, synced, then renamed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // Named for this process: shards sharing a volume write the same files.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
+    tmp.push(format!(".{}.partial", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -204,13 +225,14 @@ mod tests {
     #[test]
     fn a_changed_disk_is_named_and_only_its_journal_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateDir::open(dir.path(), &plan("Premium_LRS"), false).unwrap();
+        let s = StateDir::open(dir.path(), None, &plan("Premium_LRS"), &["a", "b"], false).unwrap();
         fs::write(s.journal("a"), b"x").unwrap();
         fs::write(s.journal("b"), b"x").unwrap();
         drop(s);
         // Same plan: fine.
-        StateDir::open(dir.path(), &plan("Premium_LRS"), false).unwrap();
-        let e = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap_err();
+        StateDir::open(dir.path(), None, &plan("Premium_LRS"), &["a", "b"], false).unwrap();
+        let e = StateDir::open(dir.path(), None, &plan("Standard_LRS"), &["a", "b"], false)
+            .unwrap_err();
         match &e {
             Error::PlanChanged { disks, .. } => assert_eq!(disks, &["b"]),
             other => panic!("{other}"),
@@ -220,15 +242,17 @@ mod tests {
                 .contains("1 disk is planned differently now (b)"),
             "{e}"
         );
-        let s = StateDir::open(dir.path(), &plan("Standard_LRS"), true).unwrap();
+        let s = StateDir::open(dir.path(), None, &plan("Standard_LRS"), &["a", "b"], true).unwrap();
         assert!(s.journal("a").exists());
         assert!(!s.journal("b").exists());
         drop(s);
-        let held = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap();
+        let held =
+            StateDir::open(dir.path(), None, &plan("Standard_LRS"), &["a", "b"], false).unwrap();
         // A second run on the same directory is refused while the first holds it.
-        let e = StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap_err();
+        let e = StateDir::open(dir.path(), None, &plan("Standard_LRS"), &["a", "b"], false)
+            .unwrap_err();
         assert!(matches!(e, Error::Busy { .. }), "{e}");
         drop(held);
-        StateDir::open(dir.path(), &plan("Standard_LRS"), false).unwrap();
+        StateDir::open(dir.path(), None, &plan("Standard_LRS"), &["a", "b"], false).unwrap();
     }
 }

@@ -201,11 +201,19 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         .state_dir
         .clone()
         .unwrap_or_else(|| default_state_dir(&r.plan));
-    let dir = match shard {
-        Some(s) => base.join(s.dir_name()),
-        None => base,
-    };
-    let state = StateDir::open(&dir, &plan, r.accept_plan_changes).map_err(|e| {
+    let shard_dir = shard.map(|s| s.dir_name());
+    let mine: Vec<&str> = selected
+        .iter()
+        .map(|&i| plan.disks[i].name.as_str())
+        .collect();
+    let state = StateDir::open(
+        &base,
+        shard_dir.as_deref(),
+        &plan,
+        &mine,
+        r.accept_plan_changes,
+    )
+    .map_err(|e| {
         let text = said(e);
         if text.contains("the plan changed") {
             format!("{text} (--accept-plan-changes)")
