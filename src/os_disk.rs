@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::azure::Session;
 use crate::convert::{self, Conversion, Input};
 use crate::fixup::{self, apply, Class};
+use crate::kinds::OsType;
 use crate::sink::vhd_file::FileOptions;
 use crate::upload::{self, Target};
 
@@ -332,6 +333,13 @@ pub fn stage_and_upload(
     let mut target = target.clone();
     if target.hyper_v_generation.is_none() {
         target.hyper_v_generation = Some(fix.inspection.hyper_v_generation);
+    }
+    if target.os_type.is_none() {
+        target.os_type = Some(if fix.inspection.windows.is_some() {
+            OsType::Windows
+        } else {
+            OsType::Linux
+        });
     }
     progress(Progress::Step("uploading the fixed-up disk"));
     let sent = upload::upload(session, &staged, &target, opts, &|n| {

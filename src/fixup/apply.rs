@@ -18,6 +18,7 @@ use super::linux;
 use super::mount::Mounted;
 use super::plan::{original_path, Plan};
 use super::report::Report as Inspection;
+use super::windows;
 use super::Error;
 
 /// One change made (or, with `--dry-run`, to be made).
@@ -34,6 +35,10 @@ pub struct Change {
     /// Where the original is kept in the guest (none: the file is new).
     #[serde(default)]
     pub original: Option<String>,
+    /// Each change inside the file (a hive: every registry value, with its
+    /// key, old and new value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What `fixup` did.
@@ -91,6 +96,7 @@ pub fn apply(fs: &dyn GuestFs, plan: &Plan, dry_run: bool) -> Result<Vec<Change>
             before: old.as_deref().map(sha),
             after: new.map(sha),
             original: old.is_some().then(|| format!("{prefix}{orig}")),
+            notes: p.notes.clone(),
         });
     }
     Ok(changes)
@@ -112,6 +118,9 @@ pub struct FixOptions {
 pub fn fixup(path: &Path, opts: &FixOptions) -> Result<Report, Error> {
     let dry_run = opts.dry_run;
     let ins = inspect(path)?;
+    if ins.windows.is_some() {
+        return fix_windows(path, ins, dry_run);
+    }
     let root = ins.root().cloned().ok_or_else(|| {
         Error::Guest(format!(
             "{} has no Linux root filesystem to fix up; is it an OS disk?",
@@ -134,6 +143,40 @@ pub fn fixup(path: &Path, opts: &FixOptions) -> Result<Report, Error> {
         let esp = Esp::open(path, p.start, p.size, !dry_run)?;
         changes.extend(apply(&esp, &linux::plan_esp(&esp)?, dry_run)?);
         esp.finish()?;
+    }
+    Ok(Report {
+        dry_run,
+        changes,
+        inspection: ins,
+    })
+}
+
+/// Fixes up a Windows guest: its hives, through hivex, on a read-write
+/// ntfs-3g mount. Nothing is mounted read-write, and nothing changes, when
+/// inspection found the hives or the volume unsafe to edit.
+fn fix_windows(path: &Path, ins: Inspection, dry_run: bool) -> Result<Report, Error> {
+    if windows::unsafe_to_edit(&ins.findings) {
+        return Ok(Report {
+            dry_run,
+            changes: Vec::new(),
+            inspection: ins,
+        });
+    }
+    let root = ins
+        .root()
+        .cloned()
+        .ok_or_else(|| Error::Guest("the Windows volume went missing".into()))?;
+    let m = if dry_run {
+        Mounted::read_only(path, root.start, root.size, root.fs.kind)?
+    } else {
+        Mounted::read_write(path, root.start, root.size, root.fs.kind)?
+    };
+    let (_, plan, _) = windows::plan(&m)?;
+    let changes = apply(&m, &plan, dry_run)?;
+    if dry_run {
+        drop(m);
+    } else {
+        m.finish()?;
     }
     Ok(Report {
         dry_run,

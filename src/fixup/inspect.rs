@@ -11,6 +11,9 @@ use super::esp::Esp;
 use super::layout::{self, logical_volumes, read_partitions, PartInfo};
 use super::linux;
 use super::mount::{check_host, Mounted};
+use super::ntfs;
+use super::probe::FsKind;
+use super::windows;
 use super::{Class, Error, Finding};
 
 pub use super::report::{FstabEntry, Kernel, Os, Report};
@@ -39,10 +42,22 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
         fstab: Vec::new(),
         cloud_init_datasources: None,
         azure_agent: false,
+        windows: None,
         findings: Vec::new(),
     };
     let lvm_findings = logical_volumes(&image, &mut report.partitions);
     report.findings.extend(lvm_findings);
+    // An NTFS volume Windows left dirty, read before anything mounts it.
+    let dirty: Vec<u32> = report
+        .partitions
+        .iter()
+        .filter(|p| p.fs.kind == FsKind::Ntfs)
+        .filter(|p| {
+            ntfs::volume_flags(&image, p.start, p.size)
+                .is_ok_and(|f| f & ntfs::VOLUME_IS_DIRTY != 0)
+        })
+        .map(|p| p.number)
+        .collect();
     drop(image);
     check_host()?;
     let candidates: Vec<PartInfo> = report
@@ -66,10 +81,13 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
         }
     }
     if report.root_partition.is_none() {
+        windows(path, &mut report, &dirty)?;
+    }
+    if report.root_partition.is_none() {
         report.findings.push(Finding::new(
             Class::Blocker,
             "root filesystem",
-            "no partition holds a Linux root filesystem (/etc/os-release); is this an OS disk?",
+            "no partition holds a Linux root filesystem (/etc/os-release) or a Windows installation (Windows\\System32\\config\\SYSTEM); is this an OS disk?",
         ));
     }
     if boot_mode == crate::kinds::BootMode::Unknown && report.root_partition.is_some() {
@@ -81,4 +99,44 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     }
     report.sort_findings();
     Ok(report)
+}
+
+/// Looks for Windows on the NTFS partitions, read-only; the first one
+/// holding its hives is the guest's.
+fn windows(path: &Path, report: &mut Report, dirty: &[u32]) -> Result<(), Error> {
+    let candidates: Vec<PartInfo> = report
+        .partitions
+        .iter()
+        .filter(|p| p.fs.kind == FsKind::Ntfs)
+        .cloned()
+        .collect();
+    for p in candidates {
+        let m = Mounted::read_only(path, p.start, p.size, p.fs.kind)?;
+        if !windows::is_windows(&m)? {
+            continue;
+        }
+        report.root_partition = Some(p.number);
+        if dirty.contains(&p.number) {
+            report.findings.push(Finding::new(
+                Class::Blocker,
+                "NTFS volume",
+                "the Windows volume is marked dirty (Windows did not close it cleanly), so it is not edited: run chkdsk or shut the instance down cleanly, then take the snapshot again",
+            ));
+        }
+        let (info, plan, blockers) = windows::plan(&m)?;
+        if let Some(i) = &info {
+            report.os = Some(Os {
+                id: "windows".into(),
+                name: i.product.clone(),
+                version: format!("{} build {}", i.version, i.build),
+            });
+        }
+        report.windows = info;
+        report.findings.extend(blockers);
+        if !windows::unsafe_to_edit(&report.findings) {
+            report.findings.extend(plan.findings());
+        }
+        return Ok(());
+    }
+    Ok(())
 }

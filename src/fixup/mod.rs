@@ -13,15 +13,18 @@ pub mod apply;
 pub mod edits;
 pub mod esp;
 pub mod guest;
+pub mod hive;
 pub mod initramfs;
 pub mod inspect;
 pub mod layout;
 pub mod linux;
 pub mod lvm;
 pub mod mount;
+pub mod ntfs;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod windows;
 
 use serde::{Deserialize, Serialize};
 

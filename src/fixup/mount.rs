@@ -62,6 +62,48 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Waits (up to ten seconds) until no ntfs-3g process serves `dev`: a FUSE
+/// unmount returns before the daemon has written its last metadata and
+/// closed the device.
+fn wait_for_fuse(dev: &str) {
+    let serving = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("ntfs-3g") && c.split('\0').any(|a| a == dev)
+                })
+            })
+    };
+    for _ in 0..200 {
+        if !serving() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// True when `tool` is an executable on PATH.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// True when the filesystem mounted at `dir` is read-only.
+fn is_read_only(dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return true;
+    };
+    // SAFETY: a valid C string and a zeroed out-struct of the right type.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut st) != 0 || st.f_flag & libc::ST_RDONLY != 0
+    }
+}
+
 /// A guest filesystem mounted read-only.
 pub struct Mounted {
     fstype: FsKind,
@@ -105,12 +147,22 @@ impl Mounted {
             (FsKind::Xfs, false) => "ro,norecovery,nosuid,nodev,noexec",
             (FsKind::Btrfs, false) => "ro,rescue=nologreplay,nosuid,nodev,noexec",
             (FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs, true) => "rw,nosuid,nodev,noexec",
+            // ntfs-3g (FUSE): read-only never writes the volume; read-write
+            // is only asked for once inspection found no hibernation, and
+            // checked below, since ntfs-3g falls back to read-only by itself.
+            (FsKind::Ntfs, false) => "ro,nosuid,nodev,noexec",
+            (FsKind::Ntfs, true) => "rw,nosuid,nodev,noexec",
             (other, _) => {
                 return Err(Error::Mount(format!(
                     "{other} filesystems are not mounted here"
                 )))
             }
         };
+        if fstype == FsKind::Ntfs && !on_path("ntfs-3g") {
+            return Err(Error::Host(
+                "NTFS volumes are mounted with ntfs-3g, which is not installed: apt-get install ntfs-3g".into(),
+            ));
+        }
         let (offset, size) = (offset.to_string(), size.to_string());
         let mut args = vec![
             "--find",
@@ -138,16 +190,28 @@ impl Mounted {
                 action: "make a mount point".into(),
                 source,
             })?;
+        // NTFS goes through ntfs-3g's own mount helper.
+        let driver = match fstype {
+            FsKind::Ntfs => "ntfs-3g",
+            other => other.name(),
+        };
         run(
             Command::new("mount")
-                .args(["-t", fstype.name(), "-o", opts, &m.loop_dev])
+                .args(["-t", driver, "-o", opts, &m.loop_dev])
                 .arg(dir.path()),
             "mount",
         )?;
         m.mounted = true;
         let cpath = CString::new(dir.path().as_os_str().as_encoded_bytes())
             .map_err(|_| Error::Host("mount point path has a NUL".into()))?;
+        let read_only = writable && is_read_only(dir.path());
+        // Set before any early return: dropping `m` unmounts and detaches.
         m.dir = Some(dir);
+        if read_only {
+            return Err(Error::Mount(format!(
+                "the {fstype} filesystem was mounted read-only although read-write was asked for (hibernated or unclean); nothing was changed"
+            )));
+        }
         // SAFETY: a valid C string and flags; the result is checked.
         let fd = unsafe {
             libc::open(
@@ -242,10 +306,14 @@ impl Mounted {
             run(Command::new("umount").arg(dir.path()), "umount")?;
         }
         self.mounted = false;
+        if self.fstype == FsKind::Ntfs {
+            wait_for_fuse(&self.loop_dev);
+        }
         let check = match self.fstype {
             FsKind::Ext4 => Some(("e2fsck", vec!["-f", "-n"])),
             FsKind::Xfs => Some(("xfs_repair", vec!["-n"])),
             FsKind::Btrfs => Some(("btrfs", vec!["check", "--readonly"])),
+            FsKind::Ntfs => Some(("ntfsfix", vec!["--no-action"])),
             FsKind::Vfat | FsKind::Swap | FsKind::LvmMember | FsKind::Unknown => None,
         };
         if let Some((tool, args)) = check {
@@ -348,6 +416,9 @@ impl Drop for Mounted {
                 if !ok {
                     // Busy: detach lazily rather than leave it behind.
                     let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
+                }
+                if self.fstype == FsKind::Ntfs {
+                    wait_for_fuse(&self.loop_dev);
                 }
             }
         }

@@ -19,6 +19,9 @@ pub enum FsKind {
     /// FAT12/16/32 (an EFI system partition).
     #[serde(rename = "vfat")]
     Vfat,
+    /// NTFS (a Windows volume; mounted through ntfs-3g).
+    #[serde(rename = "ntfs")]
+    Ntfs,
     /// Linux swap.
     #[serde(rename = "swap")]
     Swap,
@@ -38,6 +41,7 @@ impl FsKind {
             FsKind::Xfs => "xfs",
             FsKind::Btrfs => "btrfs",
             FsKind::Vfat => "vfat",
+            FsKind::Ntfs => "ntfs",
             FsKind::Swap => "swap",
             FsKind::LvmMember => "LVM2_member",
             FsKind::Unknown => "unknown",
@@ -125,6 +129,17 @@ pub fn probe(disk: &(impl Disk + ?Sized), start: u64, size: u64) -> Probe {
                 label: label(&sb[108..120]),
             };
         }
+        if &sb[3..11] == b"NTFS    " {
+            // The volume serial number, as Windows and blkid print it.
+            let serial = u64::from_le_bytes([
+                sb[72], sb[73], sb[74], sb[75], sb[76], sb[77], sb[78], sb[79],
+            ]);
+            return Probe {
+                kind: FsKind::Ntfs,
+                uuid: Some(format!("{serial:016X}")),
+                label: None,
+            };
+        }
         if &sb[82..90] == b"FAT32   " || &sb[54..59] == b"FAT16" || &sb[54..59] == b"FAT12" {
             let (id, lab) = if &sb[82..90] == b"FAT32   " {
                 (&sb[67..71], &sb[71..82])
@@ -196,6 +211,13 @@ mod tests {
         d[start..start + 4].copy_from_slice(b"XFSB");
         let p = probe(&d[..], start as u64, 512 * 1024);
         assert_eq!(p.kind, FsKind::Xfs);
+        // NTFS: the OEM id and the serial.
+        let mut n = vec![0u8; 4096];
+        n[3..11].copy_from_slice(b"NTFS    ");
+        n[72..80].copy_from_slice(&0x0123_4567_89AB_CDEFu64.to_le_bytes());
+        let p = probe(&n[..], 0, 4096);
+        assert_eq!(p.kind, FsKind::Ntfs);
+        assert_eq!(p.uuid.as_deref(), Some("0123456789ABCDEF"));
         // Nothing there.
         let z = vec![0u8; 8192];
         assert_eq!(probe(&z[..], 0, 8192).kind, FsKind::Unknown);

@@ -74,6 +74,9 @@ pub struct Report {
     pub cloud_init_datasources: Option<String>,
     /// True when the Azure Linux agent (waagent) is installed.
     pub azure_agent: bool,
+    /// A Windows guest's product, version and control sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<super::windows::WindowsInfo>,
     /// Everything worth saying, most serious first.
     pub findings: Vec<Finding>,
 }

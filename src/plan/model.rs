@@ -40,7 +40,7 @@ pub enum DiskRole {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OsChoice {
-    /// From inspection of the guest (today: the Linux fix-ups decide).
+    /// From inspection of the guest, when it is fixed up.
     Auto,
     /// Linux.
     Linux,
@@ -137,9 +137,9 @@ impl PlannedDisk {
             os_type: match (os, self.os_type) {
                 (false, _) => None,
                 (true, OsChoice::Windows) => Some(OsType::Windows),
-                // Auto: the Linux fix-up is the one that runs, and it
-                // finds a Linux root or stops.
-                (true, OsChoice::Linux | OsChoice::Auto) => Some(OsType::Linux),
+                (true, OsChoice::Linux) => Some(OsType::Linux),
+                // Auto: the fix-up's inspection says which (os_disk).
+                (true, OsChoice::Auto) => None,
             },
             hyper_v_generation: match (os, self.hyper_v_generation) {
                 (true, GenerationChoice::V1) => Some(HyperVGeneration::V1),
@@ -546,10 +546,10 @@ impl Resolver<'_> {
                 format!("device {dev:?} is not a device path such as /dev/xvdf"),
             );
         }
-        if role == DiskRole::Os && c.fixup != Some(false) && os_type == OsChoice::Windows {
+        if role == DiskRole::Os && c.fixup == Some(false) && os_type == OsChoice::Auto {
             self.problem(
                 line,
-                format!("disk {name:?}: Windows guests cannot be fixed up yet; set fixup = false to move it unchanged"),
+                format!("disk {name:?}: with fixup = false nothing looks at the guest, so os_type must say linux or windows"),
             );
         }
         self.disks.push(PlannedDisk {
@@ -649,7 +649,7 @@ mod tests {
         assert_eq!(p.disks[1].tags["app"], "web");
         assert!(p.disks[3].exclude && p.disks[3].machine.is_none());
         let t = p.disks[0].target();
-        assert_eq!(t.os_type, Some(OsType::Linux));
+        assert_eq!(t.os_type, None, "auto: inspection decides");
         assert_eq!(t.location.as_deref(), Some("westeurope"));
         assert_eq!(p.disks[1].target().os_type, None);
         assert_eq!(p.units().len(), 2);

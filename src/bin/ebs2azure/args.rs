@@ -98,13 +98,16 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Inspect a Linux guest disk for what it needs to boot on Azure (read-only; needs root and loop devices).
+    /// Inspect a Linux or Windows guest disk for what it needs to boot on Azure (read-only; needs root and loop devices).
     ///
     /// Reads the partition table and every filesystem's superblock, mounts
     /// the Linux filesystems read-only without replaying their journals, and
     /// reports the distribution, boot mode and Hyper-V generation, kernels
     /// and their Hyper-V drivers, fstab, cloud-init, network pinning and the
-    /// Azure agent. Each finding is a blocker (will not boot), a fix-up, or advice.
+    /// Azure agent. A Windows volume (NTFS, through ntfs-3g) is read for its
+    /// product, version and control sets, and its registry (through hivex)
+    /// for what Azure needs. Each finding is a blocker (will not boot), a
+    /// fix-up, or advice.
     #[command(
         after_help = "Examples:\n  sudo ebs2azure inspect disk.vhd\n  sudo ebs2azure inspect disk.raw --json"
     )]
@@ -122,8 +125,12 @@ pub enum Command {
     /// commented out, nofail on data disks), /etc/default/grub (serial console,
     /// no Xen console), cloud-init's datasource_list (Azure first), the
     /// initramfs-tools or dracut driver lists (Hyper-V), and removes
-    /// persistent-net rules. Each original is kept as FILE.ebs2azure-orig; a
-    /// second run changes nothing; the filesystem must check clean afterwards.
+    /// persistent-net rules. On Windows it changes the registry of the
+    /// current and default control sets (Hyper-V drivers at boot, Xen PV
+    /// drivers and EC2 agents disabled, SAN policy, RDP, UTC clock, EC2
+    /// routes, KMS) through hivex, never when a hive is dirty or Windows is
+    /// hibernated. Each original is kept as FILE.ebs2azure-orig; a second run
+    /// changes nothing; the filesystem must check clean afterwards.
     #[command(
         after_help = "Examples:\n  sudo ebs2azure fixup disk.vhd --dry-run\n  sudo ebs2azure fixup disk.vhd --json"
     )]

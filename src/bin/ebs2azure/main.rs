@@ -325,10 +325,9 @@ fn one_disk(
                 ..staging
             })
         }
-        Some(OsTypeArg::Windows) if !no_fixup => return Err(
-            "Windows guests cannot be fixed up yet; pass --no-fixup to upload the disk unchanged"
-                .into(),
-        ),
+        // A Windows guest's fix-ups are registry changes; data disks come
+        // online by the SAN policy, not by fstab.
+        Some(OsTypeArg::Windows) if !no_fixup => Role::FixedUp(staging),
         _ => Role::Streamed,
     };
     let session = session(&opts)?;

@@ -339,6 +339,15 @@ pub fn print_inspect(r: &inspect::Report, json: bool) -> Result<(), String> {
     if let Some(n) = r.root_partition {
         out!("root partition:  {n}");
     }
+    if let Some(w) = &r.windows {
+        out!(
+            "windows:         {} {}, control set {:03} (default {:03})",
+            w.edition,
+            w.installation_type,
+            w.current_control_set,
+            w.default_control_set
+        );
+    }
     out!(
         "boot mode:       {} (create the disk with --hyper-v-generation {})",
         r.boot_mode,
@@ -399,6 +408,9 @@ pub fn print_fixup(r: &apply::Report, json: bool) -> Result<(), String> {
     } else {
         print_fixup_changes(r);
     }
+    if ebs2azure::fixup::windows::unsafe_to_edit(&r.inspection.findings) {
+        return Err("nothing was changed: Windows left this disk in a state that must not be edited (the blockers say why and what to do)".into());
+    }
     Ok(())
 }
 
@@ -418,6 +430,9 @@ pub fn print_fixup_changes(r: &apply::Report) {
             ),
         };
         out!("  {verb} {}: {state}; {}", c.path, c.reason);
+        for n in &c.notes {
+            out!("      {n}");
+        }
     }
     for f in &r.inspection.findings {
         match f.class {
