@@ -748,7 +748,15 @@ fn a_plan_fixes_up_its_os_disks_and_mounts_their_data_disks_by_uuid() {
     assert_eq!(r["complete"], true, "{r}");
     let os = &r["disks"][0];
     assert_eq!(os["name"], "web01-os");
-    assert_eq!(os["fixups"].as_array().unwrap().len(), 8, "{os}");
+    // One line per change (the 8 files' 13 changes).
+    let fixups = os["fixups"].as_array().unwrap();
+    assert_eq!(fixups.len(), 13, "{os}");
+    assert!(
+        fixups
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("/dev/xvdf for /data")),
+        "{os}"
+    );
     assert_eq!(
         std::fs::read_dir(&staging).unwrap().count(),
         0,

@@ -549,3 +549,56 @@ fn migrate_os_type_windows_fixes_up_and_uploads_and_refuses_a_hibernated_guest()
     );
     assert_eq!(az.state("win02-os"), None);
 }
+
+#[test]
+fn a_plan_with_os_type_auto_finds_a_windows_guest() {
+    need_windows_tools!();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let image = windows_guest(
+        dir.path(),
+        "w.raw",
+        &["--flavor", "2012r2", "--layout", "mbr"],
+    );
+    let ebs = Emulator::start(&[]);
+    let az = Azure::start(&[]);
+    let snap = ebs.seed(&image, &[]);
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!("[defaults]\nresource_group = \"rg1\"\nlocation = \"westeurope\"\n[[machine]]\nname = \"dc01\"\n  [[machine.disk]]\n  snapshot = \"{snap}\"\n  role = \"os\"\n"),
+    )
+    .unwrap();
+    let mut c = ebs.command(AWS_KEY_ID);
+    az.env(&mut c)
+        .args([
+            "migrate",
+            "--plan",
+            path_str(&plan),
+            "--staging-dir",
+            path_str(&staging),
+        ])
+        .args(["--endpoint-url", &ebs.endpoint]);
+    let out = c.output().unwrap();
+    no_azure_secrets(&out);
+    ok(&out);
+    let disk = az.disk("dc01-os").unwrap();
+    assert_eq!(disk["osType"], "Windows", "{disk}");
+    assert_eq!(disk["hyperVGeneration"], "V1");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("plan.state/report.json")).unwrap())
+            .unwrap();
+    let fixups: Vec<&str> = r["disks"][0]["fixups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        fixups
+            .iter()
+            .any(|f| f.contains("ControlSet002\\Services\\Ec2Config\\Start: 2 -> 4")),
+        "{fixups:#?}"
+    );
+}

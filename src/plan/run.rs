@@ -495,11 +495,15 @@ fn fixed_up(
         throughput_mib_s: read as f64 / (1 << 20) as f64 / up.seconds.max(1e-9),
         retries: up.retries,
         resumed: up.resumed,
+        // One line per change; a hive's changes one per registry value.
         fixups: r
             .fixup
             .changes
             .iter()
-            .map(|c| format!("{}: {}", c.path, c.reason))
+            .flat_map(|c| match c.notes.is_empty() {
+                true => vec![format!("{}: {}", c.path, c.reason)],
+                false => c.notes.clone(),
+            })
             .collect(),
         blockers: r
             .fixup

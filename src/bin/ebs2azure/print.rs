@@ -375,18 +375,20 @@ pub fn print_inspect(r: &inspect::Report, json: bool) -> Result<(), String> {
             }
         );
     }
-    out!("fstab entries:   {}", r.fstab.len());
-    if let Some(ds) = &r.cloud_init_datasources {
-        out!("cloud-init:      datasource_list {ds}");
-    }
-    out!(
-        "azure agent:     {}",
-        if r.azure_agent {
-            "installed"
-        } else {
-            "not installed"
+    if r.windows.is_none() {
+        out!("fstab entries:   {}", r.fstab.len());
+        if let Some(ds) = &r.cloud_init_datasources {
+            out!("cloud-init:      datasource_list {ds}");
         }
-    );
+        out!(
+            "azure agent:     {}",
+            if r.azure_agent {
+                "installed"
+            } else {
+                "not installed"
+            }
+        );
+    }
     out!("findings:");
     for f in &r.findings {
         let class = match f.class {
