@@ -472,6 +472,26 @@ fn a_dirty_hive_a_hibernated_or_dirty_volume_is_a_blocker_and_nothing_changes() 
         assert!(e.contains("nothing was changed"), "{flag}: {e}");
         assert_eq!(sha(&image), hash, "{flag}: the image changed");
     }
+    // Windows Server 2008 R2 boots only from BIOS on Azure.
+    let image = windows_guest(
+        dir.path(),
+        "w2008.raw",
+        &["--flavor", "2008r2", "--layout", "gpt"],
+    );
+    let r = inspect_json(&image);
+    assert_eq!(r["windows"]["version"], "6.1");
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["class"] == "blocker"
+                && f["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("2008 R2 boots only from BIOS")),
+        "{r}"
+    );
 }
 
 #[test]

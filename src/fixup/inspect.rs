@@ -131,6 +131,16 @@ fn windows(path: &Path, report: &mut Report, dirty: &[u32]) -> Result<(), Error>
                 version: format!("{} build {}", i.version, i.build),
             });
         }
+        // Windows Server 2008 R2 (6.1) has no Generation 2 support on Azure.
+        if info.as_ref().is_some_and(|i| i.version == "6.1")
+            && report.boot_mode == crate::kinds::BootMode::Uefi
+        {
+            report.findings.push(Finding::new(
+                Class::Blocker,
+                "boot",
+                "Windows Server 2008 R2 boots only from BIOS on Azure (Generation 1 VMs), and this disk boots only by UEFI; migrate it from a BIOS (MBR) installation",
+            ));
+        }
         report.windows = info;
         report.findings.extend(blockers);
         if !windows::unsafe_to_edit(&report.findings) {
