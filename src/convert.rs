@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,6 +86,9 @@ pub struct Options {
     /// Fix the guest up for Azure before the output is renamed into place
     /// (OS disks; needs root and loop devices).
     pub fixup: Option<fixup::apply::FixOptions>,
+    /// Set from elsewhere (an interrupt) to stop the copy; the output is
+    /// then not renamed into place.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -98,6 +102,7 @@ impl Default for Options {
             ebs: ebs::Settings::default(),
             quotas: Quotas::published(),
             fixup: None,
+            stop: None,
         }
     }
 }
@@ -346,7 +351,16 @@ impl Conversion {
             (self.output.clone(), self.opts.file)
         };
         let sink = VhdFileSink::create(&written, fmt, self.virtual_size, file_opts)?;
-        let stats = pipeline::copy(self.source.blocks(), &sink, &self.opts.pipeline, progress)?;
+        let stats = pipeline::copy_with(
+            self.source.blocks(),
+            &sink,
+            &self.opts.pipeline,
+            pipeline::Hooks {
+                progress,
+                block_done: None,
+                stop: self.opts.stop.as_deref(),
+            },
+        )?;
         for (offset, bytes) in &self.gpt_writes {
             sink.write_at(*offset, bytes)?;
         }

@@ -273,6 +273,7 @@ pub fn stage_and_upload(
         let copy_opts = convert::Options {
             ebs: opts.ebs.clone(),
             quotas: opts.quotas.clone(),
+            stop: opts.stop.clone(),
             file: FileOptions {
                 overwrite: true,
                 sync: true,

@@ -69,6 +69,9 @@ pub struct Options {
     pub ebs: ebs::Settings,
     /// Service quotas shared by the snapshots of a run.
     pub quotas: Arc<Quotas>,
+    /// Set from elsewhere (an interrupt) to stop: blocks in flight finish,
+    /// and the disk is left in its upload state to resume.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             concurrency: None,
             ebs: ebs::Settings::default(),
             quotas: Quotas::published(),
+            stop: None,
         }
     }
 }
@@ -425,7 +429,7 @@ fn transfer(
             pipeline::Hooks {
                 progress: hooks.progress,
                 block_done: hooks.checkpoints.is_some().then_some(&block_done as _),
-                stop: hooks.stop,
+                stop: hooks.stop.or(opts.stop.as_deref()),
             },
         )?;
         if let Some(c) = hooks.checkpoints {

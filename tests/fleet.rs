@@ -124,7 +124,7 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
     let snaps: Vec<String> = raws.iter().map(|r| f.ebs.seed(r, &[])).collect();
     let missing = "snap-0123456789abcdef0";
     let plan = f.plan(&format!(
-        "[[machine]]\nname = \"web01\"\ntags = {{ app = \"web\" }}\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  os_type = \"linux\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{}\"\n  lun = 0\n  sku = \"StandardSSD_LRS\"\n\n[[machine]]\nname = \"db01\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{missing}\"\n\n[[disk]]\nsnapshot = \"{}\"\nname = \"archive-01\"\n\n[[disk]]\nsnapshot = \"snap-0aaaaaaaaaaaaaaa0\"\nname = \"old-02\"\nexclude = true\n",
+        "[[machine]]\nname = \"web01\"\ntags = {{ app = \"web\" }}\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  os_type = \"linux\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{}\"\n  lun = 0\n  sku = \"StandardSSD_LRS\"\n\n[[machine]]\nname = \"db01\"\nos_type = \"windows\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{missing}\"\n\n[[disk]]\nsnapshot = \"{}\"\nname = \"archive-01\"\n\n[[disk]]\nsnapshot = \"snap-0aaaaaaaaaaaaaaa0\"\nname = \"old-02\"\nexclude = true\n",
         snaps[0], snaps[1], snaps[2], snaps[3]
     ));
     let state = f.path("state");
@@ -176,6 +176,7 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
         );
     }
     assert_eq!(f.az.disk("web01-os").unwrap()["osType"], "Linux");
+    assert_eq!(f.az.disk("db01-os").unwrap()["osType"], "Windows");
     assert!(f.az.disk("web01-data0").unwrap()["osType"].is_null());
     assert!(f.az.disk("old-02").is_none());
     assert!(f.az.disk("db01-data0").is_none());
@@ -226,7 +227,7 @@ fn killed_at_random_points_a_plan_resumes_to_the_same_bytes() {
     let raws: Vec<PathBuf> = (11..=13).map(|i| volume(f.dir.path(), i, 16)).collect();
     let snaps: Vec<String> = raws.iter().map(|r| f.ebs.seed(r, &[])).collect();
     let plan = f.plan(&format!(
-        "[[machine]]\nname = \"app\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{}\"\n\n[[disk]]\nsnapshot = \"{}\"\nname = \"lone\"\n",
+        "[[machine]]\nname = \"app\"\nos_type = \"linux\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{}\"\n\n[[disk]]\nsnapshot = \"{}\"\nname = \"lone\"\n",
         snaps[0], snaps[1], snaps[2]
     ));
     let state = f.path("state");
@@ -376,7 +377,7 @@ fn shards_as_separate_processes_cover_the_plan_exactly_once() {
         let os = volume(f.dir.path(), 30 + 2 * m, 1);
         let data = volume(f.dir.path(), 31 + 2 * m, 1);
         let (so, sd) = (f.ebs.seed(&os, &[]), f.ebs.seed(&data, &[]));
-        body += &format!("[[machine]]\nname = \"m{m}\"\n  [[machine.disk]]\n  snapshot = \"{so}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{sd}\"\n\n");
+        body += &format!("[[machine]]\nname = \"m{m}\"\nos_type = \"linux\"\n  [[machine.disk]]\n  snapshot = \"{so}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{sd}\"\n\n");
         raws.push((format!("m{m}-os"), os));
         raws.push((format!("m{m}-data0"), data));
     }

@@ -685,6 +685,20 @@ mod tests {
     }
 
     #[test]
+    fn an_os_disk_sent_unchanged_must_say_its_os() {
+        let e =
+            plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\nrole = \"os\"\nfixup = false\n")
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("os_type must say linux or windows"),
+            "{e}"
+        );
+        let p = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\nrole = \"os\"\nfixup = false\nos_type = \"windows\"\n").unwrap();
+        assert_eq!(p.disks[0].target().os_type, Some(OsType::Windows));
+        assert!(!p.disks[0].fixed_up());
+    }
+
+    #[test]
     fn syntax_errors_have_line_and_column() {
         let e = Plan::parse(
             "[defaults]\nlocation = westeurope\n",

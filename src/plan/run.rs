@@ -79,9 +79,9 @@ pub enum Event<'a> {
 }
 
 /// Moves the disks `selected` (indexes into `plan.disks`) and writes the
-/// run's report into the state directory. `stop`, once set, lets blocks in
-/// flight finish, starts nothing new, and leaves every unfinished disk to
-/// resume.
+/// run's report into the state directory. The stop switch in the options
+/// (`opts.upload.stop`), once set, lets blocks in flight finish, starts
+/// nothing new, and leaves every unfinished disk to resume.
 pub fn run(
     plan: &Plan,
     selected: &[usize],
@@ -89,8 +89,9 @@ pub fn run(
     session: &Session,
     opts: &RunOptions,
     events: &(dyn Fn(Event<'_>) + Sync),
-    stop: &AtomicBool,
 ) -> Result<RunReport, super::report::Error> {
+    let never = AtomicBool::new(false);
+    let stop: &AtomicBool = opts.upload.stop.as_deref().unwrap_or(&never);
     let started = Instant::now();
     let queue: Mutex<VecDeque<usize>> = Mutex::new(selected.iter().copied().collect());
     let results: Mutex<BTreeMap<usize, DiskReport>> = Mutex::new(BTreeMap::new());
@@ -493,7 +494,12 @@ fn fixed_up(
         bytes_zero: up.copy.bytes_zero,
         seconds: up.seconds + r.staging.as_ref().map_or(0.0, |s| s.seconds),
         throughput_mib_s: read as f64 / (1 << 20) as f64 / up.seconds.max(1e-9),
-        retries: up.retries,
+        // This disk's snapshot reads (staging); Azure's retries are the run's.
+        retries: r
+            .staging
+            .as_ref()
+            .and_then(|s| s.ebs.as_ref())
+            .map_or(0, |e| e.retries),
         resumed: up.resumed,
         // One line per change; a hive's changes one per registry value.
         fixups: r

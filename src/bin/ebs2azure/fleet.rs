@@ -188,11 +188,21 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
     if r.azure.resume || r.azure.cleanup {
         return Err("a plan run resumes by itself and keeps failed disks to resume; --resume and --cleanup are for one disk".into());
     }
+    if r.azure.os_type.is_some() || r.azure.hyper_v_generation.is_some() {
+        return Err("with --plan, os_type and hyper_v_generation are set in the plan (per machine or disk), not with --os-type or --hyper-v-generation".into());
+    }
     let plan = Plan::load(&r.plan, &r.azure.plan_fallback(r.aws)).map_err(said)?;
     let shard = match r.shard {
         Some(s) => Some(s),
         None => Shard::from_env(r.shards, |k| std::env::var(k).ok())?,
     };
+    if shard.is_none() && r.shards.is_some() {
+        return Err(format!(
+            "--shards says how many shards there are, but no shard index is set: pass --shard I/N, or run under a scheduler that sets {} or {}",
+            plan::shard::K8S_INDEX_ENV,
+            plan::shard::BATCH_INDEX_ENV
+        ));
+    }
     let selected: Vec<usize> = match shard {
         Some(s) => s.disks(&plan),
         None => (0..plan.disks.len()).collect(),
@@ -226,6 +236,7 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
     let upload_opts = upload::Options {
         ebs,
         quotas: Quotas::shared(in_flight, r.limits.retry_budget),
+        stop: Some(stop.clone()),
         ..r.azure.options(r.limits, None)
     };
     let session =
@@ -238,15 +249,9 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         shards: shard.map(|s| s.to_string()).into_iter().collect(),
     };
     let progress = FleetProgress::new(selected.len(), r.json);
-    let report = plan::run(
-        &plan,
-        &selected,
-        &state,
-        &session,
-        &opts,
-        &|e| progress.event(&e),
-        &stop,
-    );
+    let report = plan::run(&plan, &selected, &state, &session, &opts, &|e| {
+        progress.event(&e)
+    });
     progress.finish();
     let report = report.map_err(said)?;
     let interrupted = stop.load(std::sync::atomic::Ordering::SeqCst);

@@ -212,6 +212,7 @@ fn convert(c: Command) -> Result<(), Failed> {
         ebs: aws.settings(&limits, concurrency),
         quotas,
         fixup,
+        stop: None,
     };
     let conversion = Conversion::prepare(&input, &out, &opts).map_err(said)?;
     // A snapshot's listing is read as the copy goes: no total to show.
