@@ -108,9 +108,22 @@ fn is_read_only(dir: &Path) -> bool {
 pub struct Mounted {
     fstype: FsKind,
     loop_dev: String,
+    /// What the kernel says backs our loop device (file and offset), so
+    /// that a detach retried later never hits a device another process
+    /// has attached since.
+    attached: Option<(String, String)>,
     dir: Option<tempfile::TempDir>,
     mounted: bool,
     root: Option<OwnedFd>,
+}
+
+/// The backing file and offset the kernel reports for loop device `dev`.
+fn backing_of(dev: &str) -> Option<(String, String)> {
+    let name = dev.rsplit('/').next().unwrap_or_default();
+    let sys = Path::new("/sys/block").join(name).join("loop");
+    let file = std::fs::read_to_string(sys.join("backing_file")).ok()?;
+    let offset = std::fs::read_to_string(sys.join("offset")).unwrap_or_default();
+    Some((file.trim().to_owned(), offset.trim().to_owned()))
 }
 
 impl Mounted {
@@ -178,6 +191,7 @@ impl Mounted {
         let loop_dev = run(Command::new("losetup").args(&args).arg(image), "losetup")?;
         let mut m = Mounted {
             fstype,
+            attached: backing_of(&loop_dev),
             loop_dev,
             dir: None,
             mounted: false,
@@ -424,17 +438,16 @@ impl Drop for Mounted {
         }
         // Detaching may be refused while something (udev's probe, the lazy
         // unmount) still holds the device: try again for up to two seconds,
-        // until the kernel shows no backing file.
-        let name = self.loop_dev.rsplit('/').next().unwrap_or_default();
-        let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
+        // while the kernel still shows our backing file there (once it is
+        // gone the device may be someone else's, and is left alone).
         for attempt in 0..100 {
+            if self.attached.is_none() || backing_of(&self.loop_dev) != self.attached {
+                break;
+            }
             if attempt % 10 == 0 {
                 let _ = Command::new("losetup")
                     .args(["-d", &self.loop_dev])
                     .status();
-            }
-            if !backing.exists() {
-                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
