@@ -82,8 +82,9 @@ pub struct FooterInfo {
     pub features: u32,
     /// `File Format Version`, as major.minor.
     pub format_version: String,
-    /// `Data Offset`.
-    pub data_offset: u64,
+    /// `Data Offset`, hex (a fixed VHD's is all ones, past what JSON
+    /// numbers carry exactly).
+    pub data_offset: String,
     /// `Time Stamp`, as UTC date and time.
     pub timestamp: String,
     /// `Creator Application`.
@@ -240,7 +241,7 @@ fn footer_info(f: &Footer) -> FooterInfo {
     FooterInfo {
         features: f.features,
         format_version: version(f.format_version),
-        data_offset: f.data_offset,
+        data_offset: format!("{:#018x}", f.data_offset),
         timestamp: utc_string(f.timestamp_unix()),
         creator_application: printable(&f.creator_application),
         creator_version: version(f.creator_version),

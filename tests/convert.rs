@@ -34,11 +34,15 @@ fn raw_to_fixed_vhd_is_identical_sparse_private_and_rounded() {
     let raw = dir.path().join("disk.raw");
     let vhd = dir.path().join("disk.vhd");
     sample_raw(&raw);
-    let out = ok(&convert(&raw, &vhd, &[]));
+    let run = convert(&raw, &vhd, &[]);
+    let out = ok(&run);
+    // The result on stdout, the note on stderr.
+    let err = String::from_utf8_lossy(&run.stderr);
     assert!(
-        out.contains("rounded up from 100000000 to 100663296"),
-        "{out}"
+        err.contains("rounded up from 100000000 to 100663296") && !out.contains("rounded up"),
+        "{err}"
     );
+    assert!(out.contains("wrote"), "{out}");
 
     let info = qemu_info(&vhd, "vpc");
     assert_eq!(info["virtual-size"], 100_663_296u64, "{info}");
@@ -209,8 +213,10 @@ fn gpt_backup_is_moved_when_the_size_rounds_up() {
         .unwrap();
     let vhd = dir.path().join("gpt.vhd");
     let v = vhd.to_str().unwrap();
-    let out = ok(&ebs2azure(&["convert", r, "--out", v]));
-    assert!(out.contains("backup GPT was moved"), "{out}");
+    let run = ebs2azure(&["convert", r, "--out", v]);
+    ok(&run);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("backup GPT was moved"), "{err}");
 
     // The disk as Azure will see it: a valid GPT disk per sgdisk, same partitions.
     let back = dir.path().join("back.raw");
@@ -402,10 +408,12 @@ fn odd_sized_and_tiny_inputs_convert() {
         };
         sparse_file(&raw, size, &data);
         let vhd = dir.path().join(format!("{name}.vhd"));
-        let out = ok(&convert(&raw, &vhd, &[]));
+        let run = convert(&raw, &vhd, &[]);
+        let out = ok(&run);
+        let err = String::from_utf8_lossy(&run.stderr);
         assert!(
-            out.contains("at least 20 MiB"),
-            "{name}: tiny disks get Azure's minimum as a warning: {out}"
+            err.contains("at least 20 MiB") && !out.contains("at least 20 MiB"),
+            "{name}: tiny disks get Azure's minimum as a warning, on stderr: {err}"
         );
         assert!(qemu_same(&raw, "raw", &vhd, "vpc"), "{name}");
         let expect = diskformats::round_up_to_mib(size);
@@ -446,12 +454,14 @@ fn a_disk_whose_gpts_are_both_damaged_converts_as_is_with_a_warning() {
     f.write_all_at(&[0xff], size / 512 * 512 - 33 * 512 + 100)
         .unwrap();
     let vhd = dir.path().join("bad-gpt.vhd");
-    let out = ok(&ebs2azure(&["convert", r, "--out", vhd.to_str().unwrap()]));
+    let run = ebs2azure(&["convert", r, "--out", vhd.to_str().unwrap()]);
+    ok(&run);
+    let err = String::from_utf8_lossy(&run.stderr);
     assert!(
-        out.contains("warning: partition table") && out.contains("damaged"),
-        "{out}"
+        err.contains("warning: partition table") && err.contains("damaged"),
+        "{err}"
     );
-    assert!(!out.contains("backup GPT was moved"), "{out}");
+    assert!(!err.contains("backup GPT was moved"), "{err}");
     assert!(
         qemu_same(&raw, "raw", &vhd, "vpc"),
         "a damaged table must be copied unchanged"

@@ -592,3 +592,57 @@ fn the_kubernetes_manifests_plan_validates() {
     let out = ebs2azure(&["plan", "validate", path_str(&path), "--offline"]);
     assert!(ok(&out).contains("valid: 1 machines, 2 disks"));
 }
+
+#[test]
+fn an_interrupted_single_migrate_says_how_to_resume() {
+    let f = Fleet::start(&["--latency-ms", "100"]);
+    let raw = volume(f.dir.path(), 70, 24);
+    let snap = f.ebs.seed(&raw, &[]);
+    let mut c = f.command(&[
+        "migrate",
+        &snap,
+        "-g",
+        "rg1",
+        "--disk-name",
+        "one",
+        "--location",
+        "westeurope",
+        "--concurrency",
+        "2",
+    ]);
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the disk exists and takes writes, then interrupt.
+    let started = Instant::now();
+    while f.az.state("one").as_deref() != Some("ActiveUpload")
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    no_azure_secrets(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(f.az.state("one").unwrap().contains("Upload"));
+    let mut c = f.command(&[
+        "migrate",
+        &snap,
+        "-g",
+        "rg1",
+        "--disk-name",
+        "one",
+        "--resume",
+    ]);
+    ok(&c.output().unwrap());
+    assert!(f.holds("one", &raw));
+}

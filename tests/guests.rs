@@ -37,8 +37,21 @@ fn loops_of(image: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `inspect --json`: exit 0, or 3 exactly when it found blockers.
 fn inspect(image: &Path) -> serde_json::Value {
-    let v = serde_json::from_str(&ok(&ebs2azure(&["inspect", path_str(image), "--json"]))).unwrap();
+    let out = ebs2azure(&["inspect", path_str(image), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let blockers = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["class"] == "blocker");
+    if blockers {
+        assert!(blocked(&out).contains("blocker"));
+    } else {
+        ok(&out);
+    }
     assert_eq!(loops_of(image), "", "a loop device was left attached");
     v
 }

@@ -68,6 +68,17 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Asserts that the binary exited 3 (the input has blockers or problems)
+/// with one `error:` line; returns that line.
+pub fn blocked(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(3), "expected exit 3, got {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line of error expected: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_owned()
+}
+
 /// Asserts that the binary failed with one `error:` line; returns that line.
 pub fn fails(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "expected failure, got {out:?}");

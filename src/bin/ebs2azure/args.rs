@@ -41,9 +41,12 @@ pub enum Command {
     Convert {
         /// What to read: an EBS snapshot id (snap-...), a raw file, a block device, or a VHD (fixed or dynamic, detected from its footer).
         input: String,
+        /// (A second path is a mistake: the output is given with --out.)
+        #[arg(hide = true)]
+        extra: Vec<String>,
         /// Path of the image to write.
-        #[arg(long, short)]
-        out: PathBuf,
+        #[arg(long, short, required_unless_present = "extra")]
+        out: Option<PathBuf>,
         /// Format to write.
         #[arg(long, value_enum, default_value_t = OutputFormat::VhdFixed)]
         output_format: OutputFormat,
@@ -54,7 +57,7 @@ pub enum Command {
         #[arg(long)]
         accept_bad_checksum: bool,
         /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots 96 requests in flight, lowered while throttled].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_count)]
         concurrency: Option<NonZeroUsize>,
         #[command(flatten)]
         aws: AwsArgs,
@@ -171,7 +174,7 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
         /// Put Page requests in flight [default: 16].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_count)]
         concurrency: Option<NonZeroUsize>,
         /// Print the summary as JSON on standard output.
         #[arg(long, help_heading = "Output")]
@@ -223,7 +226,7 @@ pub enum Command {
         )]
         shards: Option<u32>,
         /// Disks moved at the same time; they share one bound of requests in flight.
-        #[arg(long, default_value_t = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN), help_heading = "Plans")]
+        #[arg(long, value_parser = parse_count, default_value_t = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN), help_heading = "Plans")]
         disks_at_once: NonZeroUsize,
         /// Run a plan changed since its last run: the changed disks start over.
         #[arg(long, requires = "plan", help_heading = "Plans")]
@@ -235,7 +238,7 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
         /// GetSnapshotBlock requests in flight, for all disks together [default: 96, lowered while throttled].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_count)]
         concurrency: Option<NonZeroUsize>,
         /// Upload an OS disk as it is, streamed, without fix-ups.
         #[arg(long, help_heading = "Fix-ups")]
@@ -261,6 +264,16 @@ pub enum Command {
         #[arg(long, help_heading = "Output")]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  ebs2azure completions bash > /etc/bash_completion.d/ebs2azure\n  ebs2azure completions zsh > \"${fpath[1]}/_ebs2azure\""
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `ebs2azure man > ebs2azure.1`.
+    Man,
     /// Write and check plans: the machines and disks a fleet run moves.
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -456,6 +469,15 @@ pub enum GenerationArg {
     V1,
     #[value(name = "V2", alias = "v2")]
     V2,
+}
+
+/// A count of at least one, in the command line's words.
+fn parse_count(s: &str) -> Result<NonZeroUsize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| format!("{s:?} is not a whole number of at least 1"))
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {

@@ -31,7 +31,8 @@ pub enum Ended {
 /// The longest a snapshot list read from standard input may be.
 const MAX_LIST_BYTES: u64 = 16 << 20;
 
-pub fn plan_command(c: PlanCommand) -> Result<(), String> {
+/// Runs a `plan` command; `Ok(Some(why))` when `plan validate` found problems.
+pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
     match c {
         PlanCommand::New {
             snapshots,
@@ -97,7 +98,7 @@ pub fn plan_command(c: PlanCommand) -> Result<(), String> {
                     );
                 }
             }
-            Ok(())
+            Ok(None)
         }
         PlanCommand::Validate {
             plan,
@@ -124,14 +125,14 @@ pub fn plan_command(c: PlanCommand) -> Result<(), String> {
             }
             print::print_validation(&plan, parsed.as_ref(), &problems, offline, json)?;
             if problems.is_empty() {
-                Ok(())
+                Ok(None)
             } else {
-                Err(format!(
+                Ok(Some(format!(
                     "plan {} has {} problem{}",
                     plan.display(),
                     problems.len(),
                     if problems.len() == 1 { "" } else { "s" }
-                ))
+                )))
             }
         }
     }

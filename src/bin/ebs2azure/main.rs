@@ -36,7 +36,11 @@ fn said(e: impl std::error::Error + 'static) -> Failed {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        c @ Command::Convert { .. } => convert(c),
+        c @ Command::Convert { .. } => {
+            return interruptible(|stop| convert(c, stop), |e| {
+                format!("interrupted: {e}; the output was not written and no partial file is left")
+            })
+        }
         Command::Info {
             file,
             input_raw,
@@ -58,9 +62,19 @@ fn main() -> ExitCode {
                     .and_then(|i| print::print_info(&i, json))
             }
         },
-        Command::Inspect { image, json } => fixup::inspect::inspect(&image)
-            .map_err(said)
-            .and_then(|r| print::print_inspect(&r, json)),
+        Command::Inspect { image, json } => match fixup::inspect::inspect(&image) {
+            Err(e) => Err(said(e)),
+            Ok(r) => match print::print_inspect(&r, json) {
+                Err(e) => Err(e),
+                Ok(()) => match r.of_class(fixup::Class::Blocker).count() {
+                    0 => Ok(()),
+                    n => return blocked(&format!(
+                        "{n} blocker{}: the guest will not boot on Azure as it is (the findings say what to do)",
+                        if n == 1 { "" } else { "s" }
+                    )),
+                },
+            },
+        },
         Command::Fixup {
             image,
             dry_run,
@@ -68,11 +82,40 @@ fn main() -> ExitCode {
             aws,
             limits,
             json,
-        } => disks
+        } => match disks
             .fix_options(dry_run, &aws.settings(&limits, None), &Quotas::published())
             .and_then(|o| fixup::apply::fixup(&image, &o).map_err(said))
-            .and_then(|r| print::print_fixup(&r, json)),
-        Command::Plan(c) => fleet::plan_command(c),
+        {
+            Err(e) => Err(e),
+            Ok(r) => match print::print_fixup(&r, json) {
+                Err(e) => Err(e),
+                Ok(()) if fixup::windows::unsafe_to_edit(&r.inspection.findings) => {
+                    return blocked("nothing was changed: Windows left this disk in a state that must not be edited (the blockers say why and what to do)")
+                }
+                Ok(()) => Ok(()),
+            },
+        },
+        // Rendered whole, then printed as results are (a closed pipe ends quietly).
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ebs2azure", &mut buf);
+            print::text(&String::from_utf8_lossy(&buf));
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .map_err(|e| format!("cannot render the manual page: {e}"))
+                .map(|()| print::text(&String::from_utf8_lossy(&buf)))
+        }
+        Command::Plan(c) => match fleet::plan_command(c) {
+            Ok(Some(problems)) => return blocked(&problems),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        },
         Command::Report(c) => fleet::report_command(c),
         Command::Upload {
             vhd,
@@ -82,20 +125,25 @@ fn main() -> ExitCode {
             concurrency,
             json,
         } => {
-            let opts = azure.options(&limits, concurrency);
-            // The bytes to read (the VHD's data), when it can be checked here.
-            let total = upload::check_vhd(&vhd)
-                .ok()
-                .and_then(|(source, _)| source.listed_bytes().ok());
-            let target = azure.target(&disk_name);
-            target
-                .and_then(|t| session(&opts).map(|s| (s, t)))
-                .and_then(|(s, target)| {
+            return interruptible(
+                |stop| {
+                    let opts = upload::Options {
+                        stop: Some(stop),
+                        ..azure.options(&limits, concurrency)
+                    };
+                    // The bytes to read (the VHD's data), when it can be checked here.
+                    let total = upload::check_vhd(&vhd)
+                        .ok()
+                        .and_then(|(source, _)| source.listed_bytes().ok());
+                    let target = azure.target(&disk_name)?;
+                    let s = session(&opts)?;
                     let progress = Progress::new(total, "read");
                     let r = upload::upload(&s, &vhd, &target, &opts, &|n| progress.inc(n));
                     progress.finish();
                     r.map_err(said).and_then(|r| print::print_upload(&r, json))
-                })
+                },
+                |e| format!("interrupted: {e}"),
+            )
         }
         c @ Command::Migrate { .. } => return migrate(c),
         Command::Verify {
@@ -137,8 +185,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// Says what is wrong with `command`'s arguments, as clap does, and exits 2.
+fn usage_error(command: &str, message: &str) -> ! {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    let mut cmd = cli
+        .find_subcommand_mut(command)
+        .map(|c| c.clone().bin_name(format!("ebs2azure {command}")))
+        .unwrap_or_default();
+    cmd.error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
+/// Exit code when the input has problems that stop a migration: `inspect`
+/// found blockers, `fixup` would not edit, `plan validate` found problems.
+const EXIT_BLOCKED: u8 = 3;
+
+/// Says why the input stops a migration, and exits with [`EXIT_BLOCKED`].
+fn blocked(message: &str) -> ExitCode {
+    print::error(message);
+    ExitCode::from(EXIT_BLOCKED)
+}
+
 /// Exit code of a run stopped by an interrupt (128 + SIGINT), as shells use.
 const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs `run` with a stop switch the first SIGINT or SIGTERM sets; when it
+/// fails after one, says so with `left` (what was left and how to go on)
+/// and exits 130.
+fn interruptible(
+    run: impl FnOnce(Arc<AtomicBool>) -> Result<(), Failed>,
+    left: impl FnOnce(&str) -> String,
+) -> ExitCode {
+    let stop = match stop_on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            print::error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(stop.clone()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if stop.load(std::sync::atomic::Ordering::SeqCst) => {
+            print::error(&left(&e));
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+        Err(e) => {
+            print::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// A flag set by the first SIGINT or SIGTERM; a second one ends the
 /// process at once.
@@ -161,9 +258,10 @@ fn session(opts: &upload::Options) -> Result<Session, Failed> {
     Session::new(&opts.azure, opts.token_file.as_deref()).map_err(said)
 }
 
-fn convert(c: Command) -> Result<(), Failed> {
+fn convert(c: Command, stop: Arc<AtomicBool>) -> Result<(), Failed> {
     let Command::Convert {
         input,
+        extra,
         out,
         output_format,
         input_raw,
@@ -180,6 +278,16 @@ fn convert(c: Command) -> Result<(), Failed> {
     else {
         unreachable!("convert() is called for the convert command only")
     };
+    let out = match (out, extra.first()) {
+        (Some(out), None) => out,
+        (_, Some(second)) => usage_error("convert", &format!(
+            "convert takes one input and writes where --out says: ebs2azure convert {input} --out {second}"
+        )),
+        (None, None) => usage_error("convert", "--out is needed: where to write the image"),
+    };
+    if !fixup && !disks.data_disks.is_empty() {
+        usage_error("convert", "--data-disk tells the guest fix-up about the machine's other disks: add --fixup, or leave --data-disk out");
+    }
     // One run, one set of quotas: the data disks' reads and the copy share them.
     let quotas = Quotas::published();
     let fixup = fixup
@@ -212,7 +320,7 @@ fn convert(c: Command) -> Result<(), Failed> {
         ebs: aws.settings(&limits, concurrency),
         quotas,
         fixup,
-        stop: None,
+        stop: Some(stop),
     };
     let conversion = Conversion::prepare(&input, &out, &opts).map_err(said)?;
     // A snapshot's listing is read as the copy goes: no total to show.
@@ -274,19 +382,26 @@ fn migrate(c: Command) -> ExitCode {
                 stop_on_signals().and_then(|stop| fleet::migrate_plan(run, stop))
             }
         }
-        (None, Some(snapshot), Some(disk_name)) => one_disk(
-            &snapshot,
-            &disk_name,
-            &azure,
-            &aws,
-            &limits,
-            concurrency,
-            no_fixup,
-            staging,
-            &disks,
-            json,
-        )
-        .map(|()| fleet::Ended::Complete),
+        (None, Some(snapshot), Some(disk_name)) => {
+            return interruptible(
+                |stop| {
+                    one_disk(
+                        &snapshot,
+                        &disk_name,
+                        &azure,
+                        &aws,
+                        &limits,
+                        concurrency,
+                        no_fixup,
+                        staging,
+                        &disks,
+                        json,
+                        stop,
+                    )
+                },
+                |e| format!("interrupted: {e}"),
+            )
+        }
         _ => Err("give a snapshot and --disk-name, or --plan".into()),
     };
     match result {
@@ -312,9 +427,11 @@ fn one_disk(
     staging: os_disk::Staging,
     disks: &args::DataDiskArgs,
     json: bool,
+    stop: Arc<AtomicBool>,
 ) -> Result<(), Failed> {
     let opts = upload::Options {
         ebs: aws.settings(limits, concurrency),
+        stop: Some(stop),
         ..azure.options(limits, None)
     };
     let target = azure.target(disk_name)?;

@@ -37,8 +37,9 @@ pub fn print_convert(r: &Report, json: bool) -> Result<(), String> {
 }
 
 pub fn print_report(r: &Report) {
+    // Notes and warnings are not the result: standard error.
     if r.rounded_up {
-        out!(
+        eprintln!(
             "note: virtual size rounded up from {} to {} bytes (a whole MiB, as Azure requires){}",
             r.source_size,
             r.virtual_size,
@@ -50,14 +51,14 @@ pub fn print_report(r: &Report) {
         );
     }
     for w in &r.warnings {
-        out!("warning: {w}");
+        eprintln!("warning: {w}");
     }
     if let Some(e) = r
         .ebs
         .as_ref()
         .filter(|e| e.retries + e.tokens_refreshed > 0)
     {
-        out!(
+        eprintln!(
             "note: {} retries ({} throttled), {} block tokens refreshed, {} checksum mismatches fetched again",
             e.retries, e.throttled, e.tokens_refreshed, e.checksum_mismatches
         );
@@ -124,7 +125,7 @@ pub fn print_info(i: &Info, json: bool) -> Result<(), String> {
             if f.checksum_valid { "valid" } else { "INVALID" }
         );
         out!(
-            "  features:      {:#010x}, version {}, data offset {:#x}, saved state {}",
+            "  features:      {:#010x}, version {}, data offset {}, saved state {}",
             f.features,
             f.format_version,
             f.data_offset,
@@ -348,11 +349,16 @@ pub fn print_inspect(r: &inspect::Report, json: bool) -> Result<(), String> {
             w.default_control_set
         );
     }
-    out!(
-        "boot mode:       {} (create the disk with --hyper-v-generation {})",
-        r.boot_mode,
-        r.hyper_v_generation
-    );
+    // A generation is advice for an OS disk only.
+    if r.root_partition.is_some() {
+        out!(
+            "boot mode:       {} (create the disk with --hyper-v-generation {})",
+            r.boot_mode,
+            r.hyper_v_generation
+        );
+    } else {
+        out!("boot mode:       {} (no OS found)", r.boot_mode);
+    }
     for k in &r.kernels {
         out!(
             "kernel:          {} (Hyper-V drivers built in: {}; as modules: {}; initramfs: {}{})",
@@ -409,9 +415,6 @@ pub fn print_fixup(r: &apply::Report, json: bool) -> Result<(), String> {
         out!("{}", to_json(r)?);
     } else {
         print_fixup_changes(r);
-    }
-    if ebs2azure::fixup::windows::unsafe_to_edit(&r.inspection.findings) {
-        return Err("nothing was changed: Windows left this disk in a state that must not be edited (the blockers say why and what to do)".into());
     }
     Ok(())
 }
