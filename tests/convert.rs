@@ -469,3 +469,77 @@ fn a_disk_whose_gpts_are_both_damaged_converts_as_is_with_a_warning() {
     let info = ok(&ebs2azure(&["info", vhd.to_str().unwrap()]));
     assert!(info.contains("partition table: gpt (damaged)"), "{info}");
 }
+
+#[test]
+fn the_command_line_conventions_hold() {
+    // Each command shows its own flags: verify creates nothing.
+    let help = ok(&ebs2azure(&["verify", "--help"]));
+    for upload_only in [
+        "--location",
+        "--sku",
+        "--os-type",
+        "--zone",
+        "--tag",
+        "--resume",
+        "--cleanup",
+    ] {
+        assert!(
+            !help.contains(upload_only),
+            "{upload_only} in verify --help"
+        );
+    }
+    assert!(
+        help.contains("--disk-name") && help.contains("--digest"),
+        "{help}"
+    );
+    // Completions and the manual page come from the same definitions.
+    let bash = ok(&ebs2azure(&["completions", "bash"]));
+    assert!(
+        bash.contains("_ebs2azure") && bash.contains("migrate"),
+        "{bash}"
+    );
+    let man = ok(&ebs2azure(&["man"]));
+    assert!(man.contains(".TH ebs2azure 1"), "{man}");
+    // Usage mistakes: exit 2 with a sentence, nothing on stdout.
+    for (args, words) in [
+        (&["convert", "a.raw", "b.vhd"][..], "--out b.vhd"),
+        (
+            &["convert", "a.raw", "--out", "b.vhd", "--concurrency", "0"],
+            "at least 1",
+        ),
+        (
+            &[
+                "convert",
+                "a.raw",
+                "--out",
+                "b.vhd",
+                "--data-disk",
+                "/dev/xvdf=d.raw",
+            ],
+            "add --fixup",
+        ),
+        (
+            &["migrate", "--plan", "p.toml", "--disks-at-once", "0"],
+            "at least 1",
+        ),
+    ] {
+        let out = ebs2azure(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(words), "{args:?}: {err}");
+    }
+    // A failure: exit 1, one line on stderr.
+    let e = fails(&ebs2azure(&["info", "/nonexistent/disk.raw"]));
+    assert!(e.contains("/nonexistent/disk.raw"), "{e}");
+    // info --json never prints a number JSON cannot carry exactly.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("d.raw");
+    sparse_file(&raw, 30 << 20, &[]);
+    let vhd = dir.path().join("d.vhd");
+    ok(&convert(&raw, &vhd, &[]));
+    let text = ok(&ebs2azure(&["info", path_str(&vhd), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["footer"]["data_offset"], "0xffffffffffffffff");
+    assert!(!text.contains("18446744073709551615"), "{text}");
+}

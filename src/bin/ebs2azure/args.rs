@@ -300,7 +300,7 @@ pub enum Command {
         #[arg(long, help_heading = "Azure")]
         disk_name: String,
         #[command(flatten)]
-        azure: AzureArgs,
+        azure: AzureConn,
         #[command(flatten)]
         aws: AwsArgs,
         #[command(flatten)]
@@ -412,16 +412,32 @@ pub enum ReportCommand {
     },
 }
 
-/// Which managed disk, and how to reach Azure.
+/// Where the disks are and how to reach Azure: what every Azure command takes.
 #[derive(clap::Args)]
 #[command(next_help_heading = "Azure")]
-pub struct AzureArgs {
+pub struct AzureConn {
     /// Subscription id (with --plan: where the plan sets none).
     #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
     pub subscription: Option<String>,
     /// Resource group (with --plan: where the plan sets none).
     #[arg(long, short = 'g')]
     pub resource_group: Option<String>,
+    /// Resource Manager endpoint, e.g. an emulator's.
+    #[arg(long, env = "EBS2AZURE_ARM_ENDPOINT", default_value = ebs2azure::azure::ARM_ENDPOINT)]
+    pub arm_endpoint: String,
+    /// A file with an ARM bearer token, bare or as `az account get-access-token` prints it
+    /// [otherwise EBS2AZURE_ARM_TOKEN, then: client secret from AZURE_* variables,
+    /// workload identity, managed identity, Azure CLI].
+    #[arg(long, env = "EBS2AZURE_ARM_TOKEN_FILE")]
+    pub arm_token_file: Option<PathBuf>,
+}
+
+/// Which managed disk to create, and how (upload and migrate).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Azure")]
+pub struct AzureArgs {
+    #[command(flatten)]
+    pub conn: AzureConn,
     /// Azure region of a new disk, e.g. westeurope (with --plan: where the plan sets none).
     #[arg(long)]
     pub location: Option<String>,
@@ -446,14 +462,6 @@ pub struct AzureArgs {
     /// Delete the disk if the upload fails.
     #[arg(long)]
     pub cleanup: bool,
-    /// Resource Manager endpoint, e.g. an emulator's.
-    #[arg(long, env = "EBS2AZURE_ARM_ENDPOINT", default_value = ebs2azure::azure::ARM_ENDPOINT)]
-    pub arm_endpoint: String,
-    /// A file with an ARM bearer token, bare or as `az account get-access-token` prints it
-    /// [otherwise EBS2AZURE_ARM_TOKEN, then: client secret from AZURE_* variables,
-    /// workload identity, managed identity, Azure CLI].
-    #[arg(long, env = "EBS2AZURE_ARM_TOKEN_FILE")]
-    pub arm_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -487,9 +495,9 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
-impl AzureArgs {
-    /// The disk `disk_name` these flags describe.
-    pub fn target(&self, disk_name: &str) -> Result<upload::Target, String> {
+impl AzureConn {
+    /// The disk `disk_name` in the subscription and resource group given.
+    pub fn disk(&self, disk_name: &str) -> Result<DiskRef, String> {
         let subscription = self
             .subscription
             .clone()
@@ -498,12 +506,51 @@ impl AzureArgs {
             .resource_group
             .clone()
             .ok_or("no resource group is given: pass --resource-group (-g)")?;
+        Ok(DiskRef {
+            subscription,
+            resource_group,
+            name: disk_name.to_owned(),
+        })
+    }
+
+    /// An existing disk to read (nothing about creating it).
+    pub fn existing(&self, disk_name: &str) -> Result<upload::Target, String> {
         Ok(upload::Target {
-            disk: DiskRef {
-                subscription,
-                resource_group,
-                name: disk_name.to_owned(),
+            disk: self.disk(disk_name)?,
+            location: None,
+            sku: plan::model::DEFAULT_SKU.to_owned(),
+            os_type: None,
+            hyper_v_generation: None,
+            zone: None,
+            tags: Vec::new(),
+        })
+    }
+
+    /// Azure settings and the token source, for any Azure command.
+    pub fn options(
+        &self,
+        limits: &LimitArgs,
+        concurrency: Option<NonZeroUsize>,
+    ) -> upload::Options {
+        upload::Options {
+            azure: ebs2azure::azure::Settings {
+                arm_endpoint: self.arm_endpoint.clone(),
+                request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
+                retry_budget: limits.retry_budget,
+                ..Default::default()
             },
+            token_file: self.arm_token_file.clone(),
+            concurrency,
+            ..Default::default()
+        }
+    }
+}
+
+impl AzureArgs {
+    /// The disk `disk_name` these flags describe.
+    pub fn target(&self, disk_name: &str) -> Result<upload::Target, String> {
+        Ok(upload::Target {
+            disk: self.conn.disk(disk_name)?,
             location: self.location.clone(),
             sku: self
                 .sku
@@ -525,8 +572,8 @@ impl AzureArgs {
     /// The keys a plan takes from these flags where it sets none itself.
     pub fn plan_fallback(&self, aws: &AwsArgs) -> plan::schema::Common {
         plan::schema::Common {
-            subscription: self.subscription.clone(),
-            resource_group: self.resource_group.clone(),
+            subscription: self.conn.subscription.clone(),
+            resource_group: self.conn.resource_group.clone(),
             location: self.location.clone(),
             sku: self.sku.clone(),
             zone: self.zone.clone(),
@@ -536,23 +583,16 @@ impl AzureArgs {
         }
     }
 
+    /// Azure settings, with resume and clean-up as asked.
     pub fn options(
         &self,
         limits: &LimitArgs,
         concurrency: Option<NonZeroUsize>,
     ) -> upload::Options {
         upload::Options {
-            azure: ebs2azure::azure::Settings {
-                arm_endpoint: self.arm_endpoint.clone(),
-                request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
-                retry_budget: limits.retry_budget,
-                ..Default::default()
-            },
-            token_file: self.arm_token_file.clone(),
             resume: self.resume,
             cleanup: self.cleanup,
-            concurrency,
-            ..Default::default()
+            ..self.conn.options(limits, concurrency)
         }
     }
 }

@@ -160,7 +160,7 @@ fn main() -> ExitCode {
                 ebs: aws.settings(&limits, None),
                 ..azure.options(&limits, None)
             };
-            let target = azure.target(&disk_name);
+            let target = azure.existing(&disk_name);
             target
                 .and_then(|t| session(&opts).map(|s| (s, t)))
                 .and_then(|(s, target)| match (digest, source) {
