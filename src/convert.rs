@@ -30,13 +30,23 @@ pub enum Input {
 }
 
 impl Input {
-    /// A snapshot id (`snap-...`) names a snapshot unless a file of that name exists.
+    /// A snapshot id ([`ebs::is_snapshot_id`]) names a snapshot; anything
+    /// else is a path (a file named like a snapshot id is `./snap-...`).
     pub fn parse(s: &str) -> Input {
-        if ebs::is_snapshot_id(s) && !Path::new(s).exists() {
+        if ebs::is_snapshot_id(s) {
             Input::Snapshot(s.to_owned())
         } else {
             Input::Image(PathBuf::from(s))
         }
+    }
+
+    /// [`Input::parse`], refusing what looks meant as a snapshot id but is
+    /// not one (and is no file either), with the rule in the sentence.
+    pub fn parse_checked(s: &str) -> Result<Input, crate::source::Error> {
+        if ebs::is_near_snapshot_id(s) && !Path::new(s).exists() {
+            return Err(crate::source::Error::BadSnapshotId(s.to_owned()));
+        }
+        Ok(Input::parse(s))
     }
 }
 

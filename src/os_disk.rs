@@ -406,7 +406,7 @@ mod tests {
             std::sync::Arc::new(crate::azure::token::StaticToken::new("t")),
         )
         .unwrap();
-        stage_and_upload(&session, "snap-0a", &target, &opts, &staging, &|_| {})
+        stage_and_upload(&session, "snap-0000000a", &target, &opts, &staging, &|_| {})
     }
 
     #[test]
@@ -418,7 +418,7 @@ mod tests {
             Err(Error::NoStagedCopy { .. })
         ));
         // The copy is there, its report is corrupt: both are kept, nothing says delete the copy.
-        let staged = staged_path(dir.path(), "snap-0a", "web01-os");
+        let staged = staged_path(dir.path(), "snap-0000000a", "web01-os");
         fs::write(&staged, b"vhd").unwrap();
         fs::write(report_path(&staged), b"{ not json").unwrap();
         let e = resume(dir.path()).unwrap_err();
@@ -438,15 +438,18 @@ mod tests {
     #[test]
     fn each_disk_has_its_own_staged_copy() {
         let dir = Path::new("/var/tmp");
-        let a = staged_path(dir, "snap-0a", "web01-os");
-        assert_eq!(a, Path::new("/var/tmp/ebs2azure-snap-0a-web01-os.vhd"));
-        assert_ne!(a, staged_path(dir, "snap-0a", "web02-os"));
+        let a = staged_path(dir, "snap-0000000a", "web01-os");
+        assert_eq!(
+            a,
+            Path::new("/var/tmp/ebs2azure-snap-0000000a-web01-os.vhd")
+        );
+        assert_ne!(a, staged_path(dir, "snap-0000000a", "web02-os"));
         assert_eq!(
             report_path(&a),
-            Path::new("/var/tmp/ebs2azure-snap-0a-web01-os.vhd.fixup.json")
+            Path::new("/var/tmp/ebs2azure-snap-0000000a-web01-os.vhd.fixup.json")
         );
         // Nothing in a disk name can leave the staging directory.
-        let odd = staged_path(dir, "snap-0a", "../../etc/x");
+        let odd = staged_path(dir, "snap-0000000a", "../../etc/x");
         assert_eq!(odd.parent(), Some(dir));
     }
 }

@@ -543,3 +543,33 @@ fn the_command_line_conventions_hold() {
     assert_eq!(v["footer"]["data_offset"], "0xffffffffffffffff");
     assert!(!text.contains("18446744073709551615"), "{text}");
 }
+
+#[test]
+fn one_snapshot_id_rule_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.vhd");
+    // A near miss is a sentence with the rule, whatever the command.
+    for args in [
+        vec!["convert", "snap-0123456789ABCDEFG", "--out", path_str(&out)],
+        vec!["info", "snap-123"],
+        vec![
+            "migrate",
+            "small.raw",
+            "-g",
+            "rg",
+            "--disk-name",
+            "d",
+            "--subscription",
+            "00000000-0000-0000-0000-000000000001",
+        ],
+    ] {
+        let e = fails(&ebs2azure(&args));
+        assert!(e.contains("8 or 17 lower-case hex digits"), "{args:?}: {e}");
+    }
+    assert!(!out.exists());
+    // A file named like a near miss is a file, and ./snap-... always is.
+    let odd = dir.path().join("snap-123");
+    sparse_file(&odd, 30 << 20, &[]);
+    let text = ok(&ebs2azure(&["info", path_str(&odd)]));
+    assert!(text.contains("format:          raw"), "{text}");
+}

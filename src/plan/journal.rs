@@ -290,7 +290,7 @@ mod tests {
     fn started() -> Record {
         Record::Started {
             plan: "p".into(),
-            snapshot: "snap-01".into(),
+            snapshot: "snap-00000001".into(),
             upload_size: 1 << 30,
         }
     }

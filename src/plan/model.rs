@@ -476,7 +476,7 @@ impl Resolver<'_> {
             Some(s) => {
                 self.problem(
                     line,
-                    format!("{s:?} is not a snapshot id (snap- followed by lower-case hex digits)"),
+                    format!("{s:?} is not a snapshot id (snap- followed by 8 or 17 lower-case hex digits)"),
                 );
                 s.clone()
             }
@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn names_derive_from_machines_and_defaults_apply() {
         let p = plan(
-            "[[machine]]\nname = \"web01\"\ntags = { app = \"web\" }\n  [[machine.disk]]\n  snapshot = \"snap-01\"\n  role = \"os\"\n  [[machine.disk]]\n  snapshot = \"snap-02\"\n  lun = 0\n  sku = \"StandardSSD_LRS\"\n  [[machine.disk]]\n  snapshot = \"snap-03\"\n\n[[disk]]\nsnapshot = \"snap-04\"\nname = \"archive-01\"\nexclude = true\n",
+            "[[machine]]\nname = \"web01\"\ntags = { app = \"web\" }\n  [[machine.disk]]\n  snapshot = \"snap-00000001\"\n  role = \"os\"\n  [[machine.disk]]\n  snapshot = \"snap-00000002\"\n  lun = 0\n  sku = \"StandardSSD_LRS\"\n  [[machine.disk]]\n  snapshot = \"snap-00000003\"\n\n[[disk]]\nsnapshot = \"snap-00000004\"\nname = \"archive-01\"\nexclude = true\n",
         )
         .unwrap();
         let names: Vec<&str> = p.disks.iter().map(|d| d.name.as_str()).collect();
@@ -658,7 +658,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once_with_its_line() {
         let e = plan(
-            "[[machine]]\nname = \"web01\"\n  [[machine.disk]]\n  snapshot = \"snap-XYZ\"\n  [[machine.disk]]\n  snapshot = \"snap-01\"\n  sku = \"Ultra\"\n\n[[machine]]\nname = \"web01\"\n  [[machine.disk]]\n  snapshot = \"snap-01\"\n  role = \"os\"\n",
+            "[[machine]]\nname = \"web01\"\n  [[machine.disk]]\n  snapshot = \"snap-XYZ\"\n  [[machine.disk]]\n  snapshot = \"snap-00000001\"\n  sku = \"Ultra\"\n\n[[machine]]\nname = \"web01\"\n  [[machine.disk]]\n  snapshot = \"snap-00000001\"\n  role = \"os\"\n",
         )
         .unwrap_err();
         let Error::Invalid { problems, .. } = &e else {
@@ -686,14 +686,15 @@ mod tests {
 
     #[test]
     fn an_os_disk_sent_unchanged_must_say_its_os() {
-        let e =
-            plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\nrole = \"os\"\nfixup = false\n")
-                .unwrap_err();
+        let e = plan(
+            "[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\nrole = \"os\"\nfixup = false\n",
+        )
+        .unwrap_err();
         assert!(
             e.to_string().contains("os_type must say linux or windows"),
             "{e}"
         );
-        let p = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\nrole = \"os\"\nfixup = false\nos_type = \"windows\"\n").unwrap();
+        let p = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\nrole = \"os\"\nfixup = false\nos_type = \"windows\"\n").unwrap();
         assert_eq!(p.disks[0].target().os_type, Some(OsType::Windows));
         assert!(!p.disks[0].fixed_up());
     }
@@ -714,7 +715,7 @@ mod tests {
 
     #[test]
     fn a_missing_subscription_comes_from_the_fallback() {
-        let text = "[defaults]\nresource_group = \"rg\"\nlocation = \"westeurope\"\n[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\n";
+        let text = "[defaults]\nresource_group = \"rg\"\nlocation = \"westeurope\"\n[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\n";
         assert!(Plan::parse(text, "p", &Common::default()).is_err());
         let fallback = Common {
             subscription: Some(SUB.into()),
@@ -726,10 +727,11 @@ mod tests {
 
     #[test]
     fn digests_follow_what_a_disk_becomes() {
-        let a = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\n").unwrap();
-        let b = plan("\n\n[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\n").unwrap();
-        let c = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-01\"\nsku = \"Standard_LRS\"\n")
-            .unwrap();
+        let a = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\n").unwrap();
+        let b = plan("\n\n[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\n").unwrap();
+        let c =
+            plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\nsku = \"Standard_LRS\"\n")
+                .unwrap();
         assert_eq!(
             a.disks[0].digest(),
             b.disks[0].digest(),

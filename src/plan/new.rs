@@ -63,7 +63,7 @@ pub fn rows_from_ids<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Vec
         }
         if !is_snapshot_id(id) {
             return Err(format!(
-                "item {} ({id:?}) is not a snapshot id (snap- followed by lower-case hex digits)",
+                "item {} ({id:?}) is not a snapshot id (snap- followed by 8 or 17 lower-case hex digits)",
                 n + 1
             ));
         }
@@ -222,7 +222,8 @@ mod tests {
 
     #[test]
     fn ids_make_a_plan_that_validates() {
-        let rows = rows_from_ids(["snap-01", "", "# a comment", "snap-02  # db"]).unwrap();
+        let rows =
+            rows_from_ids(["snap-00000001", "", "# a comment", "snap-00000002  # db"]).unwrap();
         assert_eq!(rows.len(), 2);
         let text = write(&rows, &defaults());
         let plan = Plan::parse(&text, "new", &Common::default()).unwrap();
@@ -233,7 +234,7 @@ mod tests {
 
     #[test]
     fn csv_rows_group_into_machines() {
-        let csv = "machine,snapshot,role,lun,device\nweb01,snap-0a,,,\nweb01,snap-0b,,0,/dev/xvdf\ndb01,snap-0c,data,1,\ndb01,snap-0d,os,,\n,snap-0e,,,\n";
+        let csv = "machine,snapshot,role,lun,device\nweb01,snap-0000000a,,,\nweb01,snap-0000000b,,0,/dev/xvdf\ndb01,snap-0000000c,data,1,\ndb01,snap-0000000d,os,,\n,snap-0000000e,,,\n";
         let rows = rows_from_csv(csv).unwrap();
         let text = write(&rows, &defaults());
         let plan = Plan::parse(&text, "new", &Common::default()).unwrap();
@@ -253,6 +254,6 @@ mod tests {
             ]
         );
         assert_eq!(plan.disks[1].device.as_deref(), Some("/dev/xvdf"));
-        assert!(rows_from_csv("snapshot,lun\nsnap-01,x\n").is_err());
+        assert!(rows_from_csv("snapshot,lun\nsnap-00000001,x\n").is_err());
     }
 }

@@ -440,7 +440,7 @@ mod tests {
         DiskReport {
             name: name.into(),
             machine: machine.map(Into::into),
-            snapshot: "snap-01".into(),
+            snapshot: "snap-00000001".into(),
             role: DiskRole::Data,
             target: None,
             status,

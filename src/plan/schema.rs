@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn entries_keep_their_lines() {
-        let text = "[[machine]]\nname = \"a\"\n  [[machine.disk]]\n  snapshot = \"snap-01\"\n\n[[disk]]\nsnapshot = \"snap-02\"\n";
+        let text = "[[machine]]\nname = \"a\"\n  [[machine.disk]]\n  snapshot = \"snap-00000001\"\n\n[[disk]]\nsnapshot = \"snap-00000002\"\n";
         let plan: PlanFile = toml::from_str(text).unwrap();
         let m = &plan.machine[0];
         assert_eq!(m.get_ref().name.as_deref(), Some("a"));

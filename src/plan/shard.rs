@@ -114,9 +114,9 @@ mod tests {
     fn shards_cover_the_plan_once_and_keep_machines_together() {
         let mut text = String::from("[defaults]\nsubscription = \"00000000-0000-0000-0000-000000000001\"\nresource_group = \"rg\"\nlocation = \"westeurope\"\n");
         for m in 0..7 {
-            text += &format!("[[machine]]\nname = \"m{m}\"\n[[machine.disk]]\nrole = \"os\"\nsnapshot = \"snap-{m:02x}00\"\n[[machine.disk]]\nsnapshot = \"snap-{m:02x}01\"\n");
+            text += &format!("[[machine]]\nname = \"m{m}\"\n[[machine.disk]]\nrole = \"os\"\nsnapshot = \"snap-{m:06x}00\"\n[[machine.disk]]\nsnapshot = \"snap-{m:06x}01\"\n");
         }
-        text += "[[disk]]\nname = \"lone\"\nsnapshot = \"snap-ff\"\n";
+        text += "[[disk]]\nname = \"lone\"\nsnapshot = \"snap-000000ff\"\n";
         let plan = Plan::parse(&text, "p", &Common::default()).unwrap();
         for n in 1..=9 {
             let mut seen = vec![0; plan.disks.len()];

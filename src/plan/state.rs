@@ -218,7 +218,7 @@ mod tests {
     use crate::plan::schema::Common;
 
     fn plan(sku: &str) -> Plan {
-        let text = format!("[defaults]\nsubscription = \"00000000-0000-0000-0000-000000000001\"\nresource_group = \"rg\"\nlocation = \"westeurope\"\n[[disk]]\nname = \"a\"\nsnapshot = \"snap-01\"\n[[disk]]\nname = \"b\"\nsnapshot = \"snap-02\"\nsku = \"{sku}\"\n");
+        let text = format!("[defaults]\nsubscription = \"00000000-0000-0000-0000-000000000001\"\nresource_group = \"rg\"\nlocation = \"westeurope\"\n[[disk]]\nname = \"a\"\nsnapshot = \"snap-00000001\"\n[[disk]]\nname = \"b\"\nsnapshot = \"snap-00000002\"\nsku = \"{sku}\"\n");
         Plan::parse(&text, "p", &Common::default()).unwrap()
     }
 

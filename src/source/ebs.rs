@@ -318,14 +318,22 @@ impl std::fmt::Debug for EbsSource {
     }
 }
 
-/// True for ids of the form `snap-` followed by hex digits.
+/// The one rule for snapshot ids, in every command: `snap-` followed by 8
+/// or 17 lower-case hex digits (EC2's short and long ids). Anything else is
+/// a path.
 pub fn is_snapshot_id(s: &str) -> bool {
     s.strip_prefix("snap-").is_some_and(|h| {
-        !h.is_empty()
-            && h.len() <= 59
+        (h.len() == 8 || h.len() == 17)
             && h.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// True for what looks meant as a snapshot id but breaks the rule
+/// (`snap-` in any case, then anything): worth a sentence rather than
+/// "no such file".
+pub fn is_near_snapshot_id(s: &str) -> bool {
+    !is_snapshot_id(s) && s.len() >= 5 && s[..5].eq_ignore_ascii_case("snap-") && !s.contains('/')
 }
 
 impl EbsSource {
@@ -1057,6 +1065,14 @@ mod tests {
         assert!(!is_snapshot_id("snap-XYZ"));
         assert!(!is_snapshot_id("disk.raw"));
         assert!(!is_snapshot_id("snap-0123456789ABCDEF0"));
+        assert!(is_snapshot_id("snap-0123abcd"), "8 digits: the short form");
+        assert!(!is_snapshot_id("snap-123"));
+        assert!(!is_snapshot_id("snap-0123456789abcdef01"));
+        assert!(is_near_snapshot_id("snap-0123456789ABCDEFG"));
+        assert!(is_near_snapshot_id("SNAP-0123abcd"));
+        assert!(!is_near_snapshot_id("snap-0123abcd"));
+        assert!(!is_near_snapshot_id("./snap-123"));
+        assert!(!is_near_snapshot_id("disk.raw"));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub enum Error {
     },
 
     /// The input looks like a snapshot id but is not one.
-    #[error("{0} is not a snapshot id (snap- followed by lower-case hex digits)")]
+    #[error("{0} is not a snapshot id: snap- followed by 8 or 17 lower-case hex digits, such as snap-0123456789abcdef0")]
     BadSnapshotId(String),
 
     /// The snapshot does not exist where we looked.

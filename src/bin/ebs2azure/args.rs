@@ -632,7 +632,12 @@ impl DataDiskArgs {
             .data_disks
             .iter()
             .map(|(dev, what)| {
-                os_disk::probe_data_disk(dev, &Input::parse(what), ebs, quotas.clone())
+                Input::parse_checked(what)
+                    .map_err(|e| e.to_string())
+                    .and_then(|i| {
+                        os_disk::probe_data_disk(dev, &i, ebs, quotas.clone())
+                            .map_err(|e| e.to_string())
+                    })
                     .map_err(|e| format!("--data-disk {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;

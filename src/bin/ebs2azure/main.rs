@@ -48,11 +48,12 @@ fn main() -> ExitCode {
             json,
             aws,
             limits,
-        } => match Input::parse(&file) {
-            Input::Snapshot(id) => info::snapshot_info(&id, &aws.settings(&limits, None))
+        } => match Input::parse_checked(&file).map_err(said) {
+            Err(e) => Err(e),
+            Ok(Input::Snapshot(id)) => info::snapshot_info(&id, &aws.settings(&limits, None))
                 .map_err(said)
                 .and_then(|i| print::print_snapshot_info(&i, json)),
-            Input::Image(path) => {
+            Ok(Input::Image(path)) => {
                 let opts = OpenOptions {
                     accept_bad_checksum,
                     force_raw: input_raw,
@@ -168,8 +169,9 @@ fn main() -> ExitCode {
                         .map_err(said)
                         .and_then(|r| print::print_digest_check(&r, &disk_name, json)),
                     (None, Some(source)) => {
-                        verify::verify(&s, &Input::parse(&source), &target, &opts)
+                        Input::parse_checked(&source)
                             .map_err(said)
+                            .and_then(|i| verify::verify(&s, &i, &target, &opts).map_err(said))
                             .and_then(|r| print::print_verify(&r, &disk_name, verbose, json))
                     }
                     (None, None) => Err("give a source or --digest".into()),
@@ -293,7 +295,7 @@ fn convert(c: Command, stop: Arc<AtomicBool>) -> Result<(), Failed> {
     let fixup = fixup
         .then(|| disks.fix_options(false, &aws.settings(&limits, None), &quotas))
         .transpose()?;
-    let input = Input::parse(&input);
+    let input = Input::parse_checked(&input).map_err(said)?;
     // For a snapshot it bounds the requests in flight; a few copy workers suffice.
     let workers = match input {
         Input::Image(_) => concurrency,
