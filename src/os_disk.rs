@@ -269,6 +269,7 @@ pub fn stage_and_upload(
         // Found now, not after the copy.
         fixup::mount::check_host().map_err(Error::Host)?;
         let _ = fs::remove_file(&json);
+        tracing::info!(snapshot, "staging the snapshot to a local sparse VHD");
         progress(Progress::Step("staging the snapshot to a local sparse VHD"));
         let copy_opts = convert::Options {
             ebs: opts.ebs.clone(),
@@ -283,6 +284,7 @@ pub fn stage_and_upload(
         let conversion =
             Conversion::prepare(&Input::Snapshot(snapshot.into()), &staged, &copy_opts)?;
         let staged_report = conversion.run(&|n| progress(Progress::Bytes(n)))?;
+        tracing::info!(snapshot, "fixing the guest up for Azure");
         progress(Progress::Step("fixing the guest up for Azure"));
         let fix_opts = apply::FixOptions {
             dry_run: false,

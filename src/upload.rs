@@ -406,11 +406,13 @@ fn transfer(
                 tags: target.tags.clone(),
                 upload_size_bytes: upload_size,
             };
+            tracing::info!(disk = %name, "creating the disk for upload ({upload_size} bytes)");
             session.block_on(arm.create_for_upload(&target.disk, &spec))?;
         }
     }
     // From here on the disk exists: a failure leaves it to resume, or deletes it.
     let result = (|| -> Result<(Stats, UploadStats), Error> {
+        tracing::info!(disk = %name, "granting write access");
         let sas = session.block_on(arm.begin_access(&target.disk, Access::Write))?;
         let written = if opts.resume {
             session.block_on(session.page_ranges(&sas, &name, upload_size))?
@@ -422,6 +424,7 @@ fn transfer(
             Some(c) => c.block_done(index, data),
             None => Ok(()),
         };
+        tracing::info!(disk = %name, resume = opts.resume, "copying {source_name}");
         let copy = pipeline::copy_with(
             source,
             &sink,
@@ -435,6 +438,7 @@ fn transfer(
         if let Some(c) = hooks.checkpoints {
             c.copied().map_err(Error::Checkpoint)?;
         }
+        tracing::info!(disk = %name, "writing the footer and ending the upload");
         let up = sink.finish(size, footer)?;
         Ok((copy, up))
     })();

@@ -305,9 +305,26 @@ fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
     let out = az.with_ebs(
         &ebs,
         "vol01",
-        &["migrate", &snap, "--location", "westeurope", "--json"],
+        &[
+            "migrate",
+            &snap,
+            "--location",
+            "westeurope",
+            "--json",
+            "-vv",
+        ],
     );
     no_azure_secrets(&out);
+    // -vv: the phases on standard error, never a secret (checked above).
+    let log = String::from_utf8_lossy(&out.stderr);
+    for phase in [
+        "creating the disk",
+        "granting write access",
+        "copying",
+        "ending the upload",
+    ] {
+        assert!(log.contains(phase), "{phase} not logged: {log}");
+    }
     let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(report["virtual_size"], 1u64 << 30);
     let pages = nonzero_pages(&raw, 1 << 30);
@@ -441,7 +458,7 @@ fn verify_proves_the_whole_disk_from_a_vhd() {
     );
     // Zeros written where the source is zero are no difference: read back, listed with -v.
     az.tamper("clean", at, &[0u8; 4096]);
-    let out = verify_disk(&az, vhd_s, "clean", &["-v"]);
+    let out = verify_disk(&az, vhd_s, "clean", &["--all-ranges"]);
     let text = ok(&out);
     assert!(
         text.contains("4.00 KiB written outside the source's data, all zero"),

@@ -542,6 +542,29 @@ fn the_command_line_conventions_hold() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["footer"]["data_offset"], "0xffffffffffffffff");
     assert!(!text.contains("18446744073709551615"), "{text}");
+    // -q: the result only; the rounding note is not said.
+    let odd = dir.path().join("odd.raw");
+    sparse_file(&odd, 30_000_000, &[]);
+    let quiet = ebs2azure(&[
+        "convert",
+        path_str(&odd),
+        "--out",
+        path_str(&dir.path().join("q.vhd")),
+        "-q",
+    ]);
+    ok(&quiet);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let loud = ebs2azure(&[
+        "convert",
+        path_str(&odd),
+        "--out",
+        path_str(&dir.path().join("l.vhd")),
+    ]);
+    assert!(String::from_utf8_lossy(&loud.stderr).contains("rounded up"));
 }
 
 #[test]

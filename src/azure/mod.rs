@@ -250,6 +250,7 @@ pub(crate) async fn back_off(
     attempt: &mut u32,
     last: Error,
 ) -> Result<(), Error> {
+    tracing::debug!(attempt = *attempt + 1, "Azure call retried after: {last}");
     budget.retry(*attempt, s.attempts_per_call, last)?;
     tokio::time::sleep(backoff(s, *attempt)).await;
     *attempt += 1;

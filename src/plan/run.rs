@@ -114,6 +114,10 @@ pub fn run(
                 } else {
                     move_disk(plan, disk, state, session, opts, events, stop)
                 };
+                match &report.error {
+                    Some(e) => tracing::info!(disk = %report.name, "{}: {e}", super::report::status_text(report.status)),
+                    None => tracing::info!(disk = %report.name, "{}", super::report::status_text(report.status)),
+                }
                 events(Event::Ended(&report));
                 results
                     .lock()

@@ -112,6 +112,7 @@ impl ManagedDiskSink {
                 detail: format!("it was refused after {MAX_SAS_RENEWALS} renewals"),
             });
         }
+        tracing::info!(disk = %self.disk.name, "the write SAS was refused (expired); asking for a new one");
         let fresh = self.arm.begin_access(&self.disk, Access::Write).await?;
         // A writer that panicked cannot leave the pair half-set: take it anyway.
         *self.sas.write().unwrap_or_else(PoisonError::into_inner) = (fresh, seen + 1);

@@ -226,7 +226,7 @@ impl InFlight {
         }
     }
 
-    #[cfg(test)]
+    /// The current limit on requests in flight.
     fn limit(&self) -> usize {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).0 as usize
     }
@@ -573,6 +573,7 @@ impl Inner {
         self.counters
             .tokens_refreshed
             .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(snapshot = %self.snapshot, block = index, "block token expired; listing again from there");
         let (page, _, _) = self.list(None, Some(index), REFRESH_PAGE).await?;
         let mut found = None;
         {
@@ -596,9 +597,13 @@ impl Inner {
             Failure::Throttled(m) => {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 self.in_flight.throttled();
+                tracing::debug!(snapshot = %self.snapshot, ?block, "throttled ({m}); requests in flight lowered to {}", self.in_flight.limit());
                 m
             }
-            Failure::Transient(m) => m,
+            Failure::Transient(m) => {
+                tracing::debug!(snapshot = %self.snapshot, ?block, attempt = *attempt + 1, "retrying after: {m}");
+                m
+            }
         };
         if !self.retries.take() {
             return Err(Error::RetryBudget {
@@ -781,6 +786,7 @@ impl Inner {
                         .checksum_mismatches
                         .fetch_add(1, Ordering::Relaxed);
                     mismatches += 1;
+                    tracing::info!(snapshot = %self.snapshot, block = index, "block failed its SHA-256 check; fetching it again");
                     if mismatches >= CHECKSUM_ATTEMPTS {
                         return Err(Error::Checksum {
                             snapshot: self.snapshot.clone(),

@@ -23,6 +23,19 @@ use ebs2azure::{os_disk, plan};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More on standard error: -v phases, renewals and each disk's end;
+    /// -vv every retry and throttle (RUST_LOG takes precedence).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count, help_heading = "Output")]
+    pub verbose: u8,
+    /// Nothing on standard error but errors: no progress, notes or warnings.
+    #[arg(
+        long,
+        short,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Output"
+    )]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -306,8 +319,8 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
         /// Print every range, not only the differing ones.
-        #[arg(long, short, help_heading = "Output")]
-        verbose: bool,
+        #[arg(long, help_heading = "Output")]
+        all_ranges: bool,
         /// Print the result as JSON on standard output.
         #[arg(long, help_heading = "Output")]
         json: bool,

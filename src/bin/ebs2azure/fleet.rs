@@ -90,12 +90,12 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
                     }
                     plan::state::write_atomically(&path, text.as_bytes())
                         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                    eprintln!(
+                    print::note_line(&format!(
                         "wrote {} ({} disks); edit it, then: ebs2azure plan validate {}",
                         path.display(),
                         rows.len(),
                         path.display()
-                    );
+                    ));
                 }
             }
             Ok(None)
@@ -155,7 +155,10 @@ pub fn report_command(c: ReportCommand) -> Result<(), String> {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 merged.write(&dir).map_err(said)?;
-                eprintln!("wrote {}", dir.join(plan::report::REPORT_JSON).display());
+                print::note_line(&format!(
+                    "wrote {}",
+                    dir.join(plan::report::REPORT_JSON).display()
+                ));
             }
             print::print_run_report(&merged, json)
         }
@@ -275,7 +278,7 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
     }
     let md = state.path().join(plan::report::REPORT_MD);
     if report.complete {
-        eprintln!("report: {}", md.display());
+        print::note_line(&format!("report: {}", md.display()));
         Ok(Ended::Complete)
     } else {
         print::error(&format!(

@@ -34,8 +34,30 @@ fn said(e: impl std::error::Error + 'static) -> Failed {
     errors::explain(&e)
 }
 
+/// Logs to standard error through tracing: warnings by default, more with
+/// -v, errors only with -q; RUST_LOG, when set, says instead.
+fn init_logs(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "warn,ebs2azure=info",
+        (false, _) => "warn,ebs2azure=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logs(cli.verbose, cli.quiet);
+    progress::set_quiet(cli.quiet);
+    let result = match cli.command {
         c @ Command::Convert { .. } => {
             return interruptible(|stop| convert(c, stop), |e| {
                 format!("interrupted: {e}; the output was not written and no partial file is left")
@@ -154,7 +176,7 @@ fn main() -> ExitCode {
             azure,
             aws,
             limits,
-            verbose,
+            all_ranges,
             json,
         } => {
             let opts = upload::Options {
@@ -172,7 +194,7 @@ fn main() -> ExitCode {
                         Input::parse_checked(&source)
                             .map_err(said)
                             .and_then(|i| verify::verify(&s, &i, &target, &opts).map_err(said))
-                            .and_then(|r| print::print_verify(&r, &disk_name, verbose, json))
+                            .and_then(|r| print::print_verify(&r, &disk_name, all_ranges, json))
                     }
                     (None, None) => Err("give a source or --digest".into()),
                 })

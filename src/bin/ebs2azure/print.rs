@@ -21,6 +21,20 @@ macro_rules! out {
     }};
 }
 
+/// Prints a note or warning on standard error, unless `--quiet`.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        if crate::progress::chatty() {
+            eprintln!($($arg)*);
+        }
+    }};
+}
+
+/// A note on standard error (where a result was written, ...), unless `--quiet`.
+pub fn note_line(message: &str) {
+    note!("{message}");
+}
+
 /// Prints the command's error, one sentence.
 pub fn error(message: &str) {
     eprintln!("error: {message}");
@@ -39,7 +53,7 @@ pub fn print_convert(r: &Report, json: bool) -> Result<(), String> {
 pub fn print_report(r: &Report) {
     // Notes and warnings are not the result: standard error.
     if r.rounded_up {
-        eprintln!(
+        note!(
             "note: virtual size rounded up from {} to {} bytes (a whole MiB, as Azure requires){}",
             r.source_size,
             r.virtual_size,
@@ -51,14 +65,14 @@ pub fn print_report(r: &Report) {
         );
     }
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        note!("warning: {w}");
     }
     if let Some(e) = r
         .ebs
         .as_ref()
         .filter(|e| e.retries + e.tokens_refreshed > 0)
     {
-        eprintln!(
+        note!(
             "note: {} retries ({} throttled), {} block tokens refreshed, {} checksum mismatches fetched again",
             e.retries, e.throttled, e.tokens_refreshed, e.checksum_mismatches
         );

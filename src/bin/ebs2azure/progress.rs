@@ -3,10 +3,29 @@
 //! step for work in steps; on standard error, and only on a terminal.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Set by `--quiet`: no progress, notes or warnings on standard error.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silences progress (and notes) for the run.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// True when progress and notes may be shown: a terminal, and not `--quiet`.
+pub fn shown() -> bool {
+    !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
+}
+
+/// True unless `--quiet`.
+pub fn chatty() -> bool {
+    !QUIET.load(Ordering::Relaxed)
+}
 
 const WITH_TOTAL: &str =
     "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})";
@@ -22,7 +41,7 @@ impl Progress {
     /// Progress over `total` bytes when known; `verb` names what a count
     /// without a total counts ("read").
     pub fn new(total: Option<u64>, verb: &'static str) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
+        let terminal = shown();
         Progress {
             bar: Mutex::new(bar(terminal, total, verb)),
             terminal,
@@ -102,7 +121,7 @@ struct DiskLine {
 impl FleetProgress {
     /// Progress over `disks` disks.
     pub fn new(disks: usize, json: bool) -> FleetProgress {
-        let terminal = std::io::stderr().is_terminal();
+        let terminal = shown();
         let (multi, total) = if terminal && !json {
             let multi = indicatif::MultiProgress::new();
             let total = multi.add(ProgressBar::new(disks as u64));
