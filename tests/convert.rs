@@ -596,3 +596,24 @@ fn one_snapshot_id_rule_for_every_command() {
     let text = ok(&ebs2azure(&["info", path_str(&odd)]));
     assert!(text.contains("format:          raw"), "{text}");
 }
+
+#[test]
+fn json_carries_its_schema_version_and_errors_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("d.raw");
+    sparse_file(&raw, 30 << 20, &[]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&ebs2azure(&["info", path_str(&raw), "--json"]))).unwrap();
+    assert_eq!(v["schema_version"], 1, "{v}");
+    let out = ebs2azure(&["info", "/nonexistent/d.raw", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["schema_version"], 1);
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/d.raw"),
+        "{err}"
+    );
+}

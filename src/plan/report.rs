@@ -112,9 +112,19 @@ pub struct Totals {
     pub bytes_zero: u64,
 }
 
+/// Version of the report's JSON (as the command line's `schema_version`).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+fn schema_version() -> u32 {
+    REPORT_SCHEMA_VERSION
+}
+
 /// A run's report.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunReport {
+    /// Version of this format.
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
     /// The plan file.
     pub plan: String,
     /// Its digest.
@@ -222,6 +232,7 @@ impl RunReport {
         }
         let complete = t.failed == 0 && t.left == 0;
         RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
             plan,
             plan_digest,
             shards,

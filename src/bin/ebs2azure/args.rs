@@ -327,6 +327,28 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// True when the command was asked for JSON (its errors are JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Convert { json, .. }
+            | Command::Info { json, .. }
+            | Command::Inspect { json, .. }
+            | Command::Fixup { json, .. }
+            | Command::Upload { json, .. }
+            | Command::Migrate { json, .. }
+            | Command::Verify { json, .. }
+            | Command::Plan(PlanCommand::Validate { json, .. })
+            | Command::Report(
+                ReportCommand::Show { json, .. } | ReportCommand::Merge { json, .. },
+            ) => *json,
+            Command::Completions { .. } | Command::Man | Command::Plan(PlanCommand::New { .. }) => {
+                false
+            }
+        }
+    }
+}
+
 /// `ebs2azure plan ...`
 #[derive(Subcommand)]
 pub enum PlanCommand {

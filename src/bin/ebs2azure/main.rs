@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.verbose, cli.quiet);
     progress::set_quiet(cli.quiet);
+    print::set_json_errors(cli.command.json());
     let result = match cli.command {
         c @ Command::Convert { .. } => {
             return interruptible(|stop| convert(c, stop), |e| {

@@ -35,9 +35,29 @@ pub fn note_line(message: &str) {
     note!("{message}");
 }
 
-/// Prints the command's error, one sentence.
+/// Version of the JSON this program prints; every JSON object it prints
+/// carries it as `schema_version`, and it changes only when a field
+/// changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Set when the command was asked for `--json`: errors are JSON too.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Errors as JSON objects (`{"schema_version": 1, "error": "..."}`) from now on.
+pub fn set_json_errors(on: bool) {
+    JSON_ERRORS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints the command's error, one sentence (a JSON object under `--json`).
 pub fn error(message: &str) {
-    eprintln!("error: {message}");
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "{}",
+            serde_json::json!({"schema_version": SCHEMA_VERSION, "error": message})
+        );
+    } else {
+        eprintln!("error: {message}");
+    }
 }
 
 /// Prints a conversion's summary, as text or JSON.
@@ -212,8 +232,22 @@ pub fn print_snapshot_info(i: &SnapshotInfo, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// `v` as pretty JSON, with the schema version first when it is an object.
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string_pretty(v).map_err(|e| format!("cannot print JSON: {e}"))
+    let v = versioned(serde_json::to_value(v).map_err(|e| format!("cannot print JSON: {e}"))?);
+    serde_json::to_string_pretty(&v).map_err(|e| format!("cannot print JSON: {e}"))
+}
+
+fn versioned(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(fields) => {
+            let mut out = serde_json::Map::new();
+            out.insert("schema_version".into(), SCHEMA_VERSION.into());
+            out.extend(fields);
+            serde_json::Value::Object(out)
+        }
+        other => other,
+    }
 }
 
 pub fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
@@ -469,7 +503,7 @@ pub fn text(text: &str) {
 
 /// Prints one JSON event on its own line (a plan run's `--json`).
 pub fn event(v: &serde_json::Value) {
-    out!("{v}");
+    out!("{}", versioned(v.clone()));
 }
 
 /// Prints what `plan validate` found.
