@@ -340,6 +340,12 @@ impl Conversion {
         }
     }
 
+    /// How far a snapshot's listing has got while the copy runs (`None`
+    /// for images, whose bytes to read are known up front).
+    pub fn listing(&self) -> Option<std::sync::Arc<crate::source::Listing>> {
+        self.source.blocks().listing()
+    }
+
     /// Virtual size of the output.
     pub fn virtual_size(&self) -> u64 {
         self.virtual_size

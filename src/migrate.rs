@@ -54,9 +54,7 @@ pub fn migrate(
 ) -> Result<Report, Error> {
     match role {
         Role::Streamed => {
-            let r = upload::stream(session, snapshot, target, opts, &|n| {
-                progress(Progress::Bytes(n))
-            })?;
+            let r = upload::stream(session, snapshot, target, opts, progress)?;
             Ok(Report::Streamed(Box::new(r)))
         }
         Role::FixedUp(staging) => {

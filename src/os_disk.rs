@@ -43,14 +43,8 @@ impl Default for Staging {
     }
 }
 
-/// What a progress callback is told.
-#[derive(Clone, Copy, Debug)]
-pub enum Progress<'a> {
-    /// A new step starts (staging, fixing up, uploading), in a few words.
-    Step(&'a str),
-    /// Bytes done in the current step.
-    Bytes(u64),
-}
+/// What a progress callback is told (the upload's steps come through too).
+pub use crate::upload::Progress;
 
 /// What an OS-disk migration did.
 #[derive(Clone, Debug, Serialize)]
@@ -270,7 +264,10 @@ pub fn stage_and_upload(
         fixup::mount::check_host().map_err(Error::Host)?;
         let _ = fs::remove_file(&json);
         tracing::info!(snapshot, "staging the snapshot to a local sparse VHD");
-        progress(Progress::Step("staging the snapshot to a local sparse VHD"));
+        progress(Progress::Step(
+            "staging the snapshot to a local sparse VHD",
+            None,
+        ));
         let copy_opts = convert::Options {
             ebs: opts.ebs.clone(),
             quotas: opts.quotas.clone(),
@@ -285,7 +282,7 @@ pub fn stage_and_upload(
             Conversion::prepare(&Input::Snapshot(snapshot.into()), &staged, &copy_opts)?;
         let staged_report = conversion.run(&|n| progress(Progress::Bytes(n)))?;
         tracing::info!(snapshot, "fixing the guest up for Azure");
-        progress(Progress::Step("fixing the guest up for Azure"));
+        progress(Progress::Step("fixing the guest up for Azure", None));
         let fix_opts = apply::FixOptions {
             dry_run: false,
             data_disks: staging.data_disks.clone(),
@@ -344,10 +341,7 @@ pub fn stage_and_upload(
             OsType::Linux
         });
     }
-    progress(Progress::Step("uploading the fixed-up disk"));
-    let sent = upload::upload(session, &staged, &target, opts, &|n| {
-        progress(Progress::Bytes(n))
-    });
+    let sent = upload::upload(session, &staged, &target, opts, progress);
     let up = match sent {
         Ok(r) => r,
         Err(source @ upload::Error::CleanedUp { .. }) => {

@@ -33,6 +33,17 @@ const UPLOAD_BLOCK: u32 = 4 << 20;
 /// Copy workers (each with one request in flight) when the caller does not say.
 const UPLOAD_CONCURRENCY: usize = 16;
 
+/// What a progress callback is told.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// A new step starts (creating the disk, granting access, copying,
+    /// ending the upload; staging and fixing up for OS disks), in a few
+    /// words, with the bytes it will read when they are known.
+    Step(&'a str, Option<u64>),
+    /// Bytes done in the current step.
+    Bytes(u64),
+}
+
 /// Which disk to create and how.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -115,7 +126,11 @@ pub struct Report {
     pub source_retries: u64,
     /// Wall time in seconds.
     pub seconds: f64,
-    /// Bytes sent per second, in MiB/s.
+    /// Seconds of the copy alone (without creating the disk, granting
+    /// access and ending the upload).
+    #[serde(default)]
+    pub copy_seconds: f64,
+    /// Bytes sent per second of the copy, in MiB/s.
     pub throughput_mib_s: f64,
     /// Final disk state.
     pub state: DiskState,
@@ -266,7 +281,7 @@ pub fn upload(
     path: &Path,
     target: &Target,
     opts: &Options,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, Error> {
     let (source, footer) = check_vhd(path)?;
     transfer(
@@ -305,7 +320,7 @@ pub fn stream(
     snapshot: &str,
     target: &Target,
     opts: &Options,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, Error> {
     stream_with(session, snapshot, target, opts, progress, None, None)
 }
@@ -317,7 +332,7 @@ pub fn stream_with(
     snapshot: &str,
     target: &Target,
     opts: &Options,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
     checkpoints: Option<&dyn Checkpoints>,
     stop: Option<&AtomicBool>,
 ) -> Result<Report, Error> {
@@ -348,7 +363,7 @@ pub fn stream_with(
 
 /// What [`transfer`] reports to and takes from its caller.
 struct Hooks<'a> {
-    progress: &'a (dyn Fn(u64) + Sync),
+    progress: &'a (dyn Fn(Progress) + Sync),
     checkpoints: Option<&'a dyn Checkpoints>,
     stop: Option<&'a AtomicBool>,
 }
@@ -407,12 +422,14 @@ fn transfer(
                 upload_size_bytes: upload_size,
             };
             tracing::info!(disk = %name, "creating the disk for upload ({upload_size} bytes)");
+            (hooks.progress)(Progress::Step("creating the disk", None));
             session.block_on(arm.create_for_upload(&target.disk, &spec))?;
         }
     }
     // From here on the disk exists: a failure leaves it to resume, or deletes it.
-    let result = (|| -> Result<(Stats, UploadStats), Error> {
+    let result = (|| -> Result<(Stats, UploadStats, f64), Error> {
         tracing::info!(disk = %name, "granting write access");
+        (hooks.progress)(Progress::Step("granting write access", None));
         let sas = session.block_on(arm.begin_access(&target.disk, Access::Write))?;
         let written = if opts.resume {
             session.block_on(session.page_ranges(&sas, &name, upload_size))?
@@ -425,24 +442,29 @@ fn transfer(
             None => Ok(()),
         };
         tracing::info!(disk = %name, resume = opts.resume, "copying {source_name}");
+        (hooks.progress)(Progress::Step("copying", source.bytes_to_read()));
+        let copy_started = Instant::now();
+        let bytes = |n| (hooks.progress)(Progress::Bytes(n));
         let copy = pipeline::copy_with(
             source,
             &sink,
             &copy_options(opts),
             pipeline::Hooks {
-                progress: hooks.progress,
+                progress: &bytes,
                 block_done: hooks.checkpoints.is_some().then_some(&block_done as _),
                 stop: hooks.stop.or(opts.stop.as_deref()),
             },
         )?;
+        let copy_seconds = copy_started.elapsed().as_secs_f64();
         if let Some(c) = hooks.checkpoints {
             c.copied().map_err(Error::Checkpoint)?;
         }
         tracing::info!(disk = %name, "writing the footer and ending the upload");
+        (hooks.progress)(Progress::Step("ending the upload", None));
         let up = sink.finish(size, footer)?;
-        Ok((copy, up))
+        Ok((copy, up, copy_seconds))
     })();
-    let (copy, up) = match result {
+    let (copy, up, copy_seconds) = match result {
         Ok(r) => r,
         Err(cause) if opts.cleanup => {
             return match session.block_on(arm.delete(&target.disk)) {
@@ -480,7 +502,8 @@ fn transfer(
         retries: session.budget().used(),
         source_retries: 0,
         seconds,
-        throughput_mib_s: up.bytes_sent as f64 / (1 << 20) as f64 / seconds.max(1e-9),
+        copy_seconds,
+        throughput_mib_s: up.bytes_sent as f64 / (1 << 20) as f64 / copy_seconds.max(1e-9),
         state: info.map_or(DiskState::Other("gone".into()), |d| d.state),
     })
 }

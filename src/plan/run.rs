@@ -382,11 +382,12 @@ fn streamed(
         &disk.snapshot,
         target,
         opts,
-        &|n| {
-            events(Event::Bytes {
+        &|p| match p {
+            upload::Progress::Step(step, _) => events(Event::Step { disk: name, step }),
+            upload::Progress::Bytes(n) => events(Event::Bytes {
                 disk: name,
                 bytes: n,
-            })
+            }),
         },
         Some(&checkpoints),
         Some(stop),
@@ -469,7 +470,7 @@ fn fixed_up(
         &upload_opts,
         &staging,
         &|p| match p {
-            os_disk::Progress::Step(s) => step(s),
+            os_disk::Progress::Step(s, _) => step(s),
             os_disk::Progress::Bytes(n) => events(Event::Bytes {
                 disk: name,
                 bytes: n,

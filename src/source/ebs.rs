@@ -286,6 +286,8 @@ struct Inner {
     retries: Arc<crate::retry::Budget>,
     /// Blocks not to fetch: durable at the target from an earlier run.
     skip: Arc<HashSet<u64>>,
+    /// How far the listing of `blocks()` has got.
+    listing: Arc<super::Listing>,
     /// Tokens of listed blocks not fetched yet (at most about a page).
     tokens: Mutex<HashMap<u64, String>>,
     first_page: Mutex<Option<Page>>,
@@ -368,6 +370,7 @@ impl EbsSource {
                 .clone()
                 .unwrap_or_else(|| Arc::new(crate::retry::Budget::new(settings.retry_budget))),
             skip: Arc::new(HashSet::new()),
+            listing: Arc::default(),
             tokens: Mutex::new(HashMap::new()),
             first_page: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
@@ -961,12 +964,21 @@ async fn produce(inner: Arc<Inner>, tx: mpsc::Sender<Arrival>) {
     loop {
         let page = match pager.next_page().await {
             Ok(Some(page)) => page,
-            Ok(None) => return,
+            Ok(None) => {
+                inner.listing.complete.store(true, Ordering::Relaxed);
+                return;
+            }
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
         };
+        let to_read = page.iter().filter(|i| !inner.skip.contains(i)).count() as u64;
+        inner.listing.blocks.fetch_add(to_read, Ordering::Relaxed);
+        inner
+            .listing
+            .bytes
+            .fetch_add(to_read * u64::from(inner.block_size), Ordering::Relaxed);
         for index in page {
             if inner.skip.contains(&index) {
                 continue;
@@ -1036,6 +1048,10 @@ impl BlockSource for EbsSource {
     }
 
     /// Starts fetching: blocks come in arrival order, already read and checked.
+    fn listing(&self) -> Option<Arc<super::Listing>> {
+        Some(self.inner.listing.clone())
+    }
+
     fn blocks(&self) -> Box<dyn Iterator<Item = Result<u64, Error>> + Send + '_> {
         let (tx, rx) = mpsc::channel(READY_BLOCKS);
         self.rt.spawn(produce(self.inner.clone(), tx));

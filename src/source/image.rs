@@ -107,6 +107,10 @@ impl ImageSource {
 }
 
 impl BlockSource for ImageSource {
+    fn bytes_to_read(&self) -> Option<u64> {
+        self.listed_bytes().ok()
+    }
+
     fn size(&self) -> u64 {
         self.image.size()
     }

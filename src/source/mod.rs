@@ -6,8 +6,23 @@ pub mod ebs;
 pub mod image;
 pub mod snapshot_disk;
 
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
 pub use ebs::EbsSource;
 pub use image::{ImageSource, InputMapping};
+
+/// How much of its listing a source has read so far: the blocks to read,
+/// and whether the listing is complete (then the bytes to read are known).
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Blocks listed so far (to be read).
+    pub blocks: AtomicU64,
+    /// Bytes of those blocks.
+    pub bytes: AtomicU64,
+    /// True once the last page was listed.
+    pub complete: AtomicBool,
+}
 
 /// The block size of the whole flow: EBS's 512 KiB.
 pub const BLOCK_SIZE: u32 = 512 * 1024;
@@ -34,6 +49,17 @@ pub trait BlockSource: Send + Sync {
     /// Called once the bytes of block `index` are written, so that a source
     /// that lent them from memory can let them go (bounded memory).
     fn release_block(&self, _index: u64) {}
+
+    /// The bytes [`BlockSource::blocks`] will list, when the source knows
+    /// them up front (a local image does; a snapshot lists as it goes).
+    fn bytes_to_read(&self) -> Option<u64> {
+        None
+    }
+
+    /// How far a source that lists as it goes has got, for progress.
+    fn listing(&self) -> Option<Arc<Listing>> {
+        None
+    }
 }
 
 /// Why a source could not list or read blocks.

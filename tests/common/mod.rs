@@ -69,22 +69,29 @@ pub fn ok(out: &Output) -> String {
 }
 
 /// Asserts that the binary exited 3 (the input has blockers or problems)
-/// with one `error:` line; returns that line.
+/// with one error line; returns it as `error: ...`.
 pub fn blocked(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(3), "expected exit 3, got {out:?}");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line of error expected: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_owned()
+    one_error(out)
 }
 
-/// Asserts that the binary failed with one `error:` line; returns that line.
+/// Asserts that the binary failed with one `error:` line (or, under
+/// `--json`, one JSON error object); returns it as `error: ...`.
 pub fn fails(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "expected failure, got {out:?}");
+    one_error(out)
+}
+
+/// The one error line on standard error (text, or a JSON error object with
+/// its schema version), as `error: ...`.
+fn one_error(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line of error expected: {err}");
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(lines[0]) {
+        assert_eq!(v["schema_version"], 1, "{err}");
+        return format!("error: {}", v["error"].as_str().expect("an error message"));
+    }
     assert!(lines[0].starts_with("error: "), "{err}");
     lines[0].to_owned()
 }

@@ -155,14 +155,13 @@ fn main() -> ExitCode {
                         stop: Some(stop),
                         ..azure.options(&limits, concurrency)
                     };
-                    // The bytes to read (the VHD's data), when it can be checked here.
-                    let total = upload::check_vhd(&vhd)
-                        .ok()
-                        .and_then(|(source, _)| source.listed_bytes().ok());
                     let target = azure.target(&disk_name)?;
                     let s = session(&opts)?;
-                    let progress = Progress::new(total, "read");
-                    let r = upload::upload(&s, &vhd, &target, &opts, &|n| progress.inc(n));
+                    // Each step on its own line; the copy against the VHD's data.
+                    let progress = Progress::new(None, "read");
+                    let r = upload::upload(&s, &vhd, &target, &opts, &|p| {
+                        progress.show(&disk_name, p)
+                    });
                     progress.finish();
                     r.map_err(said).and_then(|r| print::print_upload(&r, json))
                 },
@@ -350,7 +349,14 @@ fn convert(c: Command, stop: Arc<AtomicBool>) -> Result<(), Failed> {
     let conversion = Conversion::prepare(&input, &out, &opts).map_err(said)?;
     // A snapshot's listing is read as the copy goes: no total to show.
     let progress = Progress::new(conversion.bytes_to_read().map_err(said)?, "read");
-    let report = conversion.run(&|n| progress.inc(n));
+    // A snapshot lists as it goes: the total shows once its listing is complete.
+    let listing = conversion.listing();
+    let report = conversion.run(&|n| {
+        progress.inc(n);
+        if let Some(l) = &listing {
+            progress.listing(l);
+        }
+    });
     progress.finish();
     print::print_convert(&report.map_err(said)?, json)
 }
@@ -475,9 +481,8 @@ fn one_disk(
     };
     let session = session(&opts)?;
     let progress = Progress::new(None, "read");
-    let report = migrate::migrate(&session, snapshot, &target, &role, &opts, &|p| match p {
-        migrate::Progress::Step(step) => progress.step(snapshot, step),
-        migrate::Progress::Bytes(n) => progress.inc(n),
+    let report = migrate::migrate(&session, snapshot, &target, &role, &opts, &|p| {
+        progress.show(disk_name, p)
     });
     progress.finish();
     match report.map_err(said)? {

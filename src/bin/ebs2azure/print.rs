@@ -282,7 +282,7 @@ pub fn print_upload(r: &upload::Report, json: bool) -> Result<(), String> {
         return Ok(());
     }
     out!(
-        "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s, {:.1} MiB/s; disk {} ({}); credential: {}",
+        "{} -> {}: {} sent in {} requests ({} zero skipped{}), {:.1} s in all, the copy {:.1} s at {:.1} MiB/s; disk {} ({}); credential: {}",
         r.source,
         r.disk,
         HumanBytes(r.upload.bytes_sent),
@@ -294,6 +294,7 @@ pub fn print_upload(r: &upload::Report, json: bool) -> Result<(), String> {
             String::new()
         },
         r.seconds,
+        r.copy_seconds,
         r.throughput_mib_s,
         r.state,
         HumanBytes(r.virtual_size),

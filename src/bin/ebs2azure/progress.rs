@@ -58,14 +58,44 @@ impl Progress {
     }
 
     /// Starts a new step: says what it is on its own line (`label: step`)
-    /// and counts its bytes afresh.
-    pub fn step(&self, label: &str, step: &str) {
+    /// and counts its bytes afresh, against `total` when it is known.
+    pub fn step(&self, label: &str, step: &str, total: Option<u64>) {
         let mut bar = self.bar.lock().unwrap_or_else(PoisonError::into_inner);
         bar.finish_and_clear();
         if self.terminal {
             eprintln!("{label}: {step}");
         }
-        *bar = self::bar(self.terminal, None, self.verb);
+        *bar = self::bar(self.terminal, total, self.verb);
+    }
+
+    /// Shows how far a snapshot's listing has got: the blocks listed so
+    /// far, then (once it is complete) a bar against the bytes to read.
+    pub fn listing(&self, l: &ebs2azure::source::Listing) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bar = self.bar.lock().unwrap_or_else(PoisonError::into_inner);
+        if l.complete.load(Relaxed) {
+            if bar.length().is_none() {
+                bar.set_length(l.bytes.load(Relaxed));
+                bar.set_style(
+                    ProgressStyle::with_template(WITH_TOTAL)
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_message("");
+            }
+        } else {
+            bar.set_message(format!(
+                "of {} listed so far",
+                indicatif::HumanBytes(l.bytes.load(Relaxed))
+            ));
+        }
+    }
+
+    /// Shows an upload's or a migration's steps and bytes, labelled `label`.
+    pub fn show(&self, label: &str, p: ebs2azure::upload::Progress<'_>) {
+        match p {
+            ebs2azure::upload::Progress::Step(step, total) => self.step(label, step, total),
+            ebs2azure::upload::Progress::Bytes(n) => self.inc(n),
+        }
     }
 
     /// Clears the display, before the command prints its result.
@@ -91,7 +121,9 @@ fn bar(terminal: bool, total: Option<u64>, verb: &str) -> ProgressBar {
         Some(t) => (ProgressBar::new(t), WITH_TOTAL.to_owned()),
         None => (
             ProgressBar::no_length(),
-            format!("{{spinner}} [{{elapsed_precise}}] {{bytes}} {verb} ({{bytes_per_sec}})"),
+            format!(
+                "{{spinner}} [{{elapsed_precise}}] {{bytes}} {verb} ({{bytes_per_sec}}) {{msg}}"
+            ),
         ),
     };
     bar.set_style(
