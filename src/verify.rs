@@ -136,6 +136,15 @@ impl BlockSink for VerifySink<'_> {
     }
 }
 
+/// The disk to read back, or why there is none.
+fn existing(session: &Session, target: &Target) -> Result<crate::azure::arm::DiskInfo, Error> {
+    session
+        .block_on(session.arm().get(&target.disk))?
+        .ok_or_else(|| Error::DiskNotFound {
+            disk: target.disk.name.clone(),
+        })
+}
+
 /// Reads the disk back through a read SAS and compares it with `input`.
 pub fn verify(
     session: &Session,
@@ -156,11 +165,7 @@ pub fn verify(
             ),
         };
     let arm = session.arm();
-    let info = session
-        .block_on(arm.get(&target.disk))?
-        .ok_or_else(|| Error::DiskNotFound {
-            disk: target.disk.name.clone(),
-        })?;
+    let info = existing(session, target)?;
     let size = source.size();
     if let Some(held) = info.upload_size_bytes.filter(|&u| u != size + 512) {
         return Err(Error::SizeMismatch {
@@ -336,11 +341,7 @@ pub fn verify_digest(
     opts: &Options,
 ) -> Result<DigestCheck, Error> {
     let arm = session.arm();
-    let info = session
-        .block_on(arm.get(&target.disk))?
-        .ok_or_else(|| Error::DiskNotFound {
-            disk: target.disk.name.clone(),
-        })?;
+    let info = existing(session, target)?;
     let upload_size = info.upload_size_bytes.unwrap_or(0);
     let size = upload_size.saturating_sub(512);
     let sas = session.block_on(arm.begin_access(&target.disk, Access::Read))?;

@@ -96,6 +96,14 @@ pub fn run(
     let queue: Mutex<VecDeque<usize>> = Mutex::new(selected.iter().copied().collect());
     let results: Mutex<BTreeMap<usize, DiskReport>> = Mutex::new(BTreeMap::new());
     let workers = opts.disks_at_once.get().min(selected.len().max(1));
+    let run = Run {
+        plan,
+        state,
+        session,
+        opts,
+        events,
+        stop,
+    };
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -112,7 +120,7 @@ pub fn run(
                 } else if stop.load(Ordering::SeqCst) {
                     outcome(disk, DiskStatus::NotRun)
                 } else {
-                    move_disk(plan, disk, state, session, opts, events, stop)
+                    run.move_disk(disk)
                 };
                 match &report.error {
                     Some(e) => tracing::info!(disk = %report.name, "{}: {e}", super::report::status_text(report.status)),
@@ -171,33 +179,15 @@ enum Moved {
     Earlier(Box<DiskReport>),
 }
 
-fn move_disk(
-    plan: &Plan,
-    disk: &PlannedDisk,
-    state: &StateDir,
-    session: &Session,
-    opts: &RunOptions,
-    events: &(dyn Fn(Event<'_>) + Sync),
-    stop: &AtomicBool,
-) -> DiskReport {
-    let started = Instant::now();
-    match try_move(plan, disk, state, session, opts, events, stop) {
-        Ok(Moved::Now(r)) => *r,
-        Ok(Moved::Earlier(r)) => DiskReport {
-            status: DiskStatus::FinishedEarlier,
-            ..*r
-        },
-        Err(e) => DiskReport {
-            status: if stop.load(Ordering::SeqCst) {
-                DiskStatus::Interrupted
-            } else {
-                DiskStatus::Failed
-            },
-            error: Some(e),
-            seconds: started.elapsed().as_secs_f64(),
-            ..outcome(disk, DiskStatus::Failed)
-        },
-    }
+/// What every disk of a run shares.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    plan: &'a Plan,
+    state: &'a StateDir,
+    session: &'a Session,
+    opts: &'a RunOptions,
+    events: &'a (dyn Fn(Event<'_>) + Sync),
+    stop: &'a AtomicBool,
 }
 
 /// The error chain of `e` in one line.
@@ -212,96 +202,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     text
-}
-
-fn try_move(
-    plan: &Plan,
-    disk: &PlannedDisk,
-    state: &StateDir,
-    session: &Session,
-    opts: &RunOptions,
-    events: &(dyn Fn(Event<'_>) + Sync),
-    stop: &AtomicBool,
-) -> Result<Moved, String> {
-    let path = state.journal(&disk.name);
-    let (journal, st) = Journal::open(&path).map_err(|e| chain(&e))?;
-    if let Some(summary) = st.finished.clone() {
-        if let Ok(r) = serde_json::from_value::<DiskReport>(summary) {
-            return Ok(Moved::Earlier(Box::new(r)));
-        }
-    }
-    let target = disk.target();
-    let ours = st
-        .started
-        .as_ref()
-        .is_some_and(|(p, s, _)| *p == disk.digest() && *s == disk.snapshot);
-    let started_record = Record::Started {
-        plan: disk.digest(),
-        snapshot: disk.snapshot.clone(),
-        upload_size: 0,
-    };
-    let existing = session
-        .block_on(session.arm().get(&target.disk))
-        .map_err(|e| chain(&e))?;
-    let resume = match existing {
-        None => {
-            journal.restart(&started_record).map_err(|e| chain(&e))?;
-            false
-        }
-        Some(d) if ours && d.state.is_upload() => true,
-        Some(d) if ours && d.state == DiskState::Unattached => {
-            // The upload ended; the run stopped before its journal said so.
-            let r = DiskReport {
-                target: Some(d.id),
-                status: DiskStatus::Finished,
-                resumed: true,
-                digest: st.copied.then(|| digest_of(&st.done)),
-                ..outcome(disk, DiskStatus::Finished)
-            };
-            finish(&journal, &r)?;
-            return Ok(Moved::Now(Box::new(r)));
-        }
-        Some(d) => {
-            return Err(format!(
-                "disk {} exists already ({}) and no run of this plan made it; delete it, or give the disk another name in the plan",
-                disk.name, d.state
-            ))
-        }
-    };
-    events(Event::Started {
-        disk,
-        resumed: resume,
-    });
-    let upload_opts = upload::Options {
-        resume,
-        cleanup: false,
-        ebs: crate::source::ebs::Settings {
-            region: disk
-                .region
-                .clone()
-                .or_else(|| opts.upload.ebs.region.clone()),
-            ..opts.upload.ebs.clone()
-        },
-        ..opts.upload.clone()
-    };
-    let r = if disk.fixed_up() {
-        fixed_up(plan, disk, &target, session, &upload_opts, opts, events)
-    } else {
-        streamed(
-            disk,
-            &target,
-            session,
-            &upload_opts,
-            &journal,
-            &st,
-            events,
-            stop,
-        )
-    };
-    let _ = journal.flush();
-    let r = r?;
-    finish(&journal, &r)?;
-    Ok(Moved::Now(Box::new(r)))
 }
 
 fn finish(journal: &Journal, r: &DiskReport) -> Result<(), String> {
@@ -353,178 +253,289 @@ impl Checkpoints for Journaled<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn streamed(
-    disk: &PlannedDisk,
-    target: &upload::Target,
-    session: &Session,
-    opts: &upload::Options,
-    journal: &Journal,
-    st: &journal::State,
-    events: &(dyn Fn(Event<'_>) + Sync),
-    stop: &AtomicBool,
-) -> Result<DiskReport, String> {
-    let checkpoints = Journaled {
-        journal,
-        done: Mutex::new(if opts.resume {
-            st.done.clone()
-        } else {
-            BTreeMap::new()
-        }),
-    };
-    let name = disk.name.as_str();
-    events(Event::Step {
-        disk: name,
-        step: "streaming",
-    });
-    let r = upload::stream_with(
-        session,
-        &disk.snapshot,
-        target,
-        opts,
-        &|p| match p {
-            upload::Progress::Step(step, _) => events(Event::Step { disk: name, step }),
-            upload::Progress::Bytes(n) => events(Event::Bytes {
-                disk: name,
-                bytes: n,
-            }),
-        },
-        Some(&checkpoints),
-        Some(stop),
-    )
-    .map_err(|e| chain(&e))?;
-    let done = checkpoints
-        .done
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
-    Ok(DiskReport {
-        target: Some(r.disk.clone()),
-        status: DiskStatus::Finished,
-        bytes_allocated: r.copy.bytes_read,
-        bytes_sent: r.upload.bytes_sent,
-        bytes_zero: r.copy.bytes_zero,
-        seconds: r.seconds,
-        throughput_mib_s: r.copy.bytes_read as f64 / (1 << 20) as f64 / r.seconds.max(1e-9),
-        retries: r.source_retries,
-        resumed: r.resumed,
-        digest: Some(digest_of(&done)),
-        ..outcome(disk, DiskStatus::Finished)
-    })
-}
-
-fn fixed_up(
-    plan: &Plan,
-    disk: &PlannedDisk,
-    target: &upload::Target,
-    session: &Session,
-    upload_opts: &upload::Options,
-    opts: &RunOptions,
-    events: &(dyn Fn(Event<'_>) + Sync),
-) -> Result<DiskReport, String> {
-    let name = disk.name.as_str();
-    // The machine's data disks with a device name, so fstab mounts them by UUID.
-    let mut data_disks = Vec::new();
-    if let Some(m) = plan
-        .machines
-        .iter()
-        .find(|m| Some(&m.name) == disk.machine.as_ref())
-    {
-        for other in m.disks.iter().map(|&i| &plan.disks[i]) {
-            let (DiskRole::Data, Some(dev)) = (other.role, other.device.as_deref()) else {
-                continue;
-            };
-            let probed = os_disk::probe_data_disk(
-                dev,
-                &Input::Snapshot(other.snapshot.clone()),
-                &upload_opts.ebs,
-                upload_opts.quotas.clone(),
-            )
-            .map_err(|e| chain(&e))?;
-            data_disks.push(probed);
+impl Run<'_> {
+    fn move_disk(&self, disk: &PlannedDisk) -> DiskReport {
+        let stop = self.stop;
+        let started = Instant::now();
+        match self.try_move(disk) {
+            Ok(Moved::Now(r)) => *r,
+            Ok(Moved::Earlier(r)) => DiskReport {
+                status: DiskStatus::FinishedEarlier,
+                ..*r
+            },
+            Err(e) => DiskReport {
+                status: if stop.load(Ordering::SeqCst) {
+                    DiskStatus::Interrupted
+                } else {
+                    DiskStatus::Failed
+                },
+                error: Some(e),
+                seconds: started.elapsed().as_secs_f64(),
+                ..outcome(disk, DiskStatus::Failed)
+            },
         }
     }
-    let staging = Staging {
-        keep: true,
-        data_disks,
-        ..opts.staging.clone()
-    };
-    let staged = os_disk::staged_path(&staging.dir, &disk.snapshot, name);
-    let mut upload_opts = upload_opts.clone();
-    if upload_opts.resume && !staged.is_file() {
-        // Ours, half uploaded, and its staged copy is gone: start it over.
-        session
-            .block_on(session.arm().delete(&target.disk))
+
+    fn try_move(&self, disk: &PlannedDisk) -> Result<Moved, String> {
+        let Run {
+            state,
+            session,
+            opts,
+            events,
+            ..
+        } = *self;
+        let path = state.journal(&disk.name);
+        let (journal, st) = Journal::open(&path).map_err(|e| chain(&e))?;
+        if let Some(summary) = st.finished.clone() {
+            if let Ok(r) = serde_json::from_value::<DiskReport>(summary) {
+                return Ok(Moved::Earlier(Box::new(r)));
+            }
+        }
+        let target = disk.target();
+        let ours = st
+            .started
+            .as_ref()
+            .is_some_and(|(p, s, _)| *p == disk.digest() && *s == disk.snapshot);
+        let started_record = Record::Started {
+            plan: disk.digest(),
+            snapshot: disk.snapshot.clone(),
+            upload_size: 0,
+        };
+        let existing = session
+            .block_on(session.arm().get(&target.disk))
             .map_err(|e| chain(&e))?;
-        upload_opts.resume = false;
+        let resume = match existing {
+        None => {
+            journal.restart(&started_record).map_err(|e| chain(&e))?;
+            false
+        }
+        Some(d) if ours && d.state.is_upload() => true,
+        Some(d) if ours && d.state == DiskState::Unattached => {
+            // The upload ended; the run stopped before its journal said so.
+            let r = DiskReport {
+                target: Some(d.id),
+                status: DiskStatus::Finished,
+                resumed: true,
+                digest: st.copied.then(|| digest_of(&st.done)),
+                ..outcome(disk, DiskStatus::Finished)
+            };
+            finish(&journal, &r)?;
+            return Ok(Moved::Now(Box::new(r)));
+        }
+        Some(d) => {
+            return Err(format!(
+                "disk {} exists already ({}) and no run of this plan made it; delete it, or give the disk another name in the plan",
+                disk.name, d.state
+            ))
+        }
+    };
+        events(Event::Started {
+            disk,
+            resumed: resume,
+        });
+        let upload_opts = upload::Options {
+            resume,
+            cleanup: false,
+            ebs: crate::source::ebs::Settings {
+                region: disk
+                    .region
+                    .clone()
+                    .or_else(|| opts.upload.ebs.region.clone()),
+                ..opts.upload.ebs.clone()
+            },
+            ..opts.upload.clone()
+        };
+        let r = if disk.fixed_up() {
+            self.fixed_up(disk, &target, &upload_opts)
+        } else {
+            self.streamed(disk, &target, &upload_opts, &journal, &st)
+        };
+        let _ = journal.flush();
+        let r = r?;
+        finish(&journal, &r)?;
+        Ok(Moved::Now(Box::new(r)))
     }
-    let step = |s: &str| {
+
+    fn streamed(
+        &self,
+        disk: &PlannedDisk,
+        target: &upload::Target,
+        opts: &upload::Options,
+        journal: &Journal,
+        st: &journal::State,
+    ) -> Result<DiskReport, String> {
+        let Run {
+            session,
+            events,
+            stop,
+            ..
+        } = *self;
+        let checkpoints = Journaled {
+            journal,
+            done: Mutex::new(if opts.resume {
+                st.done.clone()
+            } else {
+                BTreeMap::new()
+            }),
+        };
+        let name = disk.name.as_str();
         events(Event::Step {
             disk: name,
-            step: s,
+            step: "streaming",
+        });
+        let r = upload::stream_with(
+            session,
+            &disk.snapshot,
+            target,
+            opts,
+            &|p| match p {
+                upload::Progress::Step(step, _) => events(Event::Step { disk: name, step }),
+                upload::Progress::Bytes(n) => events(Event::Bytes {
+                    disk: name,
+                    bytes: n,
+                }),
+            },
+            Some(&checkpoints),
+            Some(stop),
+        )
+        .map_err(|e| chain(&e))?;
+        let done = checkpoints
+            .done
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(DiskReport {
+            target: Some(r.disk.clone()),
+            status: DiskStatus::Finished,
+            bytes_allocated: r.copy.bytes_read,
+            bytes_sent: r.upload.bytes_sent,
+            bytes_zero: r.copy.bytes_zero,
+            seconds: r.seconds,
+            throughput_mib_s: r.copy.bytes_read as f64 / (1 << 20) as f64 / r.seconds.max(1e-9),
+            retries: r.source_retries,
+            resumed: r.resumed,
+            digest: Some(digest_of(&done)),
+            ..outcome(disk, DiskStatus::Finished)
         })
-    };
-    let r = os_disk::stage_and_upload(
-        session,
-        &disk.snapshot,
-        target,
-        &upload_opts,
-        &staging,
-        &|p| match p {
-            os_disk::Progress::Step(s, _) => step(s),
-            os_disk::Progress::Bytes(n) => events(Event::Bytes {
-                disk: name,
-                bytes: n,
-            }),
-        },
-    )
-    .map_err(|e| chain(&e))?;
-    step("computing the content digest");
-    let digest = content_digest(&staged);
-    if !opts.staging.keep {
-        let _ = std::fs::remove_file(&staged);
-        let mut json = staged.as_os_str().to_owned();
-        json.push(".fixup.json");
-        let _ = std::fs::remove_file(json);
     }
-    let up = &r.upload;
-    let read = r
-        .staging
-        .as_ref()
-        .map_or(up.copy.bytes_read, |s| s.stats.bytes_read);
-    Ok(DiskReport {
-        target: Some(up.disk.clone()),
-        status: DiskStatus::Finished,
-        bytes_allocated: read,
-        bytes_sent: up.upload.bytes_sent,
-        bytes_zero: up.copy.bytes_zero,
-        seconds: up.seconds + r.staging.as_ref().map_or(0.0, |s| s.seconds),
-        throughput_mib_s: read as f64 / (1 << 20) as f64 / up.seconds.max(1e-9),
-        // This disk's snapshot reads (staging); Azure's retries are the run's.
-        retries: r
+
+    fn fixed_up(
+        &self,
+        disk: &PlannedDisk,
+        target: &upload::Target,
+        upload_opts: &upload::Options,
+    ) -> Result<DiskReport, String> {
+        let Run {
+            plan,
+            session,
+            opts,
+            events,
+            ..
+        } = *self;
+        let name = disk.name.as_str();
+        // The machine's data disks with a device name, so fstab mounts them by UUID.
+        let mut data_disks = Vec::new();
+        if let Some(m) = plan
+            .machines
+            .iter()
+            .find(|m| Some(&m.name) == disk.machine.as_ref())
+        {
+            for other in m.disks.iter().map(|&i| &plan.disks[i]) {
+                let (DiskRole::Data, Some(dev)) = (other.role, other.device.as_deref()) else {
+                    continue;
+                };
+                let probed = os_disk::probe_data_disk(
+                    dev,
+                    &Input::Snapshot(other.snapshot.clone()),
+                    &upload_opts.ebs,
+                    upload_opts.quotas.clone(),
+                )
+                .map_err(|e| chain(&e))?;
+                data_disks.push(probed);
+            }
+        }
+        let staging = Staging {
+            keep: true,
+            data_disks,
+            ..opts.staging.clone()
+        };
+        let staged = os_disk::staged_path(&staging.dir, &disk.snapshot, name);
+        let mut upload_opts = upload_opts.clone();
+        if upload_opts.resume && !staged.is_file() {
+            // Ours, half uploaded, and its staged copy is gone: start it over.
+            session
+                .block_on(session.arm().delete(&target.disk))
+                .map_err(|e| chain(&e))?;
+            upload_opts.resume = false;
+        }
+        let step = |s: &str| {
+            events(Event::Step {
+                disk: name,
+                step: s,
+            })
+        };
+        let r = os_disk::stage_and_upload(
+            session,
+            &disk.snapshot,
+            target,
+            &upload_opts,
+            &staging,
+            &|p| match p {
+                os_disk::Progress::Step(s, _) => step(s),
+                os_disk::Progress::Bytes(n) => events(Event::Bytes {
+                    disk: name,
+                    bytes: n,
+                }),
+            },
+        )
+        .map_err(|e| chain(&e))?;
+        step("computing the content digest");
+        let digest = content_digest(&staged);
+        if !opts.staging.keep {
+            let _ = std::fs::remove_file(&staged);
+            let mut json = staged.as_os_str().to_owned();
+            json.push(".fixup.json");
+            let _ = std::fs::remove_file(json);
+        }
+        let up = &r.upload;
+        let read = r
             .staging
             .as_ref()
-            .and_then(|s| s.ebs.as_ref())
-            .map_or(0, |e| e.retries),
-        resumed: up.resumed,
-        // One line per change; a hive's changes one per registry value.
-        fixups: r
-            .fixup
-            .changes
-            .iter()
-            .flat_map(|c| match c.notes.is_empty() {
-                true => vec![format!("{}: {}", c.path, c.reason)],
-                false => c.notes.clone(),
-            })
-            .collect(),
-        blockers: r
-            .fixup
-            .inspection
-            .of_class(crate::fixup::Class::Blocker)
-            .map(|f| format!("{}: {}", f.subject, f.message))
-            .collect(),
-        digest,
-        ..outcome(disk, DiskStatus::Finished)
-    })
+            .map_or(up.copy.bytes_read, |s| s.stats.bytes_read);
+        Ok(DiskReport {
+            target: Some(up.disk.clone()),
+            status: DiskStatus::Finished,
+            bytes_allocated: read,
+            bytes_sent: up.upload.bytes_sent,
+            bytes_zero: up.copy.bytes_zero,
+            seconds: up.seconds + r.staging.as_ref().map_or(0.0, |s| s.seconds),
+            throughput_mib_s: read as f64 / (1 << 20) as f64 / up.seconds.max(1e-9),
+            // This disk's snapshot reads (staging); Azure's retries are the run's.
+            retries: r
+                .staging
+                .as_ref()
+                .and_then(|s| s.ebs.as_ref())
+                .map_or(0, |e| e.retries),
+            resumed: up.resumed,
+            // One line per change; a hive's changes one per registry value.
+            fixups: r
+                .fixup
+                .changes
+                .iter()
+                .flat_map(|c| match c.notes.is_empty() {
+                    true => vec![format!("{}: {}", c.path, c.reason)],
+                    false => c.notes.clone(),
+                })
+                .collect(),
+            blockers: r
+                .fixup
+                .inspection
+                .of_class(crate::fixup::Class::Blocker)
+                .map(|f| format!("{}: {}", f.subject, f.message))
+                .collect(),
+            digest,
+            ..outcome(disk, DiskStatus::Finished)
+        })
+    }
 }
 
 /// The content digest of a local image (`None` when it cannot be read).
