@@ -66,7 +66,7 @@ pub struct DiskReport {
     pub bytes_zero: u64,
     /// Wall time in seconds.
     pub seconds: f64,
-    /// Bytes read per second, MiB/s.
+    /// Bytes read per second of copying (Azure's operations not counted), MiB/s.
     pub throughput_mib_s: f64,
     /// Retries of the run while this disk moved (the budget is shared).
     pub retries: u64,
@@ -369,7 +369,7 @@ impl RunReport {
         for d in &self.disks {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:?} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
                 d.name,
                 d.machine.as_deref().unwrap_or("-"),
                 d.role,

@@ -410,7 +410,10 @@ impl Run<'_> {
             bytes_sent: r.upload.bytes_sent,
             bytes_zero: r.copy.bytes_zero,
             seconds: r.seconds,
-            throughput_mib_s: r.copy.bytes_read as f64 / (1 << 20) as f64 / r.seconds.max(1e-9),
+            // Over the copy alone, not the waits for Azure's operations.
+            throughput_mib_s: r.copy.bytes_read as f64
+                / (1 << 20) as f64
+                / r.copy_seconds.max(1e-9),
             retries: r.source_retries,
             resumed: r.resumed,
             digest: Some(digest_of(&done)),
@@ -508,7 +511,10 @@ impl Run<'_> {
             bytes_sent: up.upload.bytes_sent,
             bytes_zero: up.copy.bytes_zero,
             seconds: up.seconds + r.staging.as_ref().map_or(0.0, |s| s.seconds),
-            throughput_mib_s: read as f64 / (1 << 20) as f64 / up.seconds.max(1e-9),
+            // Over the staging copy and the upload's copy, not Azure's waits.
+            throughput_mib_s: read as f64
+                / (1 << 20) as f64
+                / (up.copy_seconds + r.staging.as_ref().map_or(0.0, |s| s.seconds)).max(1e-9),
             // This disk's snapshot reads (staging); Azure's retries are the run's.
             retries: r
                 .staging
