@@ -346,8 +346,9 @@ fn an_interrupt_stops_cleanly_and_says_how_to_resume() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events[0]["event"], "started");
-    let ended = events.iter().find(|e| e["event"] == "ended").unwrap();
+    let ended = events.iter().find(|e| e["event"] == "interrupted").unwrap();
     assert_eq!(ended["status"], "interrupted");
+    assert_eq!(ended["name"], "big");
     assert_eq!(events.last().unwrap()["event"], "run_ended");
     assert!(f.az.state("big").unwrap().contains("Upload"));
     // Resumed: done, identical, and the journaled blocks were not read again.
@@ -510,7 +511,11 @@ fn validation_lists_every_problem_with_its_line() {
         .command(&["plan", "validate", path_str(&plan)])
         .output()
         .unwrap();
-    let e = fails(&out);
+    blocked(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("plan.toml:line 2: column 12:"), "{text}");
+    // migrate --plan says the same in one sentence.
+    let e = fails(&f.migrate(&plan, &[]));
     assert!(e.contains("line 2, column 12"), "{e}");
 }
 

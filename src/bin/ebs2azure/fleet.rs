@@ -117,6 +117,19 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
             let (parsed, mut problems) = match loaded {
                 Ok(p) => (Some(p), Vec::new()),
                 Err(plan::model::Error::Invalid { problems, .. }) => (None, problems),
+                // Not TOML of a plan's shape: a problem at its line too.
+                Err(plan::model::Error::Syntax {
+                    line,
+                    column,
+                    message,
+                    ..
+                }) => (
+                    None,
+                    vec![plan::model::Problem {
+                        line,
+                        message: format!("column {column}: {message}"),
+                    }],
+                ),
                 Err(e) => return Err(said(e)),
             };
             if let (Some(p), false) = (&parsed, offline) {

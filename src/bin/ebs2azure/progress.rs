@@ -136,7 +136,8 @@ fn bar(terminal: bool, total: Option<u64>, verb: &str) -> ProgressBar {
 /// Progress of a plan run: a total bar of disks and a line per active disk
 /// on a terminal, or (with `json`) one JSON event per line on standard
 /// output: `started`, `step`, `progress` (at most one a second per disk),
-/// and `ended` with the disk's report line.
+/// then `finished`, `failed`, `interrupted`, `excluded` or `not_run` with
+/// the disk's report line.
 pub struct FleetProgress {
     json: bool,
     multi: Option<indicatif::MultiProgress>,
@@ -257,7 +258,16 @@ impl FleetProgress {
                 if self.json {
                     let mut v = serde_json::to_value(r).unwrap_or_default();
                     if let Some(o) = v.as_object_mut() {
-                        o.insert("event".into(), "ended".into());
+                        // The event is named by the outcome: finished, failed, ...
+                        let kind = match r.status {
+                            ebs2azure::plan::report::DiskStatus::Finished
+                            | ebs2azure::plan::report::DiskStatus::FinishedEarlier => "finished",
+                            ebs2azure::plan::report::DiskStatus::Failed => "failed",
+                            ebs2azure::plan::report::DiskStatus::Interrupted => "interrupted",
+                            ebs2azure::plan::report::DiskStatus::Excluded => "excluded",
+                            ebs2azure::plan::report::DiskStatus::NotRun => "not_run",
+                        };
+                        o.insert("event".into(), kind.into());
                     }
                     crate::print::event(&v);
                 }
