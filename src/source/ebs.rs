@@ -80,6 +80,11 @@ impl Default for Settings {
     }
 }
 
+/// GetSnapshotBlock requests per second per snapshot, as AWS publishes it.
+const PUBLISHED_GET_PER_SNAPSHOT: f64 = 1000.0;
+/// List requests per second per account, as AWS publishes it.
+const PUBLISHED_LIST_PER_ACCOUNT: f64 = 50.0;
+
 /// The documented request quotas, shared by every snapshot of a run: they
 /// are per snapshot (GetSnapshotBlock) and per account (list calls), not per
 /// process.
@@ -106,7 +111,7 @@ impl Quotas {
     /// Quotas with the service's published limits: 1,000 GetSnapshotBlock
     /// requests per second per snapshot, 50 list requests per second per account.
     pub fn published() -> Arc<Quotas> {
-        Quotas::new(1000.0, 50.0)
+        Quotas::new(PUBLISHED_GET_PER_SNAPSHOT, PUBLISHED_LIST_PER_ACCOUNT)
     }
 
     /// Quotas with other rates (requests per second).
@@ -125,10 +130,11 @@ impl Quotas {
     /// what one disk alone would have.
     pub fn shared(in_flight: usize, retries: u64) -> Arc<Quotas> {
         Arc::new(Quotas {
+            get_per_snapshot: PUBLISHED_GET_PER_SNAPSHOT,
+            list_per_account: PUBLISHED_LIST_PER_ACCOUNT,
+            buckets: Mutex::new(HashMap::new()),
             run_in_flight: Some(Arc::new(Semaphore::new(in_flight.max(1)))),
             run_retries: Some(Arc::new(crate::retry::Budget::new(retries))),
-            ..Arc::into_inner(Quotas::published())
-                .unwrap_or_else(|| unreachable!("a new Arc has one owner"))
         })
     }
 
