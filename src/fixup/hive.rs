@@ -158,18 +158,24 @@ impl Keys {
     /// The keys directly under `path`.
     pub fn children<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Key> + 'a {
         self.keys.iter().filter(move |k| {
+            // Byte slices through `get`: a name may hold any character.
             k.path.len() > path.len() + 1
-                && k.path[..path.len()].eq_ignore_ascii_case(path)
+                && k.path
+                    .get(..path.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(path))
                 && k.path.as_bytes()[path.len()] == b'\\'
-                && !k.path[path.len() + 1..].contains('\\')
+                && k.path
+                    .get(path.len() + 1..)
+                    .is_some_and(|rest| !rest.contains('\\'))
         })
     }
 
     /// True when `path` or a key under it was exported.
     pub fn has(&self, path: &str) -> bool {
         self.keys.iter().any(|k| {
-            k.path.len() >= path.len()
-                && k.path[..path.len()].eq_ignore_ascii_case(path)
+            k.path
+                .get(..path.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(path))
                 && (k.path.len() == path.len() || k.path.as_bytes()[path.len()] == b'\\')
         })
     }
@@ -487,6 +493,11 @@ mod tests {
             .map(|k| k.path.as_str())
             .collect();
         assert_eq!(under, [vm]);
+        // Names with characters of any width never split one.
+        let odd = parse_reg("[\\Cöntrol\\ä]\n\"x\"=dword:00000001\n").unwrap();
+        assert_eq!(odd.children("\\Co").count(), 0);
+        assert!(!odd.has("\\Cö"));
+        assert!(odd.has("\\Cöntrol"));
         assert!(parse_reg("\"x\"=dword:1\n").is_err());
         assert!(parse_reg("[\\a]\n\"x\"=dword:zz\n").is_err());
     }

@@ -341,7 +341,9 @@ pub fn is_snapshot_id(s: &str) -> bool {
 /// (`snap-` in any case, then anything): worth a sentence rather than
 /// "no such file".
 pub fn is_near_snapshot_id(s: &str) -> bool {
-    !is_snapshot_id(s) && s.len() >= 5 && s[..5].eq_ignore_ascii_case("snap-") && !s.contains('/')
+    !is_snapshot_id(s)
+        && s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("snap-"))
+        && !s.contains('/')
 }
 
 impl EbsSource {
@@ -1101,6 +1103,10 @@ mod tests {
         assert!(!is_near_snapshot_id("snap-0123abcd"));
         assert!(!is_near_snapshot_id("./snap-123"));
         assert!(!is_near_snapshot_id("disk.raw"));
+        assert!(
+            !is_near_snapshot_id("snäp-1"),
+            "no panic on a split character"
+        );
     }
 
     #[test]
