@@ -346,44 +346,43 @@ fn control_set(system: &Keys, cs: &str, changes: &mut Vec<Change>, advice: &mut 
             }
         }
     }
-    set_if(
-        changes,
-        sys,
-        system,
-        &format!("{}\\Parameters", svc("partmgr")),
-        "SanPolicy",
-        Value::dword(1),
-        "SAN policy Online All, so data disks come online on Azure",
-    );
+    // Values set outright: (key, value, what it must hold, why).
     let ts = format!("{cs}\\Control\\Terminal Server");
-    set_if(
-        changes,
-        sys,
-        system,
-        &ts,
-        "fDenyTSConnections",
-        Value::dword(0),
-        "Remote Desktop connections allowed",
-    );
     let rdp = format!("{ts}\\WinStations\\RDP-Tcp");
-    set_if(
-        changes,
-        sys,
-        system,
-        &rdp,
-        "PortNumber",
-        Value::dword(3389),
-        "Remote Desktop on its standard port, as Azure's network rules expect",
-    );
-    set_if(
-        changes,
-        sys,
-        system,
-        &rdp,
-        "LanAdapter",
-        Value::dword(0),
-        "Remote Desktop listens on every adapter (the EC2 adapter is gone)",
-    );
+    for (key, name, want, reason) in [
+        (
+            format!("{}\\Parameters", svc("partmgr")),
+            "SanPolicy",
+            1,
+            "SAN policy Online All, so data disks come online on Azure",
+        ),
+        (
+            ts,
+            "fDenyTSConnections",
+            0,
+            "Remote Desktop connections allowed",
+        ),
+        (
+            rdp.clone(),
+            "PortNumber",
+            3389,
+            "Remote Desktop on its standard port, as Azure's network rules expect",
+        ),
+        (
+            rdp,
+            "LanAdapter",
+            0,
+            "Remote Desktop listens on every adapter (the EC2 adapter is gone)",
+        ),
+        (
+            format!("{cs}\\Control\\TimeZoneInformation"),
+            "RealTimeIsUniversal",
+            1,
+            "the hardware clock is UTC, as Azure's hosts keep it",
+        ),
+    ] {
+        set_if(changes, sys, system, &key, name, Value::dword(want), reason);
+    }
     let rules = format!(
         "{}\\Parameters\\FirewallPolicy\\FirewallRules",
         svc("SharedAccess")
@@ -410,15 +409,6 @@ fn control_set(system: &Keys, cs: &str, changes: &mut Vec<Change>, advice: &mut 
             }
         }
     }
-    set_if(
-        changes,
-        sys,
-        system,
-        &format!("{cs}\\Control\\TimeZoneInformation"),
-        "RealTimeIsUniversal",
-        Value::dword(1),
-        "the hardware clock is UTC, as Azure's hosts keep it",
-    );
     for a in EC2_AGENTS {
         if exists(a) {
             set_if(changes, sys, system, &svc(a), "Start", Value::dword(4),
