@@ -195,23 +195,11 @@ fn checks_clean(image: &Path, number: u32, checker: &[&str]) -> bool {
         .into_iter()
         .find(|p| p.number == number)
         .unwrap();
-    let dev = tool_ok(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--read-only",
-            "--offset",
-            &p.start.to_string(),
-            "--sizelimit",
-            &p.size.to_string(),
-            path_str(image),
-        ],
-    );
+    let dev = attach_loop(image, p.start, p.size);
     let mut args: Vec<&str> = checker[1..].to_vec();
-    args.push(dev.trim());
+    args.push(&dev);
     let out = tool(checker[0], &args);
-    let _ = tool("losetup", &["-d", dev.trim()]);
+    detach_loop(&dev);
     if !out.status.success() {
         eprintln!(
             "{}: {}{}",

@@ -78,45 +78,13 @@ fn ntfs_file(image: &Path, path: &str) -> Option<Vec<u8>> {
         .into_iter()
         .find(|p| p.fs.kind == ebs2azure::fixup::probe::FsKind::Ntfs)
         .unwrap();
-    let dev = tool_ok(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--read-only",
-            "--offset",
-            &part.start.to_string(),
-            "--sizelimit",
-            &part.size.to_string(),
-            path_str(image),
-        ],
-    );
-    let dev = dev.trim();
+    let dev = attach_loop(image, part.start, part.size);
+    let dev = dev.as_str();
     let mnt = tempfile::tempdir().unwrap();
     tool_ok("ntfs-3g", &["-o", "ro", dev, path_str(mnt.path())]);
     let data = std::fs::read(mnt.path().join(path.trim_start_matches('/'))).ok();
     tool_ok("umount", &[path_str(mnt.path())]);
-    // ntfs-3g lets the device go a moment after the unmount; retry only
-    // while the device is still ours (it may be another test's after).
-    let backing = format!(
-        "/sys/block/{}/loop/backing_file",
-        dev.trim_start_matches("/dev/")
-    );
-    let ours = std::fs::read_to_string(&backing).unwrap_or_default();
-    for _ in 0..100 {
-        if std::fs::read_to_string(&backing).unwrap_or_default() != ours {
-            break;
-        }
-        if Command::new("losetup")
-            .args(["-d", dev])
-            .status()
-            .unwrap()
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    detach_loop(dev);
     data
 }
 
@@ -516,20 +484,30 @@ fn a_dirty_hive_a_hibernated_or_dirty_volume_is_a_blocker_and_nothing_changes() 
     );
 }
 
-#[test]
-fn migrate_os_type_windows_fixes_up_and_uploads_and_refuses_a_hibernated_guest() {
-    need_windows_tools!();
+/// A Windows guest of `flavor` and `layout` seeded as a snapshot, with
+/// both emulators and a staging directory: (dir, staging, ebs, azure, snapshot).
+fn on_emulators(
+    flavor: &str,
+    layout: &str,
+) -> (tempfile::TempDir, PathBuf, Emulator, Azure, String) {
     let dir = tempfile::tempdir().unwrap();
     let staging = dir.path().join("staging");
     std::fs::create_dir(&staging).unwrap();
     let image = windows_guest(
         dir.path(),
         "w.raw",
-        &["--flavor", "2019", "--layout", "gpt"],
+        &["--flavor", flavor, "--layout", layout],
     );
     let ebs = Emulator::start(&[]);
     let az = Azure::start(&[]);
     let snap = ebs.seed(&image, &[]);
+    (dir, staging, ebs, az, snap)
+}
+
+#[test]
+fn migrate_os_type_windows_fixes_up_and_uploads_and_refuses_a_hibernated_guest() {
+    need_windows_tools!();
+    let (dir, staging, ebs, az, snap) = on_emulators("2019", "gpt");
     let out = az.with_ebs(
         &ebs,
         "win01-os",
@@ -595,17 +573,7 @@ fn migrate_os_type_windows_fixes_up_and_uploads_and_refuses_a_hibernated_guest()
 #[test]
 fn a_plan_with_os_type_auto_finds_a_windows_guest() {
     need_windows_tools!();
-    let dir = tempfile::tempdir().unwrap();
-    let staging = dir.path().join("staging");
-    std::fs::create_dir(&staging).unwrap();
-    let image = windows_guest(
-        dir.path(),
-        "w.raw",
-        &["--flavor", "2012r2", "--layout", "mbr"],
-    );
-    let ebs = Emulator::start(&[]);
-    let az = Azure::start(&[]);
-    let snap = ebs.seed(&image, &[]);
+    let (dir, staging, ebs, az, snap) = on_emulators("2012r2", "mbr");
     let plan = dir.path().join("plan.toml");
     std::fs::write(
         &plan,

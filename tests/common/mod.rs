@@ -515,3 +515,42 @@ pub fn no_azure_secrets(out: &Output) {
         );
     }
 }
+
+/// Attaches `size` bytes at `offset` of `image` as a read-only loop device; returns it.
+pub fn attach_loop(image: &Path, offset: u64, size: u64) -> String {
+    tool_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &offset.to_string(),
+            "--sizelimit",
+            &size.to_string(),
+            path_str(image),
+        ],
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Detaches loop device `dev`, retrying while it is busy (a FUSE daemon lets
+/// go a moment after its unmount), but only while it still holds what it
+/// held: once freed it may be another test's.
+pub fn detach_loop(dev: &str) {
+    let backing = format!(
+        "/sys/block/{}/loop/backing_file",
+        dev.trim_start_matches("/dev/")
+    );
+    let ours = std::fs::read_to_string(&backing).unwrap_or_default();
+    for _ in 0..100 {
+        if std::fs::read_to_string(&backing).unwrap_or_default() != ours {
+            return;
+        }
+        if tool("losetup", &["-d", dev]).status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
