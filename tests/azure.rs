@@ -415,6 +415,13 @@ fn verify_proves_the_whole_disk_from_a_vhd() {
     for name in ["clean", "in-data", "in-zeros", "footer"] {
         ok(&upload(&az, &vhd, name, &[]));
     }
+    // A disk that is not there: one sentence naming the flags that choose
+    // it, never --resume (verify creates nothing).
+    let e = fails(&verify_disk(&az, vhd_s, "nothere", &[]));
+    assert!(
+        e.contains("does not exist") && e.contains("--disk-name") && !e.contains("--resume"),
+        "{e}"
+    );
     // Clean: every written page is the source's, and nothing else is written.
     let out = verify_disk(&az, vhd_s, "clean", &[]);
     let text = ok(&out);
