@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::{self, Hooks};
+use crate::pipeline::{self, DoneBlock, Hooks};
 use crate::sink::{self, BlockSink};
 use crate::source::{BlockSource, BLOCK_SIZE};
 
@@ -25,6 +25,17 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The SHA-256 of one block's bytes, in hex.
 pub fn block_digest(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
+}
+
+/// The digest of a 512 KiB block the copy finished: `None` for a block of
+/// zeros or of another size; the SHA-256 the source checked on the way when
+/// it has one (EBS), else computed here.
+pub fn of_block(b: &DoneBlock<'_>) -> Option<String> {
+    let data = b.data.filter(|d| d.len() == BLOCK_SIZE as usize)?;
+    Some(match b.sha256 {
+        Some(d) => hex(&d),
+        None => block_digest(data),
+    })
 }
 
 /// The disk digest from the non-zero blocks' digests (hex), by index.
@@ -55,12 +66,17 @@ pub fn of_source(
     let bs = BLOCK_SIZE as usize;
     let per = u64::from(source.block_size() / BLOCK_SIZE).max(1);
     let found: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
-    let hook = |index: u64, data: Option<&[u8]>| {
-        let Some(data) = data else { return Ok(()) };
+    let hook = |b: &DoneBlock<'_>| {
+        let Some(data) = b.data else { return Ok(()) };
         let mut parts = Vec::new();
-        for (k, part) in data.chunks(bs).enumerate() {
-            if !diskformats::is_zero(part) {
-                parts.push((index * per + k as u64, block_digest(part)));
+        if let Some(d) = of_block(b) {
+            // One 512 KiB block, its SHA-256 known or computed once.
+            parts.push((b.index, d));
+        } else {
+            for (k, part) in data.chunks(bs).enumerate() {
+                if !diskformats::is_zero(part) {
+                    parts.push((b.index * per + k as u64, block_digest(part)));
+                }
             }
         }
         found
@@ -103,6 +119,25 @@ mod tests {
             combine(&BTreeMap::new()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn a_block_digest_uses_the_checked_sha256_and_only_for_whole_blocks() {
+        let data = vec![7u8; BLOCK_SIZE as usize];
+        let computed = block_digest(&data);
+        let mut b = DoneBlock {
+            index: 3,
+            data: Some(&data),
+            sha256: None,
+        };
+        assert_eq!(of_block(&b).as_deref(), Some(computed.as_str()));
+        let known: [u8; 32] = Sha256::digest(&data).into();
+        b.sha256 = Some(known);
+        assert_eq!(of_block(&b).as_deref(), Some(computed.as_str()));
+        b.data = None;
+        assert_eq!(of_block(&b), None, "a block of zeros has no digest");
+        b.data = Some(&data[..4096]);
+        assert_eq!(of_block(&b), None, "not a 512 KiB block");
     }
 
     #[test]

@@ -106,10 +106,21 @@ struct Counters {
     bytes_zero: AtomicU64,
 }
 
-/// Called once a block's writes are done at the sink, with the block's
-/// bytes when they are not all zero; an error stops the copy.
+/// A block whose writes are done at the sink, as the block hook sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct DoneBlock<'a> {
+    /// Its index.
+    pub index: u64,
+    /// Its bytes, unless they are all zero.
+    pub data: Option<&'a [u8]>,
+    /// The SHA-256 of its bytes when the source checked it on the way (an
+    /// EBS block), so that nobody hashes it again.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// Called once a block's writes are done at the sink; an error stops the copy.
 pub type BlockDone<'a> =
-    &'a (dyn Fn(u64, Option<&[u8]>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Sync);
+    &'a (dyn Fn(&DoneBlock<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Sync);
 
 /// What a copy tells its caller, and how it is stopped, as it goes.
 #[derive(Clone, Copy)]
@@ -258,7 +269,11 @@ fn copy_block(
         }
     }
     let done = match (&result, block_done) {
-        (Ok(()), Some(hook)) => hook(index, (!zero).then_some(data)),
+        (Ok(()), Some(hook)) => hook(&DoneBlock {
+            index,
+            data: (!zero).then_some(data),
+            sha256: source.take_sha256(index),
+        }),
         _ => Ok(()),
     };
     source.release_block(index);

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::azure::arm::{Access, DiskRef, DiskSpec, DiskState, HyperVGeneration, OsType};
 use crate::azure::{self, Session};
 use crate::limits;
-use crate::pipeline::{self, Stats};
+use crate::pipeline::{self, DoneBlock, Stats};
 use crate::sink;
 use crate::sink::managed_disk::{ManagedDiskSink, UploadStats};
 use crate::source::ebs::{self, EbsSource, Quotas};
@@ -307,9 +307,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Checkpoints: Sync {
     /// Blocks durable at the target already: they are not read again.
     fn done(&self) -> HashSet<u64>;
-    /// Block `index` is durable at the target; `data` holds its bytes
-    /// unless they are all zero.
-    fn block_done(&self, index: u64, data: Option<&[u8]>) -> Result<(), BoxError>;
+    /// `block` is durable at the target (its bytes, unless all zero, and
+    /// its SHA-256 when the source checked it).
+    fn block_done(&self, block: &DoneBlock<'_>) -> Result<(), BoxError>;
     /// Every block is durable; the footer and the end of the upload follow.
     fn copied(&self) -> Result<(), BoxError>;
 }
@@ -437,8 +437,8 @@ fn transfer(
             Vec::new()
         };
         let sink = ManagedDiskSink::new(session, target.disk.clone(), sas, written);
-        let block_done = |index: u64, data: Option<&[u8]>| match hooks.checkpoints {
-            Some(c) => c.block_done(index, data),
+        let block_done = |b: &DoneBlock<'_>| match hooks.checkpoints {
+            Some(c) => c.block_done(b),
             None => Ok(()),
         };
         tracing::info!(disk = %name, resume = opts.resume, "copying {source_name}");

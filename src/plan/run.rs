@@ -30,6 +30,7 @@ use crate::azure::Session;
 use crate::convert::Input;
 use crate::digest;
 use crate::os_disk::{self, Staging};
+use crate::pipeline::DoneBlock;
 use crate::source::ImageSource;
 use crate::upload::{self, BoxError, Checkpoints};
 
@@ -236,13 +237,14 @@ impl Checkpoints for Journaled<'_> {
             .collect()
     }
 
-    fn block_done(&self, index: u64, data: Option<&[u8]>) -> Result<(), BoxError> {
-        let d = data.map(digest::block_digest);
+    fn block_done(&self, block: &DoneBlock<'_>) -> Result<(), BoxError> {
+        // EBS blocks are 512 KiB and arrive with their checked SHA-256.
+        let d = digest::of_block(block);
         self.done
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(index, d.clone());
-        self.journal.block_done(index, d)?;
+            .insert(block.index, d.clone());
+        self.journal.block_done(block.index, d)?;
         Ok(())
     }
 

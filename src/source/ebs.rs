@@ -314,6 +314,8 @@ pub struct EbsSource {
     inner: Arc<Inner>,
     /// Fetched blocks handed out by `blocks()` and not read yet.
     ready: Mutex<HashMap<u64, BlockBuf>>,
+    /// Checked SHA-256 of blocks read and not released yet.
+    digests: Mutex<HashMap<u64, [u8; 32]>>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -402,6 +404,7 @@ impl EbsSource {
         Ok(EbsSource {
             inner: Arc::new(inner),
             ready: Mutex::new(HashMap::new()),
+            digests: Mutex::new(HashMap::new()),
             rt,
         })
     }
@@ -488,13 +491,14 @@ impl Inner {
             .pop();
         BlockBuf {
             data: spare.unwrap_or_else(|| vec![0u8; self.block_size as usize]),
+            sha256: None,
             _permit: permit,
         }
     }
 
     /// Keeps a block buffer for reuse and lets another be taken.
     fn give_back(&self, buf: BlockBuf) {
-        let BlockBuf { mut data, _permit } = buf;
+        let BlockBuf { mut data, .. } = buf;
         {
             let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
             if spare.len() < RECEIVING_BLOCKS + READY_BLOCKS {
@@ -754,10 +758,13 @@ impl Inner {
         buf.data.truncate(len);
         let expected = out.checksum().unwrap_or("");
         let sha256 = out.checksum_algorithm() == Some(&ChecksumAlgorithm::ChecksumAlgorithmSha256);
-        let actual = base64::engine::general_purpose::STANDARD.encode(hasher.finalize());
+        let digest: [u8; 32] = hasher.finalize().into();
+        let actual = base64::engine::general_purpose::STANDARD.encode(digest);
+        let checksum_ok = sha256 && expected == actual;
+        buf.sha256 = checksum_ok.then_some(digest);
         Ok(Fetched {
             data: buf,
-            checksum_ok: sha256 && expected == actual,
+            checksum_ok,
         })
     }
 
@@ -831,6 +838,8 @@ impl Inner {
 /// A block's bytes, counted against the source's memory bound while alive.
 struct BlockBuf {
     data: Vec<u8>,
+    /// The SHA-256 of `data`, once it matched the service's checksum.
+    sha256: Option<[u8; 32]>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -1079,8 +1088,26 @@ impl BlockSource for EbsSource {
         };
         let len = data.data.len();
         buf[..len].copy_from_slice(&data.data);
+        if let Some(d) = data.sha256 {
+            self.digests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(index, d);
+        }
         self.inner.give_back(data);
         Ok(&buf[..len])
+    }
+
+    fn take_sha256(&self, index: u64) -> Option<[u8; 32]> {
+        self.digests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index)
+    }
+
+    fn release_block(&self, index: u64) {
+        // Bounded: one entry per block between its read and its release.
+        self.take_sha256(index);
     }
 }
 

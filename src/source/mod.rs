@@ -50,6 +50,13 @@ pub trait BlockSource: Send + Sync {
     /// that lent them from memory can let them go (bounded memory).
     fn release_block(&self, _index: u64) {}
 
+    /// The SHA-256 of block `index` as [`BlockSource::read_block`] last
+    /// read it, when the source computed it anyway (EBS checks every
+    /// block's); taken once, and forgotten at [`BlockSource::release_block`].
+    fn take_sha256(&self, _index: u64) -> Option<[u8; 32]> {
+        None
+    }
+
     /// The bytes [`BlockSource::blocks`] will list, when the source knows
     /// them up front (a local image does; a snapshot lists as it goes).
     fn bytes_to_read(&self) -> Option<u64> {
