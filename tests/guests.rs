@@ -27,6 +27,20 @@ fn build_guest(name: &str, out: &Path, args: &[&str]) -> PathBuf {
     out.to_owned()
 }
 
+/// A data disk of `size` bytes holding XFS on the whole disk (as /dev/xvdf
+/// is in the test guests' fstab); returns its path and filesystem UUID.
+fn xfs_data_disk(dir: &Path, size: u64) -> (PathBuf, String) {
+    let data = dir.join("data.raw");
+    sparse_file(&data, size, &[]);
+    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
+    let uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
+        .fs
+        .uuid
+        .clone()
+        .unwrap();
+    (data, uuid)
+}
+
 fn guest(dir: &Path, flags: &[&str]) -> PathBuf {
     build_guest("gen-linux-guest", &dir.join("guest.raw"), flags)
 }
@@ -427,14 +441,7 @@ fn data_disks_given_to_fixup_are_mounted_by_uuid() {
     let dir = tempfile::tempdir().unwrap();
     let raw = guest(dir.path(), &[]);
     // /dev/xvdf in the guest's fstab: an XFS filesystem on the whole disk.
-    let data = dir.path().join("data.raw");
-    sparse_file(&data, 320 << 20, &[]);
-    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
-    let uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
-        .fs
-        .uuid
-        .clone()
-        .unwrap();
+    let (data, uuid) = xfs_data_disk(dir.path(), 320 << 20);
 
     let bad = ebs2azure(&["fixup", path_str(&raw), "--data-disk", "xvdf"]);
     assert!(!bad.status.success());
@@ -550,14 +557,7 @@ fn an_os_disk_migrates_staged_fixed_up_and_resumable() {
 
     // The machine's data disk (/dev/xvdf in its fstab) as a snapshot too:
     // only its superblock is read, to mount it by UUID.
-    let data = dir.path().join("data.raw");
-    sparse_file(&data, 320 << 20, &[]);
-    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
-    let data_uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
-        .fs
-        .uuid
-        .clone()
-        .unwrap();
+    let (data, data_uuid) = xfs_data_disk(dir.path(), 320 << 20);
     let data_snap = ebs.seed(&data, &[]);
     let data_disk = format!("/dev/xvdf={data_snap}");
 
@@ -707,14 +707,7 @@ fn a_plan_fixes_up_its_os_disks_and_mounts_their_data_disks_by_uuid() {
     let staging = dir.path().join("staging");
     std::fs::create_dir(&staging).unwrap();
     let raw = guest(dir.path(), &["--size", "1G"]);
-    let data = dir.path().join("data.raw");
-    sparse_file(&data, 1 << 30, &[]);
-    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
-    let data_uuid = ebs2azure::fixup::layout::partitions(&data).unwrap()[0]
-        .fs
-        .uuid
-        .clone()
-        .unwrap();
+    let (data, data_uuid) = xfs_data_disk(dir.path(), 1 << 30);
     let ebs = Emulator::start(&[]);
     let az = Azure::start(&[]);
     let (os_snap, data_snap) = (ebs.seed(&raw, &[]), ebs.seed(&data, &[]));
@@ -1097,9 +1090,7 @@ fn a_fixed_up_debian_guest_boots_and_mounts_its_fstab() {
     let dir = tempfile::tempdir().unwrap();
     let make = |name: &str| debian_guest(&cache, &dir.path().join(name), &[]);
     // The machine's data disk, /dev/xvdf in its fstab: XFS on the whole disk.
-    let data = dir.path().join("data.raw");
-    sparse_file(&data, 320 << 20, &[]);
-    tool_ok("mkfs.xfs", &["-q", "-f", path_str(&data)]);
+    let (data, _) = xfs_data_disk(dir.path(), 320 << 20);
 
     // As it came from EC2: the kernel finds its root by UUID, but fstab's
     // AWS device names do not exist on this (virtio) machine.
