@@ -48,6 +48,59 @@ pub fn combine<'a>(blocks: impl IntoIterator<Item = (&'a u64, &'a String)>) -> S
     hex(&h.finalize())
 }
 
+/// Gathers the digests of the blocks a copy finishes, in any order and from
+/// any thread, for [`Collector::digest`]. The copy's blocks must start at
+/// multiples of 512 KiB (sources with 512 KiB or 4 MiB blocks do).
+#[derive(Debug, Default)]
+pub struct Collector {
+    found: Mutex<BTreeMap<u64, String>>,
+}
+
+impl Collector {
+    /// Takes the digests of `b`'s non-zero 512 KiB blocks.
+    pub fn add(&self, b: &DoneBlock<'_>) {
+        let Some(data) = b.data else { return };
+        let bs = BLOCK_SIZE as usize;
+        let first = b.offset / u64::from(BLOCK_SIZE);
+        let parts: Vec<(u64, String)> = match of_block(b) {
+            // One 512 KiB block, its SHA-256 known or computed once.
+            Some(d) => vec![(first, d)],
+            None => data
+                .chunks(bs)
+                .enumerate()
+                .filter(|(_, part)| !diskformats::is_zero(part))
+                .map(|(k, part)| (first + k as u64, block_digest(part)))
+                .collect(),
+        };
+        self.found
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(parts);
+    }
+
+    /// The disk digest of what was added.
+    pub fn digest(&self) -> String {
+        combine(&*self.found.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// An upload can gather the digest as it reads: nothing is skipped, nothing
+/// recorded.
+impl crate::upload::Checkpoints for Collector {
+    fn done(&self) -> std::collections::HashSet<u64> {
+        std::collections::HashSet::new()
+    }
+
+    fn block_done(&self, block: &DoneBlock<'_>) -> Result<(), crate::upload::BoxError> {
+        self.add(block);
+        Ok(())
+    }
+
+    fn copied(&self) -> Result<(), crate::upload::BoxError> {
+        Ok(())
+    }
+}
+
 /// Takes every write and keeps nothing: the digest comes from the block hook.
 struct Discard;
 
@@ -63,26 +116,9 @@ pub fn of_source(
     source: &dyn BlockSource,
     workers: std::num::NonZeroUsize,
 ) -> Result<String, pipeline::Error> {
-    let bs = BLOCK_SIZE as usize;
-    let per = u64::from(source.block_size() / BLOCK_SIZE).max(1);
-    let found: Mutex<BTreeMap<u64, String>> = Mutex::new(BTreeMap::new());
+    let collector = Collector::default();
     let hook = |b: &DoneBlock<'_>| {
-        let Some(data) = b.data else { return Ok(()) };
-        let mut parts = Vec::new();
-        if let Some(d) = of_block(b) {
-            // One 512 KiB block, its SHA-256 known or computed once.
-            parts.push((b.index, d));
-        } else {
-            for (k, part) in data.chunks(bs).enumerate() {
-                if !diskformats::is_zero(part) {
-                    parts.push((b.index * per + k as u64, block_digest(part)));
-                }
-            }
-        }
-        found
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(parts);
+        collector.add(b);
         Ok(())
     };
     let opts = pipeline::Options {
@@ -99,8 +135,7 @@ pub fn of_source(
             stop: None,
         },
     )?;
-    let found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
-    Ok(combine(&found))
+    Ok(collector.digest())
 }
 
 #[cfg(test)]
@@ -127,6 +162,7 @@ mod tests {
         let computed = block_digest(&data);
         let mut b = DoneBlock {
             index: 3,
+            offset: 3 * u64::from(BLOCK_SIZE),
             data: Some(&data),
             sha256: None,
         };

@@ -60,6 +60,8 @@ pub struct Report {
     pub fixup: apply::Report,
     /// What the upload sent.
     pub upload: upload::Report,
+    /// The content digest of the disk as uploaded (see [`crate::digest`]).
+    pub digest: String,
 }
 
 /// Why an OS-disk migration stopped.
@@ -341,7 +343,9 @@ pub fn stage_and_upload(
             OsType::Linux
         });
     }
-    let sent = upload::upload(session, &staged, &target, opts, progress);
+    // The content digest is gathered as the upload reads: no second pass.
+    let digest = crate::digest::Collector::default();
+    let sent = upload::upload_with(session, &staged, &target, opts, progress, Some(&digest));
     let up = match sent {
         Ok(r) => r,
         Err(source @ upload::Error::CleanedUp { .. }) => {
@@ -362,6 +366,7 @@ pub fn stage_and_upload(
         let _ = fs::remove_file(&json);
     }
     Ok(Report {
+        digest: digest.digest(),
         staged: shown,
         staged_kept: staging.keep,
         staging: staging_report,

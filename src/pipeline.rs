@@ -111,6 +111,8 @@ struct Counters {
 pub struct DoneBlock<'a> {
     /// Its index.
     pub index: u64,
+    /// Its byte offset on the disk.
+    pub offset: u64,
     /// Its bytes, unless they are all zero.
     pub data: Option<&'a [u8]>,
     /// The SHA-256 of its bytes when the source checked it on the way (an
@@ -271,6 +273,7 @@ fn copy_block(
     let done = match (&result, block_done) {
         (Ok(()), Some(hook)) => hook(&DoneBlock {
             index,
+            offset,
             data: (!zero).then_some(data),
             sha256: source.take_sha256(index),
         }),

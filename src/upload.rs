@@ -283,6 +283,19 @@ pub fn upload(
     opts: &Options,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, Error> {
+    upload_with(session, path, target, opts, progress, None)
+}
+
+/// [`upload`], telling `checkpoints` of every block it reads (each is read,
+/// even on a resume: a content digest sees the whole disk).
+pub fn upload_with(
+    session: &Session,
+    path: &Path,
+    target: &Target,
+    opts: &Options,
+    progress: &(dyn Fn(Progress) + Sync),
+    checkpoints: Option<&dyn Checkpoints>,
+) -> Result<Report, Error> {
     let (source, footer) = check_vhd(path)?;
     transfer(
         session,
@@ -293,7 +306,7 @@ pub fn upload(
         opts,
         Hooks {
             progress,
-            checkpoints: None,
+            checkpoints,
             stop: None,
         },
     )

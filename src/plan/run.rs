@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
@@ -31,7 +30,6 @@ use crate::convert::Input;
 use crate::digest;
 use crate::os_disk::{self, Staging};
 use crate::pipeline::DoneBlock;
-use crate::source::ImageSource;
 use crate::upload::{self, BoxError, Checkpoints};
 
 /// How to run a plan.
@@ -459,7 +457,6 @@ impl Run<'_> {
             }
         }
         let staging = Staging {
-            keep: true,
             data_disks,
             ..opts.staging.clone()
         };
@@ -493,14 +490,6 @@ impl Run<'_> {
             },
         )
         .map_err(|e| chain(&e))?;
-        step("computing the content digest");
-        let digest = content_digest(&staged);
-        if !opts.staging.keep {
-            let _ = std::fs::remove_file(&staged);
-            let mut json = staged.as_os_str().to_owned();
-            json.push(".fixup.json");
-            let _ = std::fs::remove_file(json);
-        }
         let up = &r.upload;
         let read = r
             .staging
@@ -540,14 +529,8 @@ impl Run<'_> {
                 .of_class(crate::fixup::Class::Blocker)
                 .map(|f| format!("{}: {}", f.subject, f.message))
                 .collect(),
-            digest,
+            digest: Some(r.digest.clone()),
             ..outcome(disk, DiskStatus::Finished)
         })
     }
-}
-
-/// The content digest of a local image (`None` when it cannot be read).
-fn content_digest(path: &Path) -> Option<String> {
-    let source = ImageSource::open(path, &Default::default()).ok()?;
-    digest::of_source(&source, crate::pipeline::default_concurrency()).ok()
 }

@@ -269,9 +269,10 @@ pub fn print_os_disk(r: &os_disk::Report, json: bool) -> Result<(), String> {
     print_fixup(&r.fixup, false)?;
     print_upload(&r.upload, false)?;
     out!(
-        "staged copy {}: {}",
+        "staged copy {}: {}; content digest {}",
         r.staged,
-        if r.staged_kept { "kept" } else { "removed" }
+        if r.staged_kept { "kept" } else { "removed" },
+        r.digest
     );
     Ok(())
 }
