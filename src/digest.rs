@@ -82,6 +82,13 @@ impl Collector {
     pub fn digest(&self) -> String {
         combine(&*self.found.lock().unwrap_or_else(PoisonError::into_inner))
     }
+
+    /// The non-zero 512 KiB blocks added, with their SHA-256 (hex).
+    pub fn into_blocks(self) -> BTreeMap<u64, String> {
+        self.found
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// An upload can gather the digest as it reads: nothing is skipped, nothing
@@ -116,6 +123,15 @@ pub fn of_source(
     source: &dyn BlockSource,
     workers: std::num::NonZeroUsize,
 ) -> Result<String, pipeline::Error> {
+    Ok(combine(&blocks_of_source(source, workers)?))
+}
+
+/// The SHA-256 of each non-zero 512 KiB block of a whole source, by index
+/// (what [`of_source`] combines).
+pub fn blocks_of_source(
+    source: &dyn BlockSource,
+    workers: std::num::NonZeroUsize,
+) -> Result<BTreeMap<u64, String>, pipeline::Error> {
     let collector = Collector::default();
     let hook = |b: &DoneBlock<'_>| {
         collector.add(b);
@@ -135,7 +151,7 @@ pub fn of_source(
             stop: None,
         },
     )?;
-    Ok(collector.digest())
+    Ok(collector.into_blocks())
 }
 
 #[cfg(test)]

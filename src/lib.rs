@@ -34,7 +34,9 @@
 
 pub mod azure;
 pub mod convert;
+pub mod cutover;
 pub mod digest;
+pub mod ec2;
 pub mod fixup;
 pub mod info;
 pub mod kinds;

@@ -62,6 +62,10 @@ pub struct Report {
     pub upload: upload::Report,
     /// The content digest of the disk as uploaded (see [`crate::digest`]).
     pub digest: String,
+    /// The SHA-256 of each non-zero 512 KiB block uploaded, by index: what
+    /// the disk holds, for later delta syncs.
+    #[serde(skip)]
+    pub blocks: std::collections::BTreeMap<u64, String>,
 }
 
 /// Why an OS-disk migration stopped.
@@ -365,8 +369,10 @@ pub fn stage_and_upload(
         let _ = fs::remove_file(&staged);
         let _ = fs::remove_file(&json);
     }
+    let digest_hex = digest.digest();
     Ok(Report {
-        digest: digest.digest(),
+        digest: digest_hex,
+        blocks: digest.into_blocks(),
         staged: shown,
         staged_kept: staging.keep,
         staging: staging_report,

@@ -22,6 +22,10 @@ pub struct Options {
     pub concurrency: Option<NonZeroUsize>,
     /// Grain of zero detection inside a block, in bytes.
     pub zero_granularity: usize,
+    /// The sink holds older data (a delta sync): the zero runs of each
+    /// block read are cleared at the sink ([`BlockSink::clear_at`]) instead
+    /// of skipped.
+    pub overwrite: bool,
 }
 
 impl Default for Options {
@@ -29,6 +33,7 @@ impl Default for Options {
         Options {
             concurrency: None,
             zero_granularity: ZERO_GRANULARITY,
+            overwrite: false,
         }
     }
 }
@@ -261,14 +266,27 @@ fn copy_block(
     let mut written = 0u64;
     let mut result = Ok(());
     let zero = diskformats::is_zero(data);
-    if !zero {
-        for run in diskformats::nonzero_runs(data, opts.zero_granularity) {
-            result = sink.write_at(offset + run.start as u64, &data[run.clone()]);
+    let mut at = 0usize;
+    let runs = (!zero)
+        .then(|| diskformats::nonzero_runs(data, opts.zero_granularity))
+        .into_iter()
+        .flatten();
+    for run in runs.map(Some).chain([None]) {
+        // Over older data, the gap before each run (and after the last) is cleared.
+        let gap_end = run.as_ref().map_or(len, |r| r.start);
+        if opts.overwrite && gap_end > at {
+            result = sink.clear_at(offset + at as u64, (gap_end - at) as u64);
             if result.is_err() {
                 break;
             }
-            written += run.len() as u64;
         }
+        let Some(run) = run else { break };
+        result = sink.write_at(offset + run.start as u64, &data[run.clone()]);
+        if result.is_err() {
+            break;
+        }
+        written += run.len() as u64;
+        at = run.end;
     }
     let done = match (&result, block_done) {
         (Ok(()), Some(hook)) => hook(&DoneBlock {
@@ -380,6 +398,50 @@ mod tests {
         assert_eq!(writes[0].0, 16384 + 4096);
         assert_eq!(writes[0].1[5000 - 4096], 1);
         assert_eq!(writes[1], (7 * 16384, vec![9u8; 16384]));
+    }
+
+    #[derive(Default)]
+    struct ClearingSink(Mutex<Vec<(u64, u64, bool)>>);
+    impl BlockSink for ClearingSink {
+        fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), sink::Error> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((offset, data.len() as u64, true));
+            Ok(())
+        }
+        fn clear_at(&self, offset: u64, len: u64) -> Result<(), sink::Error> {
+            self.0.lock().unwrap().push((offset, len, false));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn over_older_data_the_zero_runs_are_cleared_and_the_block_is_covered_once() {
+        let src = source(None);
+        let sink = ClearingSink::default();
+        let opts = Options {
+            overwrite: true,
+            ..Options::default()
+        };
+        copy(&src, &sink, &opts, &|_| {}).unwrap();
+        let mut ops = sink.0.into_inner().unwrap();
+        ops.sort();
+        let b = 16384u64;
+        assert_eq!(
+            ops,
+            [
+                (0, b, false),               // a zero block: cleared whole
+                (b, 4096, false),            // before block 1's page of data
+                (b + 4096, 4096, true),      // the data
+                (b + 8192, b - 8192, false), // after it
+                (7 * b, b, true),            // all data: nothing cleared
+            ]
+        );
+        // Without `overwrite`, nothing is cleared.
+        let sink = ClearingSink::default();
+        copy(&src, &sink, &Options::default(), &|_| {}).unwrap();
+        assert!(sink.0.into_inner().unwrap().iter().all(|op| op.2));
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct Options {
     /// Set from elsewhere (an interrupt) to stop: blocks in flight finish,
     /// and the disk is left in its upload state to resume.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Write everything, footer included, but do not end the upload: the
+    /// disk stays in its upload state, open for a later delta sync (a
+    /// pre-seed). [`finalize`] ends it.
+    pub leave_open: bool,
 }
 
 impl Default for Options {
@@ -96,6 +100,7 @@ impl Default for Options {
             ebs: ebs::Settings::default(),
             quotas: Quotas::published(),
             stop: None,
+            leave_open: false,
         }
     }
 }
@@ -374,6 +379,24 @@ pub fn stream_with(
     Ok(report)
 }
 
+/// Ends the upload of a disk left open ([`Options::leave_open`]): its
+/// write access is revoked and it becomes an ordinary Unattached disk.
+pub fn finalize(session: &Session, disk: &DiskRef) -> Result<(), Error> {
+    let arm = session.arm();
+    session.block_on(arm.end_access(disk))?;
+    let state = session
+        .block_on(arm.get(disk))?
+        .map_or(DiskState::Other("gone".into()), |d| d.state);
+    if state != DiskState::Unattached {
+        return Err(Error::Azure(azure::Error::State {
+            disk: disk.name.clone(),
+            state,
+            advice: "its upload ended but it is not Unattached; look at it in the portal".into(),
+        }));
+    }
+    Ok(())
+}
+
 /// What [`transfer`] reports to and takes from its caller.
 struct Hooks<'a> {
     progress: &'a (dyn Fn(Progress) + Sync),
@@ -472,9 +495,14 @@ fn transfer(
         if let Some(c) = hooks.checkpoints {
             c.copied().map_err(Error::Checkpoint)?;
         }
-        tracing::info!(disk = %name, "writing the footer and ending the upload");
-        (hooks.progress)(Progress::Step("ending the upload", None));
-        let up = sink.finish(size, footer)?;
+        let up = if opts.leave_open {
+            tracing::info!(disk = %name, "writing the footer; the disk stays open for delta syncs");
+            sink.write_footer(size, footer)?
+        } else {
+            tracing::info!(disk = %name, "writing the footer and ending the upload");
+            (hooks.progress)(Progress::Step("ending the upload", None));
+            sink.finish(size, footer)?
+        };
         Ok((copy, up, copy_seconds))
     })();
     let (copy, up, copy_seconds) = match result {

@@ -29,6 +29,11 @@ pub struct DiskRef {
 }
 
 impl DiskRef {
+    /// The disk's resource id.
+    pub fn id(&self) -> String {
+        self.path()
+    }
+
     fn path(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{}",

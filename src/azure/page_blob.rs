@@ -87,6 +87,36 @@ impl PageBlob {
         Err(blob_error(&what, r).await)
     }
 
+    /// Makes `len` bytes at `offset` (512-byte aligned) read as zeros: Put
+    /// Page with `x-ms-page-write: clear`, which carries no body and, unlike
+    /// an update, may span any length of the blob.
+    pub async fn clear_pages(&self, sas: &Secret, offset: u64, len: u64) -> Result<(), Error> {
+        let what = format!("clearing {len} bytes at offset {offset}");
+        if !offset.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) || len == 0 {
+            return Err(Error::Protocol {
+                what,
+                detail: "Clear Page needs 512-byte aligned ranges".into(),
+            });
+        }
+        let r = self
+            .http
+            .put(url(sas, "comp=page"))
+            .header("x-ms-version", STORAGE_VERSION)
+            .header("x-ms-page-write", "clear")
+            .header(
+                "x-ms-range",
+                format!("bytes={}-{}", offset, offset + len - 1),
+            )
+            .header("Content-Length", 0)
+            .send()
+            .await
+            .map_err(|e| transport(&what, e))?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        Err(blob_error(&what, r).await)
+    }
+
     /// Reads `len` bytes at `offset`.
     pub async fn read(&self, sas: &Secret, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
         let what = format!("reading {len} bytes at offset {offset}");

@@ -51,6 +51,29 @@ pub enum Record {
     },
     /// Every block is done; the footer and the end of the upload follow.
     Copied,
+    /// A pre-seed copy is whole and the disk is left open for writes: the
+    /// disk holds `snapshot` (its base) and the blocks recorded since
+    /// `Started` describe its content.
+    Seeded {
+        /// The snapshot the disk now holds.
+        snapshot: String,
+        /// An OS disk's staged, fixed-up copy, kept for the syncs to come.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        staged: Option<PathBuf>,
+    },
+    /// A delta sync from the base to `to` starts: the blocks recorded from
+    /// here on are the sync's, until `Synced`.
+    SyncStarted {
+        /// The base it starts from.
+        from: String,
+        /// The snapshot it brings the disk to.
+        to: String,
+    },
+    /// The sync to `to` is whole: `to` is the base now.
+    Synced {
+        /// The new base.
+        to: String,
+    },
     /// The disk is finished: uploaded, ended, Unattached. The summary is the
     /// disk's report, for runs that skip it later.
     Finished {
@@ -64,10 +87,18 @@ pub enum Record {
 pub struct State {
     /// The last `Started` record's plan digest, snapshot and size.
     pub started: Option<(String, String, u64)>,
-    /// Blocks done since that record, with their digests.
+    /// Blocks done since that record, with their digests: what the disk
+    /// holds (a later record of a block replaces an earlier one; `None` is
+    /// a block of zeros).
     pub done: BTreeMap<u64, Option<String>>,
     /// True once a `Copied` record follows.
     pub copied: bool,
+    /// The snapshot a pre-seeded (open) disk holds, and its staged copy.
+    pub base: Option<(String, Option<PathBuf>)>,
+    /// A sync under way: from, to.
+    pub syncing: Option<(String, String)>,
+    /// Blocks the sync under way has made durable.
+    pub synced: std::collections::BTreeSet<u64>,
     /// The summary of a finished disk.
     pub finished: Option<serde_json::Value>,
     /// Bytes of valid records (a torn tail starts here).
@@ -142,8 +173,25 @@ fn apply(state: &mut State, record: Record) {
                 ..State::default()
             };
         }
-        Record::Done { blocks } => state.done.extend(blocks),
+        Record::Done { blocks } => {
+            if state.syncing.is_some() {
+                state.synced.extend(blocks.iter().map(|(i, _)| *i));
+            }
+            state.done.extend(blocks);
+        }
         Record::Copied => state.copied = true,
+        Record::Seeded { snapshot, staged } => state.base = Some((snapshot, staged)),
+        Record::SyncStarted { from, to } => {
+            state.syncing = Some((from, to));
+            state.synced.clear();
+        }
+        Record::Synced { to } => {
+            if let Some((base, _)) = &mut state.base {
+                *base = to;
+            }
+            state.syncing = None;
+            state.synced.clear();
+        }
         Record::Finished { summary } => state.finished = Some(summary),
     }
 }
@@ -347,6 +395,40 @@ mod tests {
         bytes.extend(frame(&started()));
         let st = replay(&bytes);
         assert!(st.done.is_empty() && st.started.is_some());
+    }
+
+    #[test]
+    fn a_sync_moves_the_base_and_its_blocks_replace_the_old_ones() {
+        let mut bytes = frame(&started());
+        bytes.extend(frame(&Record::Done {
+            blocks: vec![(1, Some("a".into())), (2, Some("b".into()))],
+        }));
+        bytes.extend(frame(&Record::Seeded {
+            snapshot: "snap-00000001".into(),
+            staged: None,
+        }));
+        bytes.extend(frame(&Record::SyncStarted {
+            from: "snap-00000001".into(),
+            to: "snap-00000002".into(),
+        }));
+        bytes.extend(frame(&Record::Done {
+            blocks: vec![(2, None), (3, Some("c".into()))],
+        }));
+        let st = replay(&bytes);
+        assert_eq!(st.base.as_ref().unwrap().0, "snap-00000001");
+        assert_eq!(
+            st.syncing,
+            Some(("snap-00000001".into(), "snap-00000002".into()))
+        );
+        assert_eq!(st.synced.iter().copied().collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(st.done[&2], None);
+        bytes.extend(frame(&Record::Synced {
+            to: "snap-00000002".into(),
+        }));
+        let st = replay(&bytes);
+        assert_eq!(st.base.unwrap().0, "snap-00000002");
+        assert!(st.syncing.is_none() && st.synced.is_empty());
+        assert_eq!(st.done.len(), 3);
     }
 
     #[test]

@@ -123,6 +123,15 @@ pub struct PlannedDisk {
 }
 
 impl PlannedDisk {
+    /// This entry with another snapshot: the entry a pre-seeded disk was
+    /// planned with, before its snapshot moved forward.
+    pub fn with_snapshot(&self, snapshot: &str) -> PlannedDisk {
+        PlannedDisk {
+            snapshot: snapshot.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// The managed disk to create.
     pub fn target(&self) -> Target {
         let os = self.role == DiskRole::Os;
@@ -173,6 +182,18 @@ pub struct Machine {
     pub exclude: bool,
     /// Indexes of its disks in [`Plan::disks`].
     pub disks: Vec<usize>,
+    /// Its EC2 instance, for cutovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+}
+
+/// EC2's rule for instance ids: `i-` followed by 8 or 17 lower-case hex digits.
+pub fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17)
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// A unit that stays together on one shard: a machine and its disks, or a
@@ -374,10 +395,17 @@ impl Plan {
                     }
                 }
             }
+            if let Some(id) = m.instance_id.as_deref().filter(|id| !is_instance_id(id)) {
+                r.problem(
+                    line,
+                    format!("instance_id {id:?} of machine {name:?} is not an EC2 instance id (i- followed by 8 or 17 lower-case hex digits)"),
+                );
+            }
             machines.push(Machine {
                 name,
                 exclude: m.exclude,
                 disks: (first..r.disks.len()).collect(),
+                instance_id: m.instance_id.clone(),
             });
         }
         for d in &raw.disk {

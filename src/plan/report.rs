@@ -32,13 +32,56 @@ pub enum DiskStatus {
     Excluded,
     /// Not started: the run stopped first.
     NotRun,
+    /// Copied whole and left open for delta syncs (a pre-seed).
+    Seeded,
+    /// Brought to a newer snapshot by a delta sync; still open.
+    Synced,
 }
 
 impl DiskStatus {
-    /// True when the disk is in Azure, complete.
+    /// True when the disk is where the run meant it to be: finished, or
+    /// open at its snapshot (a pre-seed or a sync).
     pub fn is_done(self) -> bool {
-        matches!(self, DiskStatus::Finished | DiskStatus::FinishedEarlier)
+        matches!(
+            self,
+            DiskStatus::Finished
+                | DiskStatus::FinishedEarlier
+                | DiskStatus::Seeded
+                | DiskStatus::Synced
+        )
     }
+}
+
+/// What kind of run a report is of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// `migrate`: disks copied and finished.
+    #[default]
+    Migrate,
+    /// `migrate --pre-seed`: disks copied and left open.
+    PreSeed,
+    /// `sync`: open disks brought to newer snapshots.
+    Sync,
+    /// `cutover`: the window, from the final snapshots to finished disks.
+    Cutover,
+}
+
+/// One phase of one machine in a cutover's window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Phase {
+    /// The machine (or the lone disk's name).
+    pub machine: String,
+    /// The phase: stop, snapshot, sync, finalize, verify.
+    pub phase: String,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// Seconds from the window's start to the phase's start.
+    pub offset_seconds: f64,
+    /// How long it took, seconds.
+    pub seconds: f64,
+    /// ok, or why it failed.
+    pub outcome: String,
 }
 
 /// One disk's line in the report.
@@ -78,6 +121,12 @@ pub struct DiskReport {
     pub blockers: Vec<String>,
     /// The content digest (see `crate::digest`), which `verify --digest` checks later.
     pub digest: Option<String>,
+    /// For a sync: the snapshot the disk held before (its base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_from: Option<String>,
+    /// Bytes cleared at the target (blocks that became zero), not sent.
+    #[serde(default)]
+    pub bytes_cleared: u64,
 }
 
 /// One machine's line.
@@ -141,6 +190,15 @@ pub struct RunReport {
     pub totals: Totals,
     /// True when every disk that is not excluded is done.
     pub complete: bool,
+    /// The kind of run.
+    #[serde(default)]
+    pub run: RunKind,
+    /// A cutover's window, phase by phase per machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Phase>,
+    /// How to undo what the run changed on the AWS side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// Why a report cannot be read, written or merged.
@@ -221,7 +279,10 @@ impl RunReport {
         };
         for d in &disks {
             match d.status {
-                DiskStatus::Finished | DiskStatus::FinishedEarlier => t.done += 1,
+                DiskStatus::Finished
+                | DiskStatus::FinishedEarlier
+                | DiskStatus::Seeded
+                | DiskStatus::Synced => t.done += 1,
                 DiskStatus::Failed => t.failed += 1,
                 DiskStatus::Excluded => t.excluded += 1,
                 DiskStatus::Interrupted | DiskStatus::NotRun => t.left += 1,
@@ -241,6 +302,9 @@ impl RunReport {
             machines,
             totals: t,
             complete,
+            run: RunKind::Migrate,
+            timeline: Vec::new(),
+            rollback: None,
         }
     }
 
@@ -403,6 +467,24 @@ impl RunReport {
                 let _ = writeln!(s, "- {b}");
             }
         }
+        if !self.timeline.is_empty() {
+            let _ = writeln!(s, "\n## Window timeline\n");
+            let _ = writeln!(
+                s,
+                "| machine | phase | started (UTC) | at +s | took s | outcome |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            for p in &self.timeline {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.1} | {:.1} | {} |",
+                    p.machine, p.phase, p.started, p.offset_seconds, p.seconds, p.outcome
+                );
+            }
+        }
+        if let Some(r) = &self.rollback {
+            let _ = writeln!(s, "\n## Rollback\n\n{r}");
+        }
         if !self.machines.is_empty() {
             let _ = writeln!(s, "\n## Machines\n");
             for m in &self.machines {
@@ -432,6 +514,8 @@ pub fn status_text(s: DiskStatus) -> &'static str {
         DiskStatus::Interrupted => "interrupted",
         DiskStatus::Excluded => "excluded",
         DiskStatus::NotRun => "not run",
+        DiskStatus::Seeded => "pre-seeded (open)",
+        DiskStatus::Synced => "synced (open)",
     }
 }
 
@@ -466,6 +550,8 @@ mod tests {
             fixups: vec![],
             blockers: vec![],
             digest: None,
+            synced_from: None,
+            bytes_cleared: 0,
         }
     }
 

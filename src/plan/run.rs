@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub plan_file: String,
     /// The shards this run covers, for the report (`I/N`).
     pub shards: Vec<String>,
+    /// Copy each disk but leave it open for delta syncs (a pre-seed): the
+    /// journal records the snapshot it holds, OS disks keep their staged copy.
+    pub pre_seed: bool,
 }
 
 /// What a run tells its caller as it goes.
@@ -75,6 +78,13 @@ pub enum Event<'a> {
     },
     /// A disk ended (finished, failed, interrupted, skipped or excluded).
     Ended(&'a DiskReport),
+    /// A phase of a machine in a cutover's window starts.
+    Phase {
+        /// The machine (or the lone disk).
+        machine: &'a str,
+        /// The phase, in a few words.
+        phase: &'a str,
+    },
 }
 
 /// Moves the disks `selected` (indexes into `plan.disks`) and writes the
@@ -92,9 +102,6 @@ pub fn run(
     let never = AtomicBool::new(false);
     let stop: &AtomicBool = opts.upload.stop.as_deref().unwrap_or(&never);
     let started = Instant::now();
-    let queue: Mutex<VecDeque<usize>> = Mutex::new(selected.iter().copied().collect());
-    let results: Mutex<BTreeMap<usize, DiskReport>> = Mutex::new(BTreeMap::new());
-    let workers = opts.disks_at_once.get().min(selected.len().max(1));
     let run = Run {
         plan,
         state,
@@ -103,6 +110,37 @@ pub fn run(
         events,
         stop,
     };
+    let disks = each_disk(plan, selected, opts.disks_at_once, stop, events, &|disk| {
+        run.move_disk(disk)
+    });
+    let mut report = RunReport::new(
+        opts.plan_file.clone(),
+        plan.digest.clone(),
+        opts.shards.clone(),
+        started.elapsed().as_secs_f64(),
+        disks,
+    );
+    if opts.pre_seed {
+        report.run = super::report::RunKind::PreSeed;
+    }
+    report.write(state.path())?;
+    Ok(report)
+}
+
+/// Runs `work` on each disk of `selected`, `disks_at_once` at a time;
+/// excluded disks and those left when `stop` is set get their report line
+/// without work. Returns the lines in plan order.
+pub(crate) fn each_disk(
+    plan: &Plan,
+    selected: &[usize],
+    disks_at_once: NonZeroUsize,
+    stop: &AtomicBool,
+    events: &(dyn Fn(Event<'_>) + Sync),
+    work: &(dyn Fn(&PlannedDisk) -> DiskReport + Sync),
+) -> Vec<DiskReport> {
+    let queue: Mutex<VecDeque<usize>> = Mutex::new(selected.iter().copied().collect());
+    let results: Mutex<BTreeMap<usize, DiskReport>> = Mutex::new(BTreeMap::new());
+    let workers = disks_at_once.get().min(selected.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -119,7 +157,7 @@ pub fn run(
                 } else if stop.load(Ordering::SeqCst) {
                     outcome(disk, DiskStatus::NotRun)
                 } else {
-                    run.move_disk(disk)
+                    work(disk)
                 };
                 match &report.error {
                     Some(e) => tracing::info!(disk = %report.name, "{}: {e}", super::report::status_text(report.status)),
@@ -133,24 +171,15 @@ pub fn run(
             });
         }
     });
-    let disks = results
+    results
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
         .into_values()
-        .collect();
-    let report = RunReport::new(
-        opts.plan_file.clone(),
-        plan.digest.clone(),
-        opts.shards.clone(),
-        started.elapsed().as_secs_f64(),
-        disks,
-    );
-    report.write(state.path())?;
-    Ok(report)
+        .collect()
 }
 
 /// A report line for a disk that did not move in this run.
-fn outcome(disk: &PlannedDisk, status: DiskStatus) -> DiskReport {
+pub(crate) fn outcome(disk: &PlannedDisk, status: DiskStatus) -> DiskReport {
     DiskReport {
         name: disk.name.clone(),
         machine: disk.machine.clone(),
@@ -169,6 +198,8 @@ fn outcome(disk: &PlannedDisk, status: DiskStatus) -> DiskReport {
         fixups: Vec::new(),
         blockers: Vec::new(),
         digest: None,
+        synced_from: None,
+        bytes_cleared: 0,
     }
 }
 
@@ -190,7 +221,7 @@ struct Run<'a> {
 }
 
 /// The error chain of `e` in one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -203,14 +234,14 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn finish(journal: &Journal, r: &DiskReport) -> Result<(), String> {
+pub(crate) fn finish(journal: &Journal, r: &DiskReport) -> Result<(), String> {
     let summary = serde_json::to_value(r).map_err(|e| e.to_string())?;
     journal
         .append(&Record::Finished { summary }, true)
         .map_err(|e| chain(&e))
 }
 
-fn digest_of(done: &BTreeMap<u64, Option<String>>) -> String {
+pub(crate) fn digest_of(done: &BTreeMap<u64, Option<String>>) -> String {
     let blocks: BTreeMap<u64, String> = done
         .iter()
         .filter_map(|(i, d)| d.clone().map(|d| (*i, d)))
@@ -218,11 +249,93 @@ fn digest_of(done: &BTreeMap<u64, Option<String>>) -> String {
     digest::combine(&blocks)
 }
 
+/// The data disks of `disk`'s machine that name a device, probed from
+/// their snapshots, so the OS disk's fstab mounts them by UUID.
+pub(crate) fn data_disks_for(
+    plan: &Plan,
+    disk: &PlannedDisk,
+    upload_opts: &upload::Options,
+) -> Result<Vec<crate::fixup::layout::DataDisk>, String> {
+    let mut data_disks = Vec::new();
+    if let Some(m) = plan
+        .machines
+        .iter()
+        .find(|m| Some(&m.name) == disk.machine.as_ref())
+    {
+        for other in m.disks.iter().map(|&i| &plan.disks[i]) {
+            let (DiskRole::Data, Some(dev)) = (other.role, other.device.as_deref()) else {
+                continue;
+            };
+            let probed = os_disk::probe_data_disk(
+                dev,
+                &Input::Snapshot(other.snapshot.clone()),
+                &upload_opts.ebs,
+                upload_opts.quotas.clone(),
+            )
+            .map_err(|e| chain(&e))?;
+            data_disks.push(probed);
+        }
+    }
+    Ok(data_disks)
+}
+
+/// True when the journal's disk is the one `disk` plans: the same entry,
+/// and the same snapshot unless the disk was pre-seeded (a pre-seeded
+/// disk's snapshot moves forward with each sync).
+pub(crate) fn is_ours(disk: &PlannedDisk, st: &journal::State) -> bool {
+    st.started.as_ref().is_some_and(|(p, s, _)| match &st.base {
+        Some(_) => *p == disk.with_snapshot(s).digest(),
+        None => *p == disk.digest() && *s == disk.snapshot,
+    })
+}
+
+/// Ends the upload of an open disk; one that has ended already is fine.
+pub(crate) fn finalize_open(
+    session: &Session,
+    disk: &crate::azure::arm::DiskRef,
+) -> Result<(), String> {
+    let now = session
+        .block_on(session.arm().get(disk))
+        .map_err(|e| chain(&e))?;
+    match now {
+        Some(d) if d.state == DiskState::Unattached => Ok(()),
+        Some(d) if d.state.is_upload() => upload::finalize(session, disk).map_err(|e| chain(&e)),
+        Some(d) => Err(format!(
+            "disk {} is {}, neither open for upload nor finished; look at it in the portal",
+            disk.name, d.state
+        )),
+        None => Err(format!(
+            "disk {} is gone from Azure; start it over (its journal no longer matches)",
+            disk.name
+        )),
+    }
+}
+
 /// A disk's journal as the upload's checkpoints.
-struct Journaled<'a> {
-    journal: &'a Journal,
+pub(crate) struct Journaled<'a> {
+    pub(crate) journal: &'a Journal,
     /// Every block done, with its digest: earlier runs' and this one's.
-    done: Mutex<BTreeMap<u64, Option<String>>>,
+    pub(crate) done: Mutex<BTreeMap<u64, Option<String>>>,
+    /// The blocks this run made durable.
+    pub(crate) now: Mutex<HashSet<u64>>,
+}
+
+impl<'a> Journaled<'a> {
+    /// Checkpoints into `journal`, the disk holding `done` already.
+    pub(crate) fn new(journal: &'a Journal, done: BTreeMap<u64, Option<String>>) -> Journaled<'a> {
+        Journaled {
+            journal,
+            done: Mutex::new(done),
+            now: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// What the disk holds now.
+    pub(crate) fn into_done(self) -> BTreeMap<u64, Option<String>> {
+        self.done
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Checkpoints for Journaled<'_> {
@@ -242,6 +355,10 @@ impl Checkpoints for Journaled<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(block.index, d.clone());
+        self.now
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(block.index);
         self.journal.block_done(block.index, d)?;
         Ok(())
     }
@@ -292,10 +409,10 @@ impl Run<'_> {
             }
         }
         let target = disk.target();
-        let ours = st
-            .started
-            .as_ref()
-            .is_some_and(|(p, s, _)| *p == disk.digest() && *s == disk.snapshot);
+        let ours = is_ours(disk, &st);
+        if let (true, Some((base, _))) = (ours, &st.base) {
+            return self.seeded_earlier(disk, &target, &journal, &st, base);
+        }
         let started_record = Record::Started {
             plan: disk.digest(),
             snapshot: disk.snapshot.clone(),
@@ -336,6 +453,7 @@ impl Run<'_> {
         let upload_opts = upload::Options {
             resume,
             cleanup: false,
+            leave_open: opts.pre_seed,
             ebs: crate::source::ebs::Settings {
                 region: disk
                     .region
@@ -346,13 +464,62 @@ impl Run<'_> {
             ..opts.upload.clone()
         };
         let r = if disk.fixed_up() {
-            self.fixed_up(disk, &target, &upload_opts)
+            self.fixed_up(disk, &target, &upload_opts, &journal)
         } else {
             self.streamed(disk, &target, &upload_opts, &journal, &st)
         };
         let _ = journal.flush();
         let r = r?;
-        finish(&journal, &r)?;
+        if r.status == DiskStatus::Finished {
+            finish(&journal, &r)?;
+        }
+        Ok(Moved::Now(Box::new(r)))
+    }
+
+    /// A disk an earlier pre-seed left open at `base`: a pre-seed has
+    /// nothing more to do; a migration finishes it when it holds the
+    /// planned snapshot, and otherwise says it needs a sync first.
+    fn seeded_earlier(
+        &self,
+        disk: &PlannedDisk,
+        target: &upload::Target,
+        journal: &Journal,
+        st: &journal::State,
+        base: &str,
+    ) -> Result<Moved, String> {
+        if let Some((from, to)) = &st.syncing {
+            return Err(format!(
+                "disk {}: a delta sync from {from} to {to} did not finish; sync it again before anything else",
+                disk.name
+            ));
+        }
+        if base != disk.snapshot {
+            return Err(format!(
+                "disk {} holds snapshot {base} (pre-seeded) and the plan now names {}; bring it there with a delta sync (or a cutover) first",
+                disk.name, disk.snapshot
+            ));
+        }
+        let line = DiskReport {
+            status: DiskStatus::Seeded,
+            digest: Some(digest_of(&st.done)),
+            ..outcome(disk, DiskStatus::Seeded)
+        };
+        if self.opts.pre_seed {
+            return Ok(Moved::Earlier(Box::new(line)));
+        }
+        let started = Instant::now();
+        (self.events)(Event::Step {
+            disk: &disk.name,
+            step: "ending the upload",
+        });
+        finalize_open(self.session, &target.disk)?;
+        let r = DiskReport {
+            status: DiskStatus::Finished,
+            target: Some(target.disk.id()),
+            seconds: started.elapsed().as_secs_f64(),
+            ..line
+        };
+        finish(journal, &r)?;
         Ok(Moved::Now(Box::new(r)))
     }
 
@@ -370,14 +537,14 @@ impl Run<'_> {
             stop,
             ..
         } = *self;
-        let checkpoints = Journaled {
+        let checkpoints = Journaled::new(
             journal,
-            done: Mutex::new(if opts.resume {
+            if opts.resume {
                 st.done.clone()
             } else {
                 BTreeMap::new()
-            }),
-        };
+            },
+        );
         let name = disk.name.as_str();
         events(Event::Step {
             disk: name,
@@ -399,13 +566,26 @@ impl Run<'_> {
             Some(stop),
         )
         .map_err(|e| chain(&e))?;
-        let done = checkpoints
-            .done
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
+        let done = checkpoints.into_done();
+        if self.opts.pre_seed {
+            journal.flush().map_err(|e| chain(&e))?;
+            journal
+                .append(
+                    &Record::Seeded {
+                        snapshot: disk.snapshot.clone(),
+                        staged: None,
+                    },
+                    true,
+                )
+                .map_err(|e| chain(&e))?;
+        }
         Ok(DiskReport {
             target: Some(r.disk.clone()),
-            status: DiskStatus::Finished,
+            status: if self.opts.pre_seed {
+                DiskStatus::Seeded
+            } else {
+                DiskStatus::Finished
+            },
             bytes_allocated: r.copy.bytes_read,
             bytes_sent: r.upload.bytes_sent,
             bytes_zero: r.copy.bytes_zero,
@@ -426,6 +606,7 @@ impl Run<'_> {
         disk: &PlannedDisk,
         target: &upload::Target,
         upload_opts: &upload::Options,
+        journal: &Journal,
     ) -> Result<DiskReport, String> {
         let Run {
             plan,
@@ -435,29 +616,11 @@ impl Run<'_> {
             ..
         } = *self;
         let name = disk.name.as_str();
-        // The machine's data disks with a device name, so fstab mounts them by UUID.
-        let mut data_disks = Vec::new();
-        if let Some(m) = plan
-            .machines
-            .iter()
-            .find(|m| Some(&m.name) == disk.machine.as_ref())
-        {
-            for other in m.disks.iter().map(|&i| &plan.disks[i]) {
-                let (DiskRole::Data, Some(dev)) = (other.role, other.device.as_deref()) else {
-                    continue;
-                };
-                let probed = os_disk::probe_data_disk(
-                    dev,
-                    &Input::Snapshot(other.snapshot.clone()),
-                    &upload_opts.ebs,
-                    upload_opts.quotas.clone(),
-                )
-                .map_err(|e| chain(&e))?;
-                data_disks.push(probed);
-            }
-        }
+        let data_disks = data_disks_for(plan, disk, upload_opts)?;
         let staging = Staging {
             data_disks,
+            // A pre-seeded OS disk keeps its fixed-up copy: each sync applies its delta there.
+            keep: opts.staging.keep || opts.pre_seed,
             ..opts.staging.clone()
         };
         let staged = os_disk::staged_path(&staging.dir, &disk.snapshot, name);
@@ -490,6 +653,24 @@ impl Run<'_> {
             },
         )
         .map_err(|e| chain(&e))?;
+        if opts.pre_seed {
+            // What the disk holds, block by block, for the syncs to come.
+            for (i, d) in &r.blocks {
+                journal
+                    .block_done(*i, Some(d.clone()))
+                    .map_err(|e| chain(&e))?;
+            }
+            journal.flush().map_err(|e| chain(&e))?;
+            journal
+                .append(
+                    &Record::Seeded {
+                        snapshot: disk.snapshot.clone(),
+                        staged: Some(std::path::PathBuf::from(&r.staged)),
+                    },
+                    true,
+                )
+                .map_err(|e| chain(&e))?;
+        }
         let up = &r.upload;
         let read = r
             .staging
@@ -497,7 +678,11 @@ impl Run<'_> {
             .map_or(up.copy.bytes_read, |s| s.stats.bytes_read);
         Ok(DiskReport {
             target: Some(up.disk.clone()),
-            status: DiskStatus::Finished,
+            status: if opts.pre_seed {
+                DiskStatus::Seeded
+            } else {
+                DiskStatus::Finished
+            },
             bytes_allocated: read,
             bytes_sent: up.upload.bytes_sent,
             bytes_zero: up.copy.bytes_zero,

@@ -98,6 +98,9 @@ common_keys! {
     pub struct MachineEntry {
         /// The machine's name; its disks' names derive from it.
         pub name: Option<String>,
+        /// The EC2 instance the machine is (`i-...`): `cutover` stops it
+        /// when asked and snapshots its volumes.
+        pub instance_id: Option<String>,
         /// Kept in the plan, skipped by runs.
         #[serde(default)]
         pub exclude: bool,

@@ -32,6 +32,10 @@ pub struct PlanRecord {
     pub digest: String,
     /// Each disk's digest, by name.
     pub disks: BTreeMap<String, String>,
+    /// Each disk's digest with its snapshot left out, by name: a sync may
+    /// move a pre-seeded disk's snapshot and change nothing else.
+    #[serde(default)]
+    pub layouts: BTreeMap<String, String>,
 }
 
 impl PlanRecord {
@@ -44,6 +48,11 @@ impl PlanRecord {
                 .iter()
                 .map(|d| (d.name.clone(), d.digest()))
                 .collect(),
+            layouts: plan
+                .disks
+                .iter()
+                .map(|d| (d.name.clone(), d.with_snapshot("").digest()))
+                .collect(),
         }
     }
 
@@ -52,6 +61,18 @@ impl PlanRecord {
         now.disks
             .iter()
             .filter(|(name, digest)| self.disks.get(*name).is_some_and(|d| d != *digest))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The disks `now` plans differently in anything but their snapshot.
+    pub fn changed_layout(&self, now: &PlanRecord) -> Vec<String> {
+        if self.layouts.is_empty() {
+            return self.changed(now);
+        }
+        now.layouts
+            .iter()
+            .filter(|(name, digest)| self.layouts.get(*name).is_some_and(|d| d != *digest))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -110,6 +131,24 @@ impl StateDir {
         mine: &[&str],
         accept_changes: bool,
     ) -> Result<StateDir, Error> {
+        Self::open_with(base, shard_dir, plan, mine, accept_changes, false)
+    }
+
+    /// [`StateDir::open`] for a sync or a cutover: a disk whose snapshot
+    /// alone changed is not a changed plan (its new snapshot is where the
+    /// sync takes it).
+    pub fn open_for_sync(base: &Path, plan: &Plan) -> Result<StateDir, Error> {
+        Self::open_with(base, None, plan, &[], false, true)
+    }
+
+    fn open_with(
+        base: &Path,
+        shard_dir: Option<&str>,
+        plan: &Plan,
+        mine: &[&str],
+        accept_changes: bool,
+        snapshots_move: bool,
+    ) -> Result<StateDir, Error> {
         let dir = match shard_dir {
             Some(s) => base.join(s),
             None => base.to_owned(),
@@ -156,7 +195,11 @@ impl StateDir {
             Ok(bytes) => {
                 // An unreadable record is treated as a changed plan for every disk.
                 let before: PlanRecord = serde_json::from_slice(&bytes).unwrap_or_default();
-                let mut changed = before.changed(&now);
+                let mut changed = if snapshots_move {
+                    before.changed_layout(&now)
+                } else {
+                    before.changed(&now)
+                };
                 if before.digest.is_empty() {
                     changed = now.disks.keys().cloned().collect();
                 }

@@ -29,6 +29,12 @@ pub struct UploadStats {
     pub bytes_already_there: u64,
     /// Times the SAS was renewed.
     pub sas_renewals: u64,
+    /// Clear Page requests that succeeded (a delta sync zeroing old data).
+    #[serde(default)]
+    pub clear_requests: u64,
+    /// Bytes those requests cleared (none of them sent).
+    #[serde(default)]
+    pub bytes_cleared: u64,
 }
 
 /// A managed disk being uploaded.
@@ -48,6 +54,8 @@ pub struct ManagedDiskSink {
     bytes_sent: AtomicU64,
     bytes_already_there: AtomicU64,
     sas_renewals: AtomicU64,
+    clear_requests: AtomicU64,
+    bytes_cleared: AtomicU64,
 }
 
 impl ManagedDiskSink {
@@ -73,6 +81,8 @@ impl ManagedDiskSink {
             bytes_sent: AtomicU64::new(0),
             bytes_already_there: AtomicU64::new(0),
             sas_renewals: AtomicU64::new(0),
+            clear_requests: AtomicU64::new(0),
+            bytes_cleared: AtomicU64::new(0),
         }
     }
 
@@ -83,6 +93,8 @@ impl ManagedDiskSink {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             bytes_already_there: self.bytes_already_there.load(Ordering::Relaxed),
             sas_renewals: self.sas_renewals.load(Ordering::Relaxed),
+            clear_requests: self.clear_requests.load(Ordering::Relaxed),
+            bytes_cleared: self.bytes_cleared.load(Ordering::Relaxed),
         }
     }
 
@@ -119,12 +131,28 @@ impl ManagedDiskSink {
         Ok(())
     }
 
-    /// One Put Page, retried and with the SAS renewed as needed.
-    async fn put(&self, offset: u64, data: bytes::Bytes) -> Result<(), crate::azure::Error> {
+    /// One Put Page (an update with `data`, or a clear of `clear` bytes),
+    /// retried and with the SAS renewed as needed.
+    async fn put_or_clear(
+        &self,
+        offset: u64,
+        data: bytes::Bytes,
+        clear: u64,
+    ) -> Result<(), crate::azure::Error> {
         let mut attempt = 0;
         loop {
             let (sas, generation) = self.current_sas();
-            match self.blob.put_page(&sas, offset, data.clone()).await {
+            let sent = if clear > 0 {
+                self.blob.clear_pages(&sas, offset, clear).await
+            } else {
+                self.blob.put_page(&sas, offset, data.clone()).await
+            };
+            match sent {
+                Ok(()) if clear > 0 => {
+                    self.clear_requests.fetch_add(1, Ordering::Relaxed);
+                    self.bytes_cleared.fetch_add(clear, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Ok(()) => {
                     self.put_requests.fetch_add(1, Ordering::Relaxed);
                     self.bytes_sent
@@ -148,12 +176,24 @@ impl ManagedDiskSink {
             .is_some_and(|r| r.start <= range.start && range.end <= r.end)
     }
 
+    async fn put(&self, offset: u64, data: bytes::Bytes) -> Result<(), crate::azure::Error> {
+        self.put_or_clear(offset, data, 0).await
+    }
+
+    /// Writes the footer at `size` and leaves the disk open for more writes
+    /// (a pre-seed, a delta sync): the disk stays in its upload state.
+    pub fn write_footer(&self, size: u64, footer: &[u8; 512]) -> Result<UploadStats, Error> {
+        self.rt
+            .block_on(self.put(size, bytes::Bytes::copy_from_slice(footer)))
+            .map_err(|e| self.azure(e))?;
+        Ok(self.stats())
+    }
+
     /// Writes the footer at `size`, ends the upload and checks the disk is Unattached.
     pub fn finish(&self, size: u64, footer: &[u8; 512]) -> Result<UploadStats, Error> {
+        self.write_footer(size, footer)?;
         self.rt
             .block_on(async {
-                self.put(size, bytes::Bytes::copy_from_slice(footer))
-                    .await?;
                 self.arm.end_access(&self.disk).await?;
                 let state = self
                     .arm
@@ -198,5 +238,21 @@ impl BlockSink for ManagedDiskSink {
                 .map_err(|e| self.azure(e))?;
         }
         Ok(())
+    }
+
+    fn clear_at(&self, offset: u64, len: u64) -> Result<(), Error> {
+        if !offset.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return Err(Error::Unaligned {
+                disk: self.disk.name.clone(),
+                offset,
+                len: len as usize,
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        self.rt
+            .block_on(self.put_or_clear(offset, bytes::Bytes::new(), len))
+            .map_err(|e| self.azure(e))
     }
 }

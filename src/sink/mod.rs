@@ -1,6 +1,7 @@
 //! Block sinks: where a disk's blocks go (a local image file, an Azure
 //! managed disk). Writes arrive in any order and from many threads.
 
+pub mod in_place;
 pub mod managed_disk;
 pub mod vhd_file;
 
@@ -15,6 +16,14 @@ pub const BUFFER_ALIGN: usize = 4096;
 pub trait BlockSink: Send + Sync {
     /// Writes `data` at byte `offset` of the disk.
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error>;
+
+    /// Makes `len` bytes at `offset` read as zeros. The pipeline calls it
+    /// only when told the target holds older data (a delta sync); a sink
+    /// that starts as zeros (a new file, a new disk) has nothing to do.
+    fn clear_at(&self, offset: u64, len: u64) -> Result<(), Error> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// Why a sink could not be prepared, written or finished.

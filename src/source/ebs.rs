@@ -14,6 +14,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ebs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::operation::get_snapshot_block::GetSnapshotBlockError;
+use aws_sdk_ebs::operation::list_changed_blocks::ListChangedBlocksError;
 use aws_sdk_ebs::operation::list_snapshot_blocks::ListSnapshotBlocksError;
 use aws_sdk_ebs::types::{ChecksumAlgorithm, ValidationExceptionReason};
 use aws_sdk_ebs::Client;
@@ -275,13 +276,19 @@ pub struct EbsCounters {
 
 /// One page of a listing.
 struct Page {
+    /// Blocks to fetch, with their tokens.
     blocks: Vec<(u64, String)>,
+    /// Blocks a changed-blocks listing gives with no second token: written
+    /// in the base, never written (trimmed) in the newer snapshot.
+    removed: Vec<u64>,
     next: Option<String>,
 }
 
 /// The state a snapshot's fetch tasks share.
 struct Inner {
     snapshot: String,
+    /// The base: only blocks that changed since it are listed (ListChangedBlocks).
+    first: Option<String>,
     region: String,
     client: Client,
     size: u64,
@@ -355,6 +362,31 @@ impl EbsSource {
         settings: &Settings,
         quotas: Arc<Quotas>,
     ) -> Result<EbsSource, Error> {
+        Self::open_listing(None, snapshot, settings, quotas)
+    }
+
+    /// The blocks of `second` that differ from `first` (ListChangedBlocks),
+    /// for a delta sync: changed blocks are fetched from `second`, and
+    /// blocks `second` no longer holds come out of [`BlockSource::blocks`]
+    /// too and read as zeros.
+    pub fn open_changed(
+        first: &str,
+        second: &str,
+        settings: &Settings,
+        quotas: Arc<Quotas>,
+    ) -> Result<EbsSource, Error> {
+        if !is_snapshot_id(first) {
+            return Err(Error::BadSnapshotId(first.to_owned()));
+        }
+        Self::open_listing(Some(first), second, settings, quotas)
+    }
+
+    fn open_listing(
+        first: Option<&str>,
+        snapshot: &str,
+        settings: &Settings,
+        quotas: Arc<Quotas>,
+    ) -> Result<EbsSource, Error> {
         if !is_snapshot_id(snapshot) {
             return Err(Error::BadSnapshotId(snapshot.to_owned()));
         }
@@ -369,6 +401,7 @@ impl EbsSource {
         let region = sdk.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
         let mut inner = Inner {
             snapshot: snapshot.to_owned(),
+            first: first.map(str::to_owned),
             region,
             client: Client::new(&sdk),
             size: 0,
@@ -393,11 +426,12 @@ impl EbsSource {
         if let Some(bad) = page
             .blocks
             .iter()
-            .find(|(i, _)| (i + 1) * u64::from(block_size) > inner.size)
+            .map(|b| b.0)
+            .chain(page.removed.iter().copied())
+            .find(|i| (i + 1) * u64::from(block_size) > inner.size)
         {
             return Err(inner.inconsistent(format!(
-                "block {} lies past the end of the {volume_gib} GiB volume",
-                bad.0
+                "block {bad} lies past the end of the {volume_gib} GiB volume"
             )));
         }
         inner.first_page = Mutex::new(Some(page));
@@ -464,7 +498,7 @@ impl EbsSource {
             let mut pager = Pager::new(&self.inner, false);
             let mut n = 0;
             while let Some(page) = pager.next_page().await? {
-                n += page.len() as u64;
+                n += page.fetch.len() as u64;
             }
             Ok(n)
         })
@@ -492,6 +526,7 @@ impl Inner {
         BlockBuf {
             data: spare.unwrap_or_else(|| vec![0u8; self.block_size as usize]),
             sha256: None,
+            removed: false,
             _permit: permit,
         }
     }
@@ -508,8 +543,123 @@ impl Inner {
         }
     }
 
-    /// One ListSnapshotBlocks page, retried; returns (page, volume GiB, block size).
+    /// One page of the listing (ListSnapshotBlocks, or ListChangedBlocks
+    /// from the base), retried; returns (page, volume GiB, block size).
     async fn list(
+        &self,
+        next: Option<String>,
+        start: Option<u64>,
+        max: i32,
+    ) -> Result<(Page, u64, u32), Error> {
+        match &self.first {
+            Some(first) => self.list_changed(first, next, start, max).await,
+            None => self.list_written(next, start, max).await,
+        }
+    }
+
+    /// Checks a listing's block and volume sizes; returns them.
+    fn sizes(&self, block_size: i32, volume: i64) -> Result<(u32, u64), Error> {
+        let bs = u32::try_from(block_size).unwrap_or(0);
+        if !bs.is_power_of_two() || !(4096..=(16 << 20)).contains(&bs) {
+            return Err(self.inconsistent(format!(
+                "block size {block_size} is not a power of two from 4 KiB to 16 MiB"
+            )));
+        }
+        if self.block_size != 0 && bs != self.block_size {
+            return Err(self.inconsistent(format!(
+                "block size changed from {} to {bs} between pages",
+                self.block_size
+            )));
+        }
+        let volume = u64::try_from(volume)
+            .ok()
+            .filter(|&v| v > 0 && v <= 65536)
+            .ok_or_else(|| {
+                self.inconsistent(format!("volume size {volume} GiB is outside 1..=65536"))
+            })?;
+        Ok((bs, volume))
+    }
+
+    /// One ListChangedBlocks page between `first` and the snapshot, retried.
+    async fn list_changed(
+        &self,
+        first: &str,
+        next: Option<String>,
+        start: Option<u64>,
+        max: i32,
+    ) -> Result<(Page, u64, u32), Error> {
+        let mut attempt = 0;
+        loop {
+            self.quotas.wait("list", self.quotas.list_per_account).await;
+            let call = self
+                .client
+                .list_changed_blocks()
+                .first_snapshot_id(first)
+                .second_snapshot_id(&self.snapshot)
+                .max_results(max)
+                .set_next_token(next.clone())
+                .set_starting_block_index(start.map(|s| s.min(i32::MAX as u64) as i32));
+            let failure = match call.send().await {
+                Ok(out) => {
+                    let (bs, volume) = self.sizes(
+                        out.block_size().unwrap_or(0),
+                        out.volume_size().unwrap_or(0),
+                    )?;
+                    let (mut blocks, mut removed) = (Vec::new(), Vec::new());
+                    let mut last: Option<u64> = None;
+                    for b in out.changed_blocks() {
+                        let i = b.block_index().ok_or_else(|| {
+                            self.inconsistent("a changed block has no index".into())
+                        })?;
+                        let i = u64::try_from(i)
+                            .map_err(|_| self.inconsistent(format!("negative block index {i}")))?;
+                        if last.is_some_and(|prev| prev >= i) {
+                            return Err(
+                                self.inconsistent(format!("block {i} is listed out of order"))
+                            );
+                        }
+                        last = Some(i);
+                        match b.second_block_token() {
+                            Some(t) => blocks.push((i, t.to_owned())),
+                            None => removed.push(i),
+                        }
+                    }
+                    let next = out.next_token().map(str::to_owned);
+                    return Ok((
+                        Page {
+                            blocks,
+                            removed,
+                            next,
+                        },
+                        volume,
+                        bs,
+                    ));
+                }
+                Err(SdkError::ServiceError(se))
+                    if matches!(se.err(), ListChangedBlocksError::ValidationException(v)
+                        if v.reason() == Some(&ValidationExceptionReason::UnrelatedSnapshots)) =>
+                {
+                    return Err(Error::UnrelatedSnapshots {
+                        first: first.to_owned(),
+                        second: self.snapshot.clone(),
+                    })
+                }
+                Err(e) => self.classify(e, None, |e| match e {
+                    ListChangedBlocksError::ValidationException(v) => {
+                        v.reason() == Some(&ValidationExceptionReason::InvalidPageToken)
+                    }
+                    _ => false,
+                }),
+            };
+            match failure {
+                Failure::TokenExpired => return Err(Error::PageTokenExpired),
+                f => self.pause(f, &mut attempt, None).await?,
+            }
+        }
+    }
+
+    /// One ListSnapshotBlocks page, retried.
+    async fn list_written(
         &self,
         next: Option<String>,
         start: Option<u64>,
@@ -527,28 +677,10 @@ impl Inner {
                 .set_starting_block_index(start.map(|s| s.min(i32::MAX as u64) as i32));
             let failure = match call.send().await {
                 Ok(out) => {
-                    let block_size = out.block_size().unwrap_or(0);
-                    let volume = out.volume_size().unwrap_or(0);
-                    let bs = u32::try_from(block_size).unwrap_or(0);
-                    if !bs.is_power_of_two() || !(4096..=(16 << 20)).contains(&bs) {
-                        return Err(self.inconsistent(format!(
-                            "block size {block_size} is not a power of two from 4 KiB to 16 MiB"
-                        )));
-                    }
-                    if self.block_size != 0 && bs != self.block_size {
-                        return Err(self.inconsistent(format!(
-                            "block size changed from {} to {bs} between pages",
-                            self.block_size
-                        )));
-                    }
-                    let volume = u64::try_from(volume)
-                        .ok()
-                        .filter(|&v| v > 0 && v <= 65536)
-                        .ok_or_else(|| {
-                            self.inconsistent(format!(
-                                "volume size {volume} GiB is outside 1..=65536"
-                            ))
-                        })?;
+                    let (bs, volume) = self.sizes(
+                        out.block_size().unwrap_or(0),
+                        out.volume_size().unwrap_or(0),
+                    )?;
                     let mut blocks = Vec::with_capacity(out.blocks().len());
                     for b in out.blocks() {
                         let (Some(i), Some(t)) = (b.block_index(), b.block_token()) else {
@@ -566,7 +698,15 @@ impl Inner {
                         blocks.push((i, t.to_owned()));
                     }
                     let next = out.next_token().map(str::to_owned);
-                    return Ok((Page { blocks, next }, volume, bs));
+                    return Ok((
+                        Page {
+                            blocks,
+                            removed: Vec::new(),
+                            next,
+                        },
+                        volume,
+                        bs,
+                    ));
                 }
                 Err(e) => self.classify(e, None, |e| match e {
                     ListSnapshotBlocksError::ValidationException(v) => {
@@ -840,6 +980,9 @@ struct BlockBuf {
     data: Vec<u8>,
     /// The SHA-256 of `data`, once it matched the service's checksum.
     sha256: Option<[u8; 32]>,
+    /// A block the newer snapshot of a changed-blocks listing no longer
+    /// holds: no data, it reads as zeros.
+    removed: bool,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -850,7 +993,7 @@ struct Fetched {
     checksum_ok: bool,
 }
 
-async fn load_config(s: &Settings) -> aws_config::SdkConfig {
+pub(crate) async fn load_config(s: &Settings) -> aws_config::SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(s.connect_timeout)
         .read_timeout(s.request_timeout)
@@ -882,6 +1025,14 @@ fn missing_credentials<E: std::error::Error + 'static, R: std::fmt::Debug>(
     ) && (text.contains("credentials") || text.contains("identity"))
 }
 
+/// One page of a listing, as the pager hands it on.
+struct Listed {
+    /// Blocks to fetch.
+    fetch: Vec<u64>,
+    /// Blocks that read as zeros now (changed-blocks listings only).
+    removed: Vec<u64>,
+}
+
 /// Walks a snapshot's listing page by page; optionally keeps the tokens
 /// where fetches (and refreshes) find them.
 struct Pager<'a> {
@@ -904,7 +1055,7 @@ impl<'a> Pager<'a> {
     }
 
     /// The next non-empty page's block indexes, or `None` at the end.
-    async fn next_page(&mut self) -> Result<Option<Vec<u64>>, Error> {
+    async fn next_page(&mut self) -> Result<Option<Listed>, Error> {
         // Empty pages are allowed ("can return an empty array"): keep going
         // while a token remains, but not forever.
         for _ in 0..=MAX_EMPTY_PAGES {
@@ -912,15 +1063,29 @@ impl<'a> Pager<'a> {
                 return Ok(None);
             }
             let page = self.fetch().await?;
-            if let (Some(last), Some(&(first, _))) = (self.last, page.blocks.first()) {
-                if first <= last {
+            let first = page
+                .blocks
+                .first()
+                .map(|b| b.0)
+                .into_iter()
+                .chain(page.removed.first().copied())
+                .min();
+            let last = page
+                .blocks
+                .last()
+                .map(|b| b.0)
+                .into_iter()
+                .chain(page.removed.last().copied())
+                .max();
+            if let (Some(prev), Some(first)) = (self.last, first) {
+                if first <= prev {
                     return Err(self.inner.inconsistent(format!(
-                        "block {first} was listed again after block {last}"
+                        "block {first} was listed again after block {prev}"
                     )));
                 }
             }
             self.next = page.next;
-            let Some(&(last, _)) = page.blocks.last() else {
+            let Some(last) = last else {
                 continue;
             };
             self.last = Some(last);
@@ -935,7 +1100,10 @@ impl<'a> Pager<'a> {
                     t.extend(page.blocks.iter().map(|(i, tok)| (*i, tok.clone())));
                 }
             }
-            return Ok(Some(page.blocks.into_iter().map(|(i, _)| i).collect()));
+            return Ok(Some(Listed {
+                fetch: page.blocks.into_iter().map(|(i, _)| i).collect(),
+                removed: page.removed,
+            }));
         }
         Err(self
             .inner
@@ -979,7 +1147,10 @@ async fn produce(inner: Arc<Inner>, tx: mpsc::Sender<Arrival>) {
     let tasks = Arc::new(Semaphore::new(inner.settings.max_in_flight.max(1)));
     let mut pager = Pager::new(&inner, true);
     loop {
-        let page = match pager.next_page().await {
+        let Listed {
+            fetch: page,
+            removed,
+        } = match pager.next_page().await {
             Ok(Some(page)) => page,
             Ok(None) => {
                 inner.listing.complete.store(true, Ordering::Relaxed);
@@ -996,6 +1167,22 @@ async fn produce(inner: Arc<Inner>, tx: mpsc::Sender<Arrival>) {
             .listing
             .bytes
             .fetch_add(to_read * u64::from(inner.block_size), Ordering::Relaxed);
+        // Blocks the newer snapshot no longer holds: zeros, nothing to fetch.
+        for index in removed {
+            if inner.skip.contains(&index) {
+                continue;
+            }
+            inner.listing.blocks.fetch_add(1, Ordering::Relaxed);
+            let zeros = BlockBuf {
+                data: Vec::new(),
+                sha256: None,
+                removed: true,
+                _permit: None,
+            };
+            if tx.send(Ok((index, zeros))).await.is_err() {
+                return;
+            }
+        }
         for index in page {
             if inner.skip.contains(&index) {
                 continue;
@@ -1086,6 +1273,11 @@ impl BlockSource for EbsSource {
             // Not delivered by `blocks()`: fetch it now.
             None => self.rt.block_on(self.inner.fetch(index))?,
         };
+        if data.removed {
+            let len = self.inner.block_size as usize;
+            buf[..len].fill(0);
+            return Ok(&buf[..len]);
+        }
         let len = data.data.len();
         buf[..len].copy_from_slice(&data.data);
         if let Some(d) = data.sha256 {

@@ -146,6 +146,14 @@ pub enum Error {
     /// A page token expired (handled inside the listing).
     #[error("the listing's page token expired")]
     PageTokenExpired,
+    /// ListChangedBlocks refused two snapshots of different volumes.
+    #[error("snapshot {second} is not of the same volume as snapshot {first}, so their changed blocks cannot be listed; take the new snapshot from the volume the disk was seeded from, or copy the new snapshot whole")]
+    UnrelatedSnapshots {
+        /// The base.
+        first: String,
+        /// The newer snapshot.
+        second: String,
+    },
 
     /// The service's answers contradict each other.
     #[error("snapshot {snapshot}: the service's answer contradicts itself: {detail}")]

@@ -259,6 +259,57 @@ impl Emulator {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Registers an EC2 instance whose volumes are `volumes` (device, image
+    /// file; the root first); returns its id and its volumes' ids.
+    pub fn instance(&self, name: &str, volumes: &[(&str, &Path)]) -> (String, Vec<String>) {
+        let mut args = vec![
+            "instance".to_owned(),
+            "--endpoint".into(),
+            self.endpoint.clone(),
+        ];
+        args.extend(["--name".into(), name.into()]);
+        for (dev, img) in volumes {
+            args.push("--volume".into());
+            args.push(format!("{dev}={}", img.display()));
+        }
+        let v: serde_json::Value = serde_json::from_str(&self.script(&args)).unwrap();
+        let vols = v["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["VolumeId"].as_str().unwrap().to_owned())
+            .collect();
+        (v["InstanceId"].as_str().unwrap().to_owned(), vols)
+    }
+
+    /// Takes crash-consistent snapshots of `instance`'s volumes through the
+    /// EC2 API and waits for them; returns volume id -> snapshot id.
+    pub fn snapshot_instance(&self, instance: &str) -> std::collections::BTreeMap<String, String> {
+        let out = self.script(&[
+            "snapshot".into(),
+            "--endpoint".into(),
+            self.endpoint.clone(),
+            "--instance".into(),
+            instance.into(),
+        ]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn script(&self, args: &[String]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ebs-emulator");
+        let out = Command::new("python3")
+            .arg(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ebs-emulator {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Sets fault switches at run time (`{"throttle_every": 3}`).
     pub fn faults(&self, json: &str) {
         admin(&self.endpoint, "POST", "/__admin/faults", json);
@@ -401,6 +452,11 @@ impl Azure {
     /// Counters of the blob proxy.
     pub fn stats(&self) -> serde_json::Value {
         self.admin("GET", "/__admin/stats", "")
+    }
+
+    /// Sets the blob proxy's counters to zero.
+    pub fn reset_stats(&self) {
+        self.admin("POST", "/__admin/stats", "");
     }
 
     /// The state of disk `name`, or None.

@@ -244,6 +244,11 @@ pub enum Command {
         /// Run a plan changed since its last run: the changed disks start over.
         #[arg(long, requires = "plan", help_heading = "Plans")]
         accept_plan_changes: bool,
+        /// Copy each disk but leave it open (in its upload state) for delta
+        /// syncs, to be finished by `ebs2azure cutover`; OS disks keep their
+        /// fixed-up staged copy under --staging-dir.
+        #[arg(long, requires = "plan", help_heading = "Plans")]
+        pre_seed: bool,
         #[command(flatten)]
         azure: AzureArgs,
         #[command(flatten)]
@@ -276,6 +281,48 @@ pub enum Command {
         /// JSON event per line as disks start, progress, finish and fail).
         #[arg(long, help_heading = "Output")]
         json: bool,
+    },
+    /// Bring a plan's pre-seeded disks to newer snapshots, writing only the blocks that changed.
+    ///
+    /// Each disk pre-seeded by `migrate --plan --pre-seed` holds a base
+    /// snapshot. Its new snapshot comes from the plan (edit each disk's
+    /// `snapshot`) or from --to-snapshots. ListChangedBlocks lists what
+    /// changed; changed blocks are written, trimmed blocks cleared, OS disks
+    /// fixed up again, and the base moves forward. Disks stay open: sync as
+    /// often as you like before the window, then run `ebs2azure cutover`.
+    #[command(after_help = "Examples:
+  ebs2azure sync --plan fleet.toml --to-snapshots new-snapshots.txt
+  # new-snapshots.txt: one `DISK-OR-OLD-SNAPSHOT NEW-SNAPSHOT` pair per line")]
+    Sync {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
+    /// Run the cutover window: final snapshots, delta sync, finished disks, verified, with a timeline.
+    ///
+    /// For each machine with an `instance_id` in the plan: stop the instance
+    /// (with --stop-instances), take crash-consistent snapshots of all its
+    /// volumes at once (CreateSnapshots), wait for them, sync each pre-seeded
+    /// disk to its volume's new snapshot, end each disk's upload, and read it
+    /// back. Disks of machines without an instance take their final snapshot
+    /// from the plan or --to-snapshots. The report holds the window's
+    /// timeline, phase by phase per machine, and how to roll back.
+    #[command(after_help = "Examples:
+  ebs2azure cutover --plan fleet.toml --stop-instances
+  ebs2azure cutover --plan fleet.toml --to-snapshots final.txt --no-verify")]
+    Cutover {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Stop each machine's EC2 instance before its final snapshot (the
+        /// only change made on AWS; the report says how to start them again).
+        #[arg(long, help_heading = "Cutover")]
+        stop_instances: bool,
+        /// Longest wait, in minutes, for instances to stop and for the final
+        /// snapshots to complete.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=10080), help_heading = "Cutover")]
+        wait_minutes: u64,
+        /// Do not read the finished disks back.
+        #[arg(long, help_heading = "Cutover")]
+        no_verify: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
@@ -342,6 +389,7 @@ impl Command {
             | Command::Report(
                 ReportCommand::Show { json, .. } | ReportCommand::Merge { json, .. },
             ) => *json,
+            Command::Sync { window } | Command::Cutover { window, .. } => window.json,
             Command::Completions { .. } | Command::Man | Command::Plan(PlanCommand::New { .. }) => {
                 false
             }
@@ -681,6 +729,43 @@ impl DataDiskArgs {
             data_disks,
         })
     }
+}
+
+/// What `sync` and `cutover` share.
+#[derive(clap::Args)]
+pub struct WindowArgs {
+    /// The plan whose pre-seeded disks move.
+    #[arg(long, help_heading = "Plans")]
+    pub plan: PathBuf,
+    /// The plan's state directory [default: PLAN's name with .state].
+    #[arg(long, help_heading = "Plans")]
+    pub state_dir: Option<PathBuf>,
+    /// A file of `DISK-OR-OLD-SNAPSHOT NEW-SNAPSHOT` pairs, one per line:
+    /// the snapshot each disk moves to [default: the plan's snapshot].
+    #[arg(long, value_name = "FILE", help_heading = "Plans")]
+    pub to_snapshots: Option<PathBuf>,
+    /// Copy new snapshots whole instead of their changes: for a snapshot of
+    /// another volume, which a delta cannot be listed for.
+    #[arg(long, help_heading = "Plans")]
+    pub full: bool,
+    /// Disks moved at the same time; they share one bound of requests in flight.
+    #[arg(long, value_parser = parse_count, default_value_t = NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN), help_heading = "Plans")]
+    pub disks_at_once: NonZeroUsize,
+    #[command(flatten)]
+    pub azure: AzureConn,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// GetSnapshotBlock requests in flight, for all disks together [default: 96].
+    #[arg(long, value_parser = parse_count)]
+    pub concurrency: Option<NonZeroUsize>,
+    /// Send an OS disk even when, after the delta, inspection finds it will not boot on Azure.
+    #[arg(long, help_heading = "Fix-ups")]
+    pub allow_blockers: bool,
+    /// One JSON event per line on standard output as disks and phases go.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
 }
 
 /// Where and how to reach AWS, for snapshot inputs.

@@ -13,7 +13,7 @@ use ebs2azure::plan::{self, check, new, Plan, RunReport, Shard, StateDir};
 use ebs2azure::source::ebs::Quotas;
 use ebs2azure::upload;
 
-use crate::args::{AwsArgs, AzureArgs, LimitArgs, PlanCommand, ReportCommand};
+use crate::args::{AwsArgs, AzureArgs, LimitArgs, PlanCommand, ReportCommand, WindowArgs};
 use crate::print;
 use crate::progress::FleetProgress;
 use crate::said;
@@ -192,6 +192,7 @@ pub struct PlanRun<'a> {
     pub concurrency: Option<std::num::NonZeroUsize>,
     pub staging: Staging,
     pub json: bool,
+    pub pre_seed: bool,
 }
 
 /// The default state directory of `plan`: beside it, `NAME.state`.
@@ -264,6 +265,7 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         disks_at_once: r.disks_at_once,
         plan_file: r.plan.display().to_string(),
         shards: shard.map(|s| s.to_string()).into_iter().collect(),
+        pre_seed: r.pre_seed,
     };
     let progress = FleetProgress::new(selected.len(), r.json);
     let report = plan::run(&plan, &selected, &state, &session, &opts, &|e| {
@@ -278,8 +280,9 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         print::print_run_end(&report, state.path());
     }
     let again = format!(
-        "ebs2azure migrate --plan {}{}",
+        "ebs2azure migrate --plan {}{}{}",
         r.plan.display(),
+        if r.pre_seed { " --pre-seed" } else { "" },
         r.state_dir
             .as_ref()
             .map(|d| format!(" --state-dir {}", d.display()))
@@ -296,6 +299,158 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
     } else {
         print::error(&format!(
             "{} of {} disks are not done (report: {}); fix what it says and run `{again}` again: finished disks are skipped",
+            report.totals.failed + report.totals.left,
+            report.totals.disks,
+            md.display()
+        ));
+        Ok(Ended::Incomplete)
+    }
+}
+
+/// What `sync` or `cutover` runs.
+pub enum WindowRun {
+    /// Delta syncs only.
+    Sync,
+    /// The window.
+    Cutover {
+        /// Stop the instances first.
+        stop_instances: bool,
+        /// Longest wait for instances and snapshots.
+        wait: std::time::Duration,
+        /// Read the finished disks back.
+        verify: bool,
+    },
+}
+
+/// Runs `sync` or `cutover` over a plan.
+pub fn window(w: WindowArgs, kind: WindowRun, stop: Arc<AtomicBool>) -> Result<Ended, String> {
+    let fallback = plan::schema::Common {
+        subscription: w.azure.subscription.clone(),
+        resource_group: w.azure.resource_group.clone(),
+        region: w.aws.region.clone(),
+        ..Default::default()
+    };
+    let plan = Plan::load(&w.plan, &fallback).map_err(said)?;
+    let targets = match &w.to_snapshots {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            ebs2azure::cutover::targets::parse(&text, &f.display().to_string(), &plan)
+                .map_err(said)?
+        }
+        None => Default::default(),
+    };
+    let base = w
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&w.plan));
+    if !base.join("journals").is_dir() {
+        return Err(format!(
+            "{} holds no journals of this plan: pre-seed its disks first with `ebs2azure migrate --plan {} --pre-seed`",
+            base.display(),
+            w.plan.display()
+        ));
+    }
+    let state = StateDir::open_for_sync(&base, &plan).map_err(said)?;
+    let selected: Vec<usize> = (0..plan.disks.len()).collect();
+    let ebs = w.aws.settings(&w.limits, None);
+    let in_flight = w.concurrency.map_or(ebs.max_in_flight, |c| c.get());
+    let upload_opts = upload::Options {
+        ebs,
+        quotas: Quotas::shared(in_flight, w.limits.retry_budget),
+        stop: Some(stop.clone()),
+        ..w.azure.options(&w.limits, None)
+    };
+    let session =
+        Session::new(&upload_opts.azure, upload_opts.token_file.as_deref()).map_err(said)?;
+    let opts = ebs2azure::cutover::window::WindowOptions {
+        sync: ebs2azure::cutover::SyncOptions {
+            staging: Staging {
+                allow_blockers: w.allow_blockers,
+                ..Staging::default()
+            },
+            upload: upload_opts,
+            full: w.full,
+        },
+        disks_at_once: w.disks_at_once,
+        plan_file: w.plan.display().to_string(),
+        stop_instances: matches!(
+            kind,
+            WindowRun::Cutover {
+                stop_instances: true,
+                ..
+            }
+        ),
+        wait_limit: match kind {
+            WindowRun::Cutover { wait, .. } => wait,
+            WindowRun::Sync => std::time::Duration::ZERO,
+        },
+        verify: matches!(kind, WindowRun::Cutover { verify: true, .. }),
+    };
+    let progress = FleetProgress::new(selected.len(), w.json);
+    let events = |e: ebs2azure::plan::Event<'_>| progress.event(&e);
+    let (report, verb) = match kind {
+        WindowRun::Sync => (
+            ebs2azure::cutover::window::sync(
+                &plan, &selected, &targets, &state, &session, &opts, &events,
+            ),
+            "sync",
+        ),
+        WindowRun::Cutover { .. } => {
+            let needs_ec2 = plan
+                .machines
+                .iter()
+                .any(|m| m.instance_id.is_some() && !m.exclude);
+            let ec2 = if needs_ec2 {
+                Some(ebs2azure::ec2::Ec2::connect(&opts.sync.upload.ebs).map_err(said)?)
+            } else {
+                None
+            };
+            (
+                ebs2azure::cutover::window::cutover(
+                    &plan,
+                    &selected,
+                    &targets,
+                    &state,
+                    &session,
+                    ec2.as_ref(),
+                    &opts,
+                    &events,
+                ),
+                "cutover",
+            )
+        }
+    };
+    progress.finish();
+    let report = report.map_err(said)?;
+    if !w.json {
+        print::print_run_report(&report, false)?;
+    } else {
+        print::print_run_end(&report, state.path());
+    }
+    let again = format!(
+        "ebs2azure {verb} --plan {}{}{}",
+        w.plan.display(),
+        w.state_dir
+            .as_ref()
+            .map(|d| format!(" --state-dir {}", d.display()))
+            .unwrap_or_default(),
+        w.to_snapshots
+            .as_ref()
+            .map(|f| format!(" --to-snapshots {}", f.display()))
+            .unwrap_or_default()
+    );
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("interrupted: the disks stay open in their upload state; run `{again}` to go on where it stopped");
+        return Ok(Ended::Interrupted);
+    }
+    let md = state.path().join(plan::report::REPORT_MD);
+    if report.complete {
+        print::note_line(&format!("report: {}", md.display()));
+        Ok(Ended::Complete)
+    } else {
+        print::error(&format!(
+            "{} of {} disks are not done (report: {}); fix what it says and run `{again}` again: done disks are skipped",
             report.totals.failed + report.totals.left,
             report.totals.disks,
             md.display()

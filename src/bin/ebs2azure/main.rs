@@ -169,6 +169,22 @@ fn main() -> ExitCode {
             )
         }
         c @ Command::Migrate { .. } => return migrate(c),
+        Command::Sync { window } => return plan_window(window, fleet::WindowRun::Sync),
+        Command::Cutover {
+            window,
+            stop_instances,
+            wait_minutes,
+            no_verify,
+        } => {
+            return plan_window(
+                window,
+                fleet::WindowRun::Cutover {
+                    stop_instances,
+                    wait: std::time::Duration::from_secs(wait_minutes * 60),
+                    verify: !no_verify,
+                },
+            )
+        }
         Command::Verify {
             source,
             digest,
@@ -371,6 +387,7 @@ fn migrate(c: Command) -> ExitCode {
         shards,
         disks_at_once,
         accept_plan_changes,
+        pre_seed,
         azure,
         aws,
         limits,
@@ -409,6 +426,7 @@ fn migrate(c: Command) -> ExitCode {
                     concurrency,
                     staging,
                     json,
+                    pre_seed,
                 };
                 stop_on_signals().and_then(|stop| fleet::migrate_plan(run, stop))
             }
@@ -436,6 +454,19 @@ fn migrate(c: Command) -> ExitCode {
         _ => Err("give a snapshot and --disk-name, or --plan".into()),
     };
     match result {
+        Ok(fleet::Ended::Complete) => ExitCode::SUCCESS,
+        Ok(fleet::Ended::Incomplete) => ExitCode::FAILURE,
+        Ok(fleet::Ended::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(message) => {
+            print::error(&message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sync` and `cutover`: the exit code says whether every disk is done.
+fn plan_window(w: args::WindowArgs, kind: fleet::WindowRun) -> ExitCode {
+    match stop_on_signals().and_then(|stop| fleet::window(w, kind, stop)) {
         Ok(fleet::Ended::Complete) => ExitCode::SUCCESS,
         Ok(fleet::Ended::Incomplete) => ExitCode::FAILURE,
         Ok(fleet::Ended::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),

@@ -236,6 +236,21 @@ impl FleetProgress {
                     }
                 }
             }
+            Event::Phase { machine, phase } => {
+                if self.json {
+                    crate::print::event(&serde_json::json!({
+                        "event": "phase", "machine": machine, "phase": phase,
+                    }));
+                } else if chatty() {
+                    let line = format!("{machine}: {phase}");
+                    match &self.multi {
+                        Some(m) => {
+                            let _ = m.println(line);
+                        }
+                        None => eprintln!("{line}"),
+                    }
+                }
+            }
             Event::Ended(r) => {
                 if let Some(line) = disks.remove(&r.name) {
                     if let (Some(m), Some(b)) = (&self.multi, line.bar) {
@@ -266,6 +281,8 @@ impl FleetProgress {
                             ebs2azure::plan::report::DiskStatus::Interrupted => "interrupted",
                             ebs2azure::plan::report::DiskStatus::Excluded => "excluded",
                             ebs2azure::plan::report::DiskStatus::NotRun => "not_run",
+                            ebs2azure::plan::report::DiskStatus::Seeded => "seeded",
+                            ebs2azure::plan::report::DiskStatus::Synced => "synced",
                         };
                         o.insert("event".into(), kind.into());
                     }

@@ -1,0 +1,405 @@
+//! Cold cutovers end to end against the EBS emulator (with its EC2 calls
+//! over instances whose volumes are image files), the ARM emulator and
+//! Azurite on loopback: pre-seed, change the volumes (blocks written,
+//! blocks newly zero, blocks trimmed), snapshot, sync, cutover. Disks are
+//! read back with the storage SDK; the blob proxy counts what was sent.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+const BLOCK: u64 = 512 * 1024;
+const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+struct Site {
+    ebs: Emulator,
+    az: Azure,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn start(ebs_flags: &[&str]) -> Site {
+        let mut flags = vec!["--snapshot-seconds", "0.5", "--instance-seconds", "0.5"];
+        flags.extend_from_slice(ebs_flags);
+        Site {
+            ebs: Emulator::start(&flags),
+            // SAS URLs through the blob proxy, which counts what is sent.
+            az: Azure::start(&["--proxy", "1"]),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn plan(&self, body: &str) -> PathBuf {
+        let p = self.path("plan.toml");
+        std::fs::write(
+            &p,
+            format!("[defaults]\nsubscription = \"{SUB}\"\nresource_group = \"rg1\"\nlocation = \"westeurope\"\nregion = \"us-east-1\"\n\n{body}"),
+        )
+        .unwrap();
+        p
+    }
+
+    /// `ebs2azure ARGS --endpoint-url EBS`, reaching both emulators.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.ebs.command(AWS_KEY_ID);
+        self.az
+            .env(&mut c)
+            .args(args)
+            .args(["--endpoint-url", &self.ebs.endpoint]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        no_secrets(&out);
+        no_azure_secrets(&out);
+        out
+    }
+
+    /// Bytes the blob proxy saw written since the last call, and cleared.
+    fn sent(&self) -> (u64, u64) {
+        let s = self.az.stats();
+        let put = s["put_page_bytes"].as_u64().unwrap();
+        let cleared = s["clear_page_bytes"].as_u64().unwrap();
+        self.az.reset_stats();
+        (put, cleared)
+    }
+
+    /// True when disk `name` holds `raw`'s bytes and a valid footer.
+    fn holds(&self, name: &str, raw: &Path) -> bool {
+        let back = self.path(&format!("{name}.back"));
+        self.az.download(name, &back);
+        let a = std::fs::read(raw).unwrap();
+        let b = std::fs::read(&back).unwrap();
+        std::fs::remove_file(&back).unwrap();
+        b.len() == a.len() + 512 && b[..a.len()] == a[..] && &b[a.len()..a.len() + 8] == b"conectix"
+    }
+}
+
+/// A 1 GiB volume with `blocks` blocks of noise spread over it.
+fn volume(path: &Path, seed: u64, blocks: u64) {
+    let writes: Vec<(u64, Vec<u8>)> = (0..blocks)
+        .map(|i| (i * 7 * BLOCK + 64 * MIB, noise(seed + i, BLOCK as usize)))
+        .collect();
+    sparse_file(path, 1 << 30, &writes);
+}
+
+/// Writes noise over block `index` of the image.
+fn write_block(path: &Path, index: u64, seed: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&noise(seed, BLOCK as usize), index * BLOCK)
+        .unwrap();
+}
+
+/// Writes zeros over block `index` (the volume wrote them: still a written block).
+fn zero_block(path: &Path, index: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&vec![0u8; BLOCK as usize], index * BLOCK)
+        .unwrap();
+}
+
+/// Punches block `index` out (the volume trimmed it).
+fn trim_block(path: &Path, index: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let rc = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            (index * BLOCK) as i64,
+            BLOCK as i64,
+        )
+    };
+    assert_eq!(rc, 0, "punching a hole");
+}
+
+/// The block index of the `i`th noise block of `volume`.
+fn data_block(i: u64) -> u64 {
+    (i * 7 * BLOCK + 64 * MIB) / BLOCK
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn disk_line<'a>(r: &'a serde_json::Value, disk: &str) -> &'a serde_json::Value {
+    r["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == disk)
+        .unwrap_or_else(|| panic!("{disk} not in report {r}"))
+}
+
+#[test]
+fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
+    let site = Site::start(&[]);
+    let (os, data) = (site.path("os.img"), site.path("data.img"));
+    volume(&os, 1, 24);
+    volume(&data, 100, 16);
+    let (instance, vols) = site
+        .ebs
+        .instance("web01", &[("/dev/xvda", &os), ("/dev/xvdf", &data)]);
+    let first = site.ebs.snapshot_instance(&instance);
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"web01\"\ninstance_id = \"{instance}\"\n\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n\n[[machine.disk]]\nsnapshot = \"{}\"\n",
+        first[&vols[0]], first[&vols[1]]
+    ));
+    let state = site.path("plan.state");
+
+    // Pre-seed: copied whole, left open.
+    let out = site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]);
+    ok(&out);
+    assert_eq!(site.az.state("web01-os").as_deref(), Some("ActiveUpload"));
+    assert_eq!(
+        site.az.state("web01-data0").as_deref(),
+        Some("ActiveUpload")
+    );
+    assert_eq!(disk_line(&report(&state), "web01-os")["status"], "seeded");
+    assert!(site.holds("web01-os", &os) && site.holds("web01-data0", &data));
+    let (seeded, _) = site.sent();
+    assert!(seeded >= 40 * BLOCK, "{seeded}");
+    // Running the pre-seed again does nothing more.
+    ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
+    assert_eq!(site.sent().0, 0);
+
+    // Days later: blocks written, a block newly zero, a block trimmed, a new block.
+    write_block(&os, data_block(3), 900);
+    write_block(&os, data_block(4), 901);
+    zero_block(&os, data_block(5));
+    trim_block(&os, data_block(6));
+    write_block(&os, 2000, 902);
+    write_block(&data, data_block(0), 903);
+    let second = site.ebs.snapshot_instance(&instance);
+    let targets = site.path("new.txt");
+    std::fs::write(
+        &targets,
+        format!(
+            "web01-os {}\n{} {}\n",
+            second[&vols[0]], first[&vols[1]], second[&vols[1]]
+        ),
+    )
+    .unwrap();
+    let out = site.run(&[
+        "sync",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+    ]);
+    ok(&out);
+    let (sent, cleared) = site.sent();
+    let changed_nonzero = 4 * BLOCK;
+    assert!(
+        sent >= changed_nonzero && sent as f64 <= 1.05 * changed_nonzero as f64,
+        "sent {sent}, changed {changed_nonzero}"
+    );
+    assert!(
+        cleared >= 2 * BLOCK,
+        "the zeroed and trimmed blocks are cleared: {cleared}"
+    );
+    assert!(site.holds("web01-os", &os) && site.holds("web01-data0", &data));
+    let r = report(&state);
+    assert_eq!(r["run"], "sync");
+    let line = disk_line(&r, "web01-os");
+    assert_eq!(line["status"], "synced");
+    assert_eq!(line["synced_from"], first[&vols[0]].as_str());
+    assert_eq!(site.az.state("web01-os").as_deref(), Some("ActiveUpload"));
+    // The same sync again has nothing to do.
+    ok(&site.run(&[
+        "sync",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+    ]));
+    assert_eq!(site.sent(), (0, 0));
+
+    // The window: more changes, then one command.
+    write_block(&data, data_block(9), 904);
+    trim_block(&data, data_block(10));
+    let out = site.run(&[
+        "cutover",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+        "--stop-instances",
+    ]);
+    let text = ok(&out);
+    assert!(text.contains("Window timeline"), "{text}");
+    let (sent, _) = site.sent();
+    assert!(
+        sent <= (1.05 * BLOCK as f64) as u64 + 2 * 512,
+        "the window sent {sent}"
+    );
+    for d in ["web01-os", "web01-data0"] {
+        assert_eq!(site.az.state(d).as_deref(), Some("Unattached"), "{d}");
+    }
+    assert!(site.holds("web01-os", &os) && site.holds("web01-data0", &data));
+    let r = report(&state);
+    assert_eq!(r["run"], "cutover");
+    assert_eq!(r["complete"], true);
+    let phases: Vec<&str> = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["machine"] == "web01")
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["stop", "snapshot", "sync", "finalize", "verify"],
+        "{r}"
+    );
+    assert!(r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["outcome"] == "ok"));
+    assert!(r["rollback"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("start-instances --instance-ids {instance}")));
+    // The final snapshot came from the instance, not from the file.
+    assert_ne!(
+        disk_line(&r, "web01-data0")["snapshot"],
+        second[&vols[1]].as_str()
+    );
+    // A cutover run again skips the finished disks.
+    ok(&site.run(&["cutover", "--plan", path_str(&plan)]));
+    assert_eq!(site.sent().0, 0);
+}
+
+#[test]
+fn a_snapshot_of_another_volume_is_refused_and_a_full_copy_is_asked_for() {
+    let site = Site::start(&[]);
+    let (a, b) = (site.path("a.img"), site.path("b.img"));
+    volume(&a, 1, 8);
+    volume(&b, 50, 8);
+    let sa = site.ebs.seed(&a, &[]);
+    let sb = site.ebs.seed(&b, &[]);
+    let plan = site.plan(&format!("[[disk]]\nname = \"lone\"\nsnapshot = \"{sa}\"\n"));
+    ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
+    site.sent();
+    let targets = site.path("t.txt");
+    std::fs::write(&targets, format!("lone {sb}\n")).unwrap();
+    let out = site.run(&[
+        "sync",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+    ]);
+    let err = fails(&out);
+    let r = report(&site.path("plan.state"));
+    let why = disk_line(&r, "lone")["error"].as_str().unwrap().to_owned();
+    assert!(
+        why.contains(&format!(
+            "snapshot {sb} is not of the same volume as snapshot {sa}"
+        )),
+        "{why}"
+    );
+    assert!(err.contains("not done"), "{err}");
+    assert_eq!(site.sent().0, 0, "nothing was written");
+    // Asked for, the whole new snapshot goes over the disk.
+    ok(&site.run(&[
+        "sync",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+        "--full",
+    ]));
+    assert!(site.holds("lone", &b));
+    // A disk never pre-seeded has nothing to sync from.
+    let other = site.plan(&format!(
+        "[[disk]]\nname = \"fresh\"\nsnapshot = \"{sa}\"\n"
+    ));
+    std::fs::remove_dir_all(site.path("plan.state")).unwrap();
+    let out = site.run(&["sync", "--plan", path_str(&other)]);
+    assert!(fails(&out).contains("pre-seed"), "{}", fails(&out));
+}
+
+#[test]
+fn a_sync_killed_midway_resumes_and_ends_identical() {
+    // 10 blocks a second: the journal appends its records every 2 s, so a
+    // kill after 3 s finds some of the sync's blocks journaled.
+    let site = Site::start(&["--get-rate", "10"]);
+    let vol = site.path("v.img");
+    volume(&vol, 7, 8);
+    let (instance, vols) = site.ebs.instance("db01", &[("/dev/xvda", &vol)]);
+    let first = site.ebs.snapshot_instance(&instance);
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"db01\"\ninstance_id = \"{instance}\"\n[[machine.disk]]\nrole = \"os\"\nfixup = false\nos_type = \"linux\"\nsnapshot = \"{}\"\n",
+        first[&vols[0]]
+    ));
+    ok(&site.run(&[
+        "migrate",
+        "--plan",
+        path_str(&plan),
+        "--pre-seed",
+        "--concurrency",
+        "4",
+    ]));
+    for i in 0..60 {
+        write_block(&vol, 1000 + i * 3, 500 + i);
+    }
+    let second = site.ebs.snapshot_instance(&instance);
+    let targets = site.path("t.txt");
+    std::fs::write(&targets, format!("db01-os {}\n", second[&vols[0]])).unwrap();
+    site.sent();
+    let mut child = site
+        .command(&[
+            "sync",
+            "--plan",
+            path_str(&plan),
+            "--to-snapshots",
+            path_str(&targets),
+            "--concurrency",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.az.stats()["put_page_bytes"].as_u64().unwrap() < 30 * BLOCK
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let (before, _) = site.sent();
+    assert!(
+        (30 * BLOCK..60 * BLOCK).contains(&before),
+        "killed after {before} bytes"
+    );
+    ok(&site.run(&[
+        "sync",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+    ]));
+    let (after, _) = site.sent();
+    assert!(
+        after < 60 * BLOCK,
+        "the resumed sync sent {after}: journaled blocks are not sent again"
+    );
+    assert!(before + after >= 60 * BLOCK);
+    assert!(site.holds("db01-os", &vol));
+    let r = report(&site.path("plan.state"));
+    assert_eq!(disk_line(&r, "db01-os")["resumed"], true);
+}
