@@ -30,6 +30,10 @@ pub struct Staging {
     pub allow_blockers: bool,
     /// The machine's other disks, so the guest's fstab mounts them by UUID.
     pub data_disks: Vec<fixup::layout::DataDisk>,
+    /// Keep a copy of the staged snapshot as it was before the fix-ups
+    /// ([`base_path`]): delta syncs apply their changes there, then fix a
+    /// copy of it up again.
+    pub base_copy: bool,
 }
 
 impl Default for Staging {
@@ -39,6 +43,7 @@ impl Default for Staging {
             keep: false,
             allow_blockers: false,
             data_disks: Vec::new(),
+            base_copy: false,
         }
     }
 }
@@ -217,6 +222,62 @@ pub fn staged_path(dir: &Path, snapshot: &str, disk: &str) -> PathBuf {
     dir.join(format!("ebs2azure-{snapshot}-{disk}.vhd"))
 }
 
+/// Where the copy of `staged` before its fix-ups is kept (see
+/// [`Staging::base_copy`]).
+pub fn base_path(staged: &Path) -> PathBuf {
+    staged.with_extension("base.vhd")
+}
+
+/// Copies `from` to `to` (created or replaced) keeping its holes: only its
+/// data extents are copied, with `copy_file_range` (which file systems
+/// that can share extents, XFS and btrfs, do without copying).
+pub fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let src = fs::File::open(from)?;
+    let len = src.metadata()?.len();
+    let _ = fs::remove_file(to);
+    // Owner-only, as every staged copy: a disk holds the guest's secrets.
+    let dst = std::os::unix::fs::OpenOptionsExt::mode(
+        fs::OpenOptions::new().write(true).create_new(true),
+        0o600,
+    )
+    .open(to)?;
+    dst.set_len(len)?;
+    let (fd_in, fd_out) = (src.as_raw_fd(), dst.as_raw_fd());
+    let mut pos: i64 = 0;
+    while (pos as u64) < len {
+        // SAFETY: lseek on a descriptor owned by `src`.
+        let start = unsafe { libc::lseek(fd_in, pos, libc::SEEK_DATA) };
+        if start < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data past `pos`
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd_in, start, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (mut off_in, mut off_out) = (start, start);
+        while off_in < end {
+            let want = (end - off_in).min(1 << 30) as usize;
+            // SAFETY: both descriptors are owned here; the offsets are locals.
+            let n =
+                unsafe { libc::copy_file_range(fd_in, &mut off_in, fd_out, &mut off_out, want, 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        pos = end;
+    }
+    dst.sync_all()
+}
+
 fn report_path(staged: &Path) -> PathBuf {
     let mut p = staged.as_os_str().to_owned();
     p.push(".fixup.json");
@@ -287,6 +348,13 @@ pub fn stage_and_upload(
         let conversion =
             Conversion::prepare(&Input::Snapshot(snapshot.into()), &staged, &copy_opts)?;
         let staged_report = conversion.run(&|n| progress(Progress::Bytes(n)))?;
+        if staging.base_copy {
+            // Before the fix-ups: where later delta syncs apply their changes.
+            copy_sparse(&staged, &base_path(&staged)).map_err(|source| Error::StagingIo {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        }
         tracing::info!(snapshot, "fixing the guest up for Azure");
         progress(Progress::Step("fixing the guest up for Azure", None));
         let fix_opts = apply::FixOptions {
@@ -297,6 +365,7 @@ pub fn stage_and_upload(
             Ok(f) => f,
             Err(source) => {
                 let _ = fs::remove_file(&staged);
+                let _ = fs::remove_file(base_path(&staged));
                 return Err(Error::Fixup {
                     staged: shown,
                     source,
@@ -308,6 +377,7 @@ pub fn stage_and_upload(
             if !staging.allow_blockers {
                 if !staging.keep {
                     let _ = fs::remove_file(&staged);
+                    let _ = fs::remove_file(base_path(&staged));
                 }
                 return Err(Error::Blockers {
                     first: format!("{}: {}", first.subject, first.message),
@@ -384,6 +454,23 @@ pub fn stage_and_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparse_copy_keeps_the_bytes_and_the_holes() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let f = fs::File::create(&a).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[7u8; 8192], 1 << 20).unwrap();
+        f.write_all_at(&[9u8; 100], (64 << 20) - 100).unwrap();
+        drop(f);
+        fs::write(&b, b"old").unwrap();
+        copy_sparse(&a, &b).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&b).unwrap());
+        assert!(blocks * 512 < 4 << 20, "{blocks} blocks: holes were filled");
+    }
     use crate::azure::arm::DiskRef;
 
     fn resume(dir: &Path) -> Result<Report, Error> {

@@ -1131,3 +1131,119 @@ fn a_fixed_up_debian_guest_boots_and_mounts_its_fstab() {
     );
     assert_eq!(loops_of(&fixed), "");
 }
+
+#[test]
+fn a_pre_seeded_os_disk_is_fixed_up_again_after_a_delta_and_only_changes_are_sent() {
+    need_loop_devices!();
+    use ebs2azure::fixup::guest::GuestFs;
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let raw = guest(dir.path(), &["--size", "1G"]);
+    // Data the window must not send again: 24 MiB of an application's files.
+    {
+        let p = root_partition(&raw);
+        let m =
+            ebs2azure::fixup::mount::Mounted::read_write(&raw, p.start, p.size, p.fs.kind).unwrap();
+        m.write("/etc/app.bin", &noise(77, 24 << 20), 0o644)
+            .unwrap();
+        m.finish().unwrap();
+    }
+    let ebs = Emulator::start(&["--snapshot-seconds", "0.2", "--instance-seconds", "0.2"]);
+    let az = Azure::start(&["--proxy", "1"]);
+    let (instance, vols) = ebs.instance("web01", &[("/dev/xvda", &raw)]);
+    let first = ebs.snapshot_instance(&instance);
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[defaults]\nresource_group = \"rg1\"\nlocation = \"westeurope\"\n\n[[machine]]\nname = \"web01\"\ninstance_id = \"{instance}\"\nos_type = \"auto\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n",
+            first[&vols[0]]
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut c = ebs.command(AWS_KEY_ID);
+        az.env(&mut c).args(args).args([
+            "--plan",
+            path_str(&plan),
+            "--endpoint-url",
+            &ebs.endpoint,
+        ]);
+        let out = c.output().unwrap();
+        no_azure_secrets(&out);
+        out
+    };
+    ok(&run(&[
+        "migrate",
+        "--pre-seed",
+        "--staging-dir",
+        path_str(&staging),
+    ]));
+    assert_eq!(az.state("web01-os").as_deref(), Some("ActiveUpload"));
+    // Only the copy of the snapshot before its fix-ups stays, for the syncs.
+    let kept: Vec<String> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        kept.len() == 1 && kept[0].ends_with(".base.vhd"),
+        "{kept:?}"
+    );
+    let seeded = az.stats()["put_page_bytes"].as_u64().unwrap();
+    az.reset_stats();
+
+    // The source rewrites /etc/fstab (a file the fix-ups edited): the delta
+    // carries its un-fixed version.
+    {
+        let p = root_partition(&raw);
+        let m =
+            ebs2azure::fixup::mount::Mounted::read_write(&raw, p.start, p.size, p.fs.kind).unwrap();
+        let fstab = m.read_text("/etc/fstab").unwrap().unwrap();
+        m.write(
+            "/etc/fstab",
+            format!("{fstab}# changed on the source\n").as_bytes(),
+            0o644,
+        )
+        .unwrap();
+        m.finish().unwrap();
+    }
+    assert_eq!(loops_of(&raw), "");
+    let out = run(&["cutover", "--stop-instances"]);
+    let text = ok(&out);
+    assert!(text.contains("Window timeline"), "{text}");
+    let sent = az.stats()["put_page_bytes"].as_u64().unwrap();
+    assert!(
+        seeded > 24 << 20 && sent * 4 < seeded,
+        "the window sent {sent} bytes of a disk seeded with {seeded}"
+    );
+    assert_eq!(az.state("web01-os").as_deref(), Some("Unattached"));
+    let back = dir.path().join("back.vhd");
+    az.download("web01-os", &back);
+    let fstab = guest_file(&back, "/etc/fstab").unwrap();
+    assert!(fstab.contains("# changed on the source"), "{fstab}");
+    // The fix-ups hold: nothing is left to fix, and the file system is clean.
+    let r = inspect(&back);
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["class"] != "fixup"),
+        "{r}"
+    );
+    assert!(checks_clean(&back, 3, &["e2fsck", "-fn"]));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("plan.state/report.json")).unwrap())
+            .unwrap();
+    let os = &state["disks"][0];
+    assert!(!os["fixups"].as_array().unwrap().is_empty(), "{os}");
+    let src = ebs2azure::source::ImageSource::open(&back, &Default::default()).unwrap();
+    assert_eq!(
+        os["digest"].as_str().unwrap(),
+        ebs2azure::digest::of_source(&src, std::num::NonZeroUsize::new(4).unwrap()).unwrap()
+    );
+    // The scratch copy that was fixed up is gone; the base stays for later syncs.
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
+    assert_eq!(loops_of(&back), "");
+}

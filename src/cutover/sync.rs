@@ -8,11 +8,21 @@
 //!   with no second token (trimmed) is cleared. Pages are cleared only
 //!   where the journal says the disk held data, so blocks that were zero
 //!   cost nothing.
-//! - **OS disks.** The delta goes into the staged fixed-up copy first; the
-//!   fix-ups run again (they are idempotent), and every block of the copy
-//!   whose SHA-256 differs from what the journal says the disk holds is
-//!   sent: the union of the delta and of what the fix-ups changed, never
-//!   the whole disk.
+//! - **OS disks.** The delta goes into the staged copy of the base as it
+//!   was before its fix-ups (kept by the pre-seed), which then equals the
+//!   new snapshot; a copy of it is fixed up again, and every block of that
+//!   copy whose SHA-256 differs from what the journal says the disk holds
+//!   is sent: the union of the delta and of what the fix-ups changed,
+//!   never the whole disk.
+//!
+//!   Interop decision: the delta is not applied to the fixed-up copy
+//!   itself. The fix-ups allocated inodes and blocks the source's file
+//!   system knows nothing of; the source's later changes (directory,
+//!   inode table and bitmap blocks, files written to the same free blocks)
+//!   written over them would leave a file system that is neither, which
+//!   fsck calls corrupt. Fixing up a copy of the exact new snapshot costs a
+//!   local copy of the OS disk's data per sync (shared extents where the
+//!   file system has them) and gives the bytes a fresh migration would.
 //!
 //! Crash safety: `SyncStarted` is journaled before the first write, every
 //! block written is journaled once durable, and `Synced` moves the base.
@@ -429,18 +439,19 @@ impl Ctx<'_> {
         Ok(sink.stats().bytes_cleared)
     }
 
-    fn os(&self, staged: &Path) -> Result<Moved, String> {
-        if !staged.is_file() {
+    fn os(&self, base: &Path) -> Result<Moved, String> {
+        if !base.is_file() {
             return Err(format!(
                 "the staged copy of OS disk {} ({}) is gone, and a sync applies its delta there; start the disk over",
                 self.disk.name,
-                staged.display()
+                base.display()
             ));
         }
-        // 1. The delta into the staged copy (redone whole after a crash: it is idempotent).
+        // 1. The delta into the copy of the base (redone whole after a
+        //    crash: writing a block's new bytes again changes nothing).
         self.step("applying the delta to the staged copy");
         let source = self.source(HashSet::new())?;
-        let file = InPlaceSink::open(staged, self.size).map_err(|e| chain(&e))?;
+        let file = InPlaceSink::open(base, self.size).map_err(|e| chain(&e))?;
         if self.opts.full {
             file.clear_at(0, self.size).map_err(|e| chain(&e))?;
         }
@@ -467,11 +478,15 @@ impl Ctx<'_> {
         .map_err(|e| chain(&e))?;
         file.sync().map_err(|e| chain(&e))?;
         drop(source);
-        // 2. The fix-ups again.
-        self.step("fixing the guest up again");
+        // 2. A copy of it, fixed up as a fresh migration would.
+        self.step("fixing a copy of the guest up");
+        let fixed = base.with_extension("fixing.vhd");
+        let fixed_guard = Removed(&fixed);
+        crate::os_disk::copy_sparse(base, &fixed)
+            .map_err(|e| format!("cannot copy {} for its fix-ups: {e}", base.display()))?;
         let data_disks = run::data_disks_for(self.plan, self.disk, &self.opts.upload)?;
         let fix = apply::fixup(
-            staged,
+            &fixed,
             &apply::FixOptions {
                 dry_run: false,
                 data_disks,
@@ -488,6 +503,7 @@ impl Ctx<'_> {
                 "after the delta, the guest of {name} will not boot on Azure: {first}; fix the source and sync again"
             ));
         }
+        let staged: &Path = &fixed;
         // 3. What differs from what the disk holds: the delta and the fix-ups' changes.
         self.step("finding the blocks that differ");
         let image = ImageSource::open(staged, &diskformats::OpenOptions::default())
@@ -516,6 +532,7 @@ impl Ctx<'_> {
         let (stats, up, checkpoints, seconds) = self.write(&subset, &had)?;
         let mut done = checkpoints.into_done();
         done.retain(|_, d| d.is_some());
+        drop(fixed_guard);
         Ok(Moved {
             read: applied.bytes_read,
             sent: up.bytes_sent,
@@ -533,6 +550,15 @@ impl Ctx<'_> {
                 .collect(),
             blockers,
         })
+    }
+}
+
+/// Removes a scratch file when dropped, however the sync ends.
+struct Removed<'a>(&'a Path);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
     }
 }
 

@@ -57,7 +57,8 @@ pub enum Record {
     Seeded {
         /// The snapshot the disk now holds.
         snapshot: String,
-        /// An OS disk's staged, fixed-up copy, kept for the syncs to come.
+        /// An OS disk's staged copy of `snapshot` before its fix-ups, kept
+        /// for the syncs to come.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         staged: Option<PathBuf>,
     },

@@ -619,8 +619,9 @@ impl Run<'_> {
         let data_disks = data_disks_for(plan, disk, upload_opts)?;
         let staging = Staging {
             data_disks,
-            // A pre-seeded OS disk keeps its fixed-up copy: each sync applies its delta there.
-            keep: opts.staging.keep || opts.pre_seed,
+            // A pre-seeded OS disk keeps the snapshot as staged, before its
+            // fix-ups: each sync applies its delta there, then fixes a copy up.
+            base_copy: opts.pre_seed,
             ..opts.staging.clone()
         };
         let staged = os_disk::staged_path(&staging.dir, &disk.snapshot, name);
@@ -665,7 +666,7 @@ impl Run<'_> {
                 .append(
                     &Record::Seeded {
                         snapshot: disk.snapshot.clone(),
-                        staged: Some(std::path::PathBuf::from(&r.staged)),
+                        staged: Some(os_disk::base_path(std::path::Path::new(&r.staged))),
                     },
                     true,
                 )

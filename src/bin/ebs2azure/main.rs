@@ -407,6 +407,7 @@ fn migrate(c: Command) -> ExitCode {
         keep: keep_staged,
         allow_blockers,
         data_disks: Vec::new(),
+        base_copy: false,
     };
     let result = match (plan, snapshot, disk_name) {
         (Some(plan), _, _) => {
