@@ -373,6 +373,64 @@ pub fn verify_digest(
     })
 }
 
+/// What [`verify_blocks`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlocksCheck {
+    /// Blocks read back.
+    pub blocks: u64,
+    /// Blocks that do not hold what was expected, by index.
+    pub mismatched: Vec<u64>,
+    /// True when the disk's VHD footer is valid for its size.
+    pub footer_ok: bool,
+}
+
+/// Reads back only the 512 KiB blocks in `expected` (index -> SHA-256 in
+/// hex, `None` for zeros) and the footer: a check of what one delta sync
+/// wrote and cleared, without reading the whole disk.
+pub fn verify_blocks(
+    session: &Session,
+    target: &Target,
+    expected: &std::collections::BTreeMap<u64, Option<String>>,
+    opts: &Options,
+) -> Result<BlocksCheck, Error> {
+    let arm = session.arm();
+    let info = existing(session, target)?;
+    let size = info.upload_size_bytes.unwrap_or(0).saturating_sub(512);
+    let bs = u64::from(source::BLOCK_SIZE);
+    let ranges: Vec<Range<u64>> = expected
+        .keys()
+        .map(|i| i * bs..((i + 1) * bs).min(size))
+        .filter(|r| r.start < r.end)
+        .collect();
+    let sas = session.block_on(arm.begin_access(&target.disk, Access::Read))?;
+    let check = (|| -> Result<(std::collections::BTreeMap<u64, String>, bool), Error> {
+        let disk = DiskSource::new(session, sas.clone(), &target.disk.name, size, &ranges);
+        let workers = copy_options(opts)
+            .concurrency
+            .unwrap_or(pipeline::default_concurrency());
+        let found = crate::digest::blocks_of_source(&disk, workers)?;
+        let theirs = session.block_on(session.read(&sas, size, 512))?;
+        let mut f = [0u8; 512];
+        f.copy_from_slice(&theirs);
+        let footer_ok = Footer::parse(&f)
+            .is_ok_and(|f| f.disk_type == DiskType::Fixed && f.current_size == size);
+        Ok((found, footer_ok))
+    })();
+    let ended = session.block_on(arm.end_access(&target.disk));
+    let (found, footer_ok) = check?;
+    ended?;
+    let mismatched = expected
+        .iter()
+        .filter(|(i, want)| found.get(i) != want.as_ref())
+        .map(|(i, _)| *i)
+        .collect();
+    Ok(BlocksCheck {
+        blocks: expected.len() as u64,
+        mismatched,
+        footer_ok,
+    })
+}
+
 /// The parts of `written` that lie outside every range of `data` (both
 /// sorted and merged).
 pub fn outside(written: &[Range<u64>], data: &[Range<u64>]) -> Vec<Range<u64>> {

@@ -402,4 +402,18 @@ fn a_sync_killed_midway_resumes_and_ends_identical() {
     assert!(site.holds("db01-os", &vol));
     let r = report(&site.path("plan.state"));
     assert_eq!(disk_line(&r, "db01-os")["resumed"], true);
+    // A short window: only the blocks it changes are read back.
+    write_block(&vol, 1500, 990);
+    trim_block(&vol, 1000);
+    let out = site.run(&["cutover", "--plan", path_str(&plan), "--verify", "changed"]);
+    ok(&out);
+    assert!(site.holds("db01-os", &vol));
+    let r = report(&site.path("plan.state"));
+    let verify = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "verify")
+        .unwrap();
+    assert_eq!(verify["outcome"], "ok", "{r}");
 }

@@ -207,6 +207,70 @@ class EbsEmulatorTest(unittest.TestCase):
         old = self.ebs.get_snapshot_block(SnapshotId=self.snap, BlockIndex=b["BlockIndex"], BlockToken=b["FirstBlockToken"])
         self.assertEqual(old["BlockData"].read(), self.blocks[self.indexes[0]])
 
+    def ec2(self, key="AKIDEMULATOR"):
+        return boto3.client("ec2", region_name="us-east-1", endpoint_url=self.endpoint,
+                            aws_access_key_id=key, aws_secret_access_key="secret",
+                            config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))
+
+    def test_ec2_snapshots_freeze_instances_whose_volumes_are_files(self):
+        d = Path(self.tmp.name)
+        img = d / "live.raw"
+        with open(img, "wb") as f:
+            f.truncate(1 << 30)
+            for i in (1, 2, 3, 4):
+                f.seek(i * BLOCK)
+                f.write(bytes([i]) * BLOCK)
+        req = urllib.request.Request(self.endpoint + "/__admin/instances", method="POST",
+                                     data=json.dumps({"volumes": [{"device": "/dev/xvda", "image": str(img)}],
+                                                      "name": "web01"}).encode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            inst = json.loads(r.read())
+        ec2 = self.ec2()
+        # botocore parses the XML answers: the wire format matches EC2's service model.
+        got = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"][0]
+        self.assertEqual(got["State"]["Name"], "running")
+        vol = got["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        self.assertEqual(vol, inst["Volumes"][0]["VolumeId"])
+        self.assertEqual(next(t["Value"] for t in got["Tags"] if t["Key"] == "Name"), "web01")
+
+        def take():
+            s = ec2.create_snapshots(InstanceSpecification={"InstanceId": inst["InstanceId"]})["Snapshots"]
+            self.assertEqual([x["VolumeId"] for x in s], [vol])
+            sid = s[0]["SnapshotId"]
+            for _ in range(100):
+                state = ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+                if state["State"] == "completed":
+                    break
+                time.sleep(0.05)
+            self.assertEqual(state["State"], "completed")
+            self.assertEqual(state["VolumeId"], vol)
+            return sid
+
+        first = take()
+        with open(img, "r+b") as f:
+            f.seek(2 * BLOCK)
+            f.write(b"\x09" * BLOCK)  # changed
+            f.seek(3 * BLOCK)
+            f.write(bytes(BLOCK))  # written with zeros
+        subprocess.run(["fallocate", "-p", "-o", str(4 * BLOCK), "-l", str(BLOCK), str(img)], check=True)
+        second = take()
+        changed = self.ebs.list_changed_blocks(FirstSnapshotId=first, SecondSnapshotId=second)["ChangedBlocks"]
+        got = {b["BlockIndex"]: ("FirstBlockToken" in b, "SecondBlockToken" in b) for b in changed}
+        self.assertEqual(got, {2: (True, True), 3: (True, True), 4: (True, False)})
+        listed = [b["BlockIndex"] for b in self.ebs.list_snapshot_blocks(SnapshotId=second)["Blocks"]]
+        self.assertEqual(listed, [1, 2, 3])
+        # A snapshot of another volume is unrelated.
+        code, status, resp = error_of(lambda: self.ebs.list_changed_blocks(FirstSnapshotId=self.snap,
+                                                                         SecondSnapshotId=second))
+        self.assertEqual((code, status, resp["Reason"]), ("ValidationException", 400, "UNRELATED_SNAPSHOTS"))
+        # Stopping takes a while, as on EC2.
+        s = ec2.stop_instances(InstanceIds=[inst["InstanceId"]])["StoppingInstances"][0]
+        self.assertEqual(s["CurrentState"]["Name"], "stopping")
+        code, status, _ = error_of(lambda: ec2.describe_instances(InstanceIds=["i-0000000000000000f"]))
+        self.assertEqual((code, status), ("InvalidInstanceID.NotFound", 400))
+        code, status, _ = error_of(lambda: self.ec2("AKIDOTHER").describe_snapshots(SnapshotIds=[first]))
+        self.assertEqual((code, status), ("AuthFailure", 401))
+
     def test_only_loopback(self):
         out = subprocess.run([sys.executable, str(EMULATOR), "serve", "--host", "0.0.0.0"], capture_output=True, text=True)
         self.assertNotEqual(out.returncode, 0)

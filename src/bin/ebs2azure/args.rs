@@ -308,7 +308,7 @@ pub enum Command {
     /// timeline, phase by phase per machine, and how to roll back.
     #[command(after_help = "Examples:
   ebs2azure cutover --plan fleet.toml --stop-instances
-  ebs2azure cutover --plan fleet.toml --to-snapshots final.txt --no-verify")]
+  ebs2azure cutover --plan fleet.toml --to-snapshots final.txt --verify changed")]
     Cutover {
         #[command(flatten)]
         window: WindowArgs,
@@ -320,9 +320,12 @@ pub enum Command {
         /// snapshots to complete.
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=10080), help_heading = "Cutover")]
         wait_minutes: u64,
-        /// Do not read the finished disks back.
-        #[arg(long, help_heading = "Cutover")]
-        no_verify: bool,
+        /// How each finished disk is read back: `full` (a data disk against
+        /// its final snapshot, an OS disk against its digest: the whole disk),
+        /// `changed` (only the blocks the window changed, against their
+        /// SHA-256 from the snapshot: for short windows), or `none`.
+        #[arg(long, value_enum, default_value = "full", help_heading = "Cutover")]
+        verify: VerifyArg,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
@@ -729,6 +732,17 @@ impl DataDiskArgs {
             data_disks,
         })
     }
+}
+
+/// `cutover --verify`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum VerifyArg {
+    /// The whole disk.
+    Full,
+    /// The blocks the window changed.
+    Changed,
+    /// No read-back.
+    None,
 }
 
 /// What `sync` and `cutover` share.

@@ -317,8 +317,8 @@ pub enum WindowRun {
         stop_instances: bool,
         /// Longest wait for instances and snapshots.
         wait: std::time::Duration,
-        /// Read the finished disks back.
-        verify: bool,
+        /// How the finished disks are read back.
+        verify: ebs2azure::cutover::window::Verify,
     },
 }
 
@@ -385,7 +385,10 @@ pub fn window(w: WindowArgs, kind: WindowRun, stop: Arc<AtomicBool>) -> Result<E
             WindowRun::Cutover { wait, .. } => wait,
             WindowRun::Sync => std::time::Duration::ZERO,
         },
-        verify: matches!(kind, WindowRun::Cutover { verify: true, .. }),
+        verify: match kind {
+            WindowRun::Cutover { verify, .. } => verify,
+            WindowRun::Sync => ebs2azure::cutover::window::Verify::None,
+        },
     };
     let progress = FleetProgress::new(selected.len(), w.json);
     let events = |e: ebs2azure::plan::Event<'_>| progress.event(&e);

@@ -174,14 +174,18 @@ fn main() -> ExitCode {
             window,
             stop_instances,
             wait_minutes,
-            no_verify,
+            verify,
         } => {
             return plan_window(
                 window,
                 fleet::WindowRun::Cutover {
                     stop_instances,
                     wait: std::time::Duration::from_secs(wait_minutes * 60),
-                    verify: !no_verify,
+                    verify: match verify {
+                        args::VerifyArg::Full => ebs2azure::cutover::window::Verify::Full,
+                        args::VerifyArg::Changed => ebs2azure::cutover::window::Verify::Changed,
+                        args::VerifyArg::None => ebs2azure::cutover::window::Verify::None,
+                    },
                 },
             )
         }
