@@ -428,7 +428,37 @@ fn snapshot_all(
     let waited = if ids.is_empty() {
         Ok(Vec::new())
     } else {
-        ec2::wait_completed(ec2, &ids, Duration::from_millis(500), limit, &|_| {})
+        // Each machine's snapshots' progress, told when it moves.
+        let told: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+        let progress = |now: &[ec2::Snapshot]| {
+            for (m, snaps) in &taken {
+                let line = snaps
+                    .iter()
+                    .filter_map(|s| now.iter().find(|n| n.id == s.id))
+                    .map(|n| {
+                        format!(
+                            "{} {}",
+                            n.id,
+                            if n.state == "completed" {
+                                "completed"
+                            } else {
+                                &n.progress
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut told = told.lock().unwrap_or_else(PoisonError::into_inner);
+                if told.get(m) != Some(&line) {
+                    events(Event::Phase {
+                        machine: m,
+                        phase: &format!("snapshots: {line}"),
+                    });
+                    told.insert(m.clone(), line);
+                }
+            }
+        };
+        ec2::wait_completed(ec2, &ids, Duration::from_millis(500), limit, &progress)
     };
     if let Err(e) = waited {
         for (m, _) in &taken {
