@@ -8,83 +8,30 @@ mod common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const MIB: u64 = 1 << 20;
 const BLOCK: u64 = 512 * 1024;
-const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
-struct Site {
-    ebs: Emulator,
-    az: Azure,
-    dir: tempfile::TempDir,
+/// Both emulators: EC2 snapshots complete and instances stop after half a
+/// second; SAS URLs go through the blob proxy, which counts what is sent.
+fn site(ebs_flags: &[&str]) -> Site {
+    let mut flags = vec!["--snapshot-seconds", "0.5", "--instance-seconds", "0.5"];
+    flags.extend_from_slice(ebs_flags);
+    Site::start(&flags, &["--proxy", "1"])
 }
 
-impl Site {
-    fn start(ebs_flags: &[&str]) -> Site {
-        let mut flags = vec!["--snapshot-seconds", "0.5", "--instance-seconds", "0.5"];
-        flags.extend_from_slice(ebs_flags);
-        Site {
-            ebs: Emulator::start(&flags),
-            // SAS URLs through the blob proxy, which counts what is sent.
-            az: Azure::start(&["--proxy", "1"]),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn plan(&self, body: &str) -> PathBuf {
-        let p = self.path("plan.toml");
-        std::fs::write(
-            &p,
-            format!("[defaults]\nsubscription = \"{SUB}\"\nresource_group = \"rg1\"\nlocation = \"westeurope\"\nregion = \"us-east-1\"\n\n{body}"),
-        )
-        .unwrap();
-        p
-    }
-
-    /// `ebs2azure ARGS --endpoint-url EBS`, reaching both emulators.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = self.ebs.command(AWS_KEY_ID);
-        self.az
-            .env(&mut c)
-            .args(args)
-            .args(["--endpoint-url", &self.ebs.endpoint]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        no_secrets(&out);
-        no_azure_secrets(&out);
-        out
-    }
-
-    /// Bytes the blob proxy saw written since the last call, and cleared.
-    fn sent(&self) -> (u64, u64) {
-        let s = self.az.stats();
-        let put = s["put_page_bytes"].as_u64().unwrap();
-        let cleared = s["clear_page_bytes"].as_u64().unwrap();
-        self.az.reset_stats();
-        (put, cleared)
-    }
-
-    /// True when disk `name` holds `raw`'s bytes and a valid footer.
-    fn holds(&self, name: &str, raw: &Path) -> bool {
-        let back = self.path(&format!("{name}.back"));
-        self.az.download(name, &back);
-        let a = std::fs::read(raw).unwrap();
-        let b = std::fs::read(&back).unwrap();
-        std::fs::remove_file(&back).unwrap();
-        b.len() == a.len() + 512 && b[..a.len()] == a[..] && &b[a.len()..a.len() + 8] == b"conectix"
-    }
+/// Bytes the blob proxy saw written since the last call, and cleared.
+fn sent_since(site: &Site) -> (u64, u64) {
+    let s = site.az.stats();
+    let put = s["put_page_bytes"].as_u64().unwrap();
+    let cleared = s["clear_page_bytes"].as_u64().unwrap();
+    site.az.reset_stats();
+    (put, cleared)
 }
 
 /// A 1 GiB volume with `blocks` blocks of noise spread over it.
@@ -143,7 +90,7 @@ fn disk_line<'a>(r: &'a serde_json::Value, disk: &str) -> &'a serde_json::Value 
 
 #[test]
 fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
-    let site = Site::start(&[]);
+    let site = site(&[]);
     let (os, data) = (site.path("os.img"), site.path("data.img"));
     volume(&os, 1, 24);
     volume(&data, 100, 16);
@@ -167,11 +114,11 @@ fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
     );
     assert_eq!(disk_line(&report(&state), "web01-os")["status"], "seeded");
     assert!(site.holds("web01-os", &os) && site.holds("web01-data0", &data));
-    let (seeded, _) = site.sent();
+    let (seeded, _) = sent_since(&site);
     assert!(seeded >= 40 * BLOCK, "{seeded}");
     // Running the pre-seed again does nothing more.
     ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
-    assert_eq!(site.sent().0, 0);
+    assert_eq!(sent_since(&site).0, 0);
 
     // Days later: blocks written, a block newly zero, a block trimmed, a new block.
     write_block(&os, data_block(3), 900);
@@ -198,7 +145,7 @@ fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
         path_str(&targets),
     ]);
     ok(&out);
-    let (sent, cleared) = site.sent();
+    let (sent, cleared) = sent_since(&site);
     let changed_nonzero = 4 * BLOCK;
     assert!(
         sent >= changed_nonzero && sent as f64 <= 1.05 * changed_nonzero as f64,
@@ -223,7 +170,7 @@ fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
         "--to-snapshots",
         path_str(&targets),
     ]));
-    assert_eq!(site.sent(), (0, 0));
+    assert_eq!(sent_since(&site), (0, 0));
 
     // The window: more changes, then one command.
     write_block(&data, data_block(9), 904);
@@ -238,7 +185,7 @@ fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
     ]);
     let text = ok(&out);
     assert!(text.contains("Window timeline"), "{text}");
-    let (sent, _) = site.sent();
+    let (sent, _) = sent_since(&site);
     assert!(
         sent <= (1.05 * BLOCK as f64) as u64 + 2 * 512,
         "the window sent {sent}"
@@ -278,12 +225,12 @@ fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
     );
     // A cutover run again skips the finished disks.
     ok(&site.run(&["cutover", "--plan", path_str(&plan)]));
-    assert_eq!(site.sent().0, 0);
+    assert_eq!(sent_since(&site).0, 0);
 }
 
 #[test]
 fn a_snapshot_of_another_volume_is_refused_and_a_full_copy_is_asked_for() {
-    let site = Site::start(&[]);
+    let site = site(&[]);
     let (a, b) = (site.path("a.img"), site.path("b.img"));
     volume(&a, 1, 8);
     volume(&b, 50, 8);
@@ -291,7 +238,7 @@ fn a_snapshot_of_another_volume_is_refused_and_a_full_copy_is_asked_for() {
     let sb = site.ebs.seed(&b, &[]);
     let plan = site.plan(&format!("[[disk]]\nname = \"lone\"\nsnapshot = \"{sa}\"\n"));
     ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
-    site.sent();
+    sent_since(&site);
     let targets = site.path("t.txt");
     std::fs::write(&targets, format!("lone {sb}\n")).unwrap();
     let out = site.run(&[
@@ -311,7 +258,7 @@ fn a_snapshot_of_another_volume_is_refused_and_a_full_copy_is_asked_for() {
         "{why}"
     );
     assert!(err.contains("not done"), "{err}");
-    assert_eq!(site.sent().0, 0, "nothing was written");
+    assert_eq!(sent_since(&site).0, 0, "nothing was written");
     // Asked for, the whole new snapshot goes over the disk.
     ok(&site.run(&[
         "sync",
@@ -335,7 +282,7 @@ fn a_snapshot_of_another_volume_is_refused_and_a_full_copy_is_asked_for() {
 fn a_sync_killed_midway_resumes_and_ends_identical() {
     // 10 blocks a second: the journal appends its records every 2 s, so a
     // kill after 3 s finds some of the sync's blocks journaled.
-    let site = Site::start(&["--get-rate", "10"]);
+    let site = site(&["--get-rate", "10"]);
     let vol = site.path("v.img");
     volume(&vol, 7, 8);
     let (instance, vols) = site.ebs.instance("db01", &[("/dev/xvda", &vol)]);
@@ -358,7 +305,7 @@ fn a_sync_killed_midway_resumes_and_ends_identical() {
     let second = site.ebs.snapshot_instance(&instance);
     let targets = site.path("t.txt");
     std::fs::write(&targets, format!("db01-os {}\n", second[&vols[0]])).unwrap();
-    site.sent();
+    sent_since(&site);
     let mut child = site
         .command(&[
             "sync",
@@ -381,7 +328,7 @@ fn a_sync_killed_midway_resumes_and_ends_identical() {
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    let (before, _) = site.sent();
+    let (before, _) = sent_since(&site);
     assert!(
         (30 * BLOCK..60 * BLOCK).contains(&before),
         "killed after {before} bytes"
@@ -393,7 +340,7 @@ fn a_sync_killed_midway_resumes_and_ends_identical() {
         "--to-snapshots",
         path_str(&targets),
     ]));
-    let (after, _) = site.sent();
+    let (after, _) = sent_since(&site);
     assert!(
         after < 60 * BLOCK,
         "the resumed sync sent {after}: journaled blocks are not sent again"

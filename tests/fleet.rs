@@ -7,13 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const MIB: u64 = 1 << 20;
-const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
 /// A 1 GiB volume with `mib` MiB of noise (seeded by `seed`) in a few
 /// places, a zero run and the last block.
@@ -32,68 +31,13 @@ fn volume(dir: &Path, seed: u64, mib: u64) -> PathBuf {
     raw
 }
 
-struct Fleet {
-    ebs: Emulator,
-    az: Azure,
-    dir: tempfile::TempDir,
-}
-
-impl Fleet {
-    fn start(ebs_flags: &[&str]) -> Fleet {
-        Fleet {
-            ebs: Emulator::start(ebs_flags),
-            az: Azure::start(&[]),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes a plan of `body` under the usual defaults.
-    fn plan(&self, body: &str) -> PathBuf {
-        let p = self.path("plan.toml");
-        std::fs::write(
-            &p,
-            format!("[defaults]\nsubscription = \"{SUB}\"\nresource_group = \"rg1\"\nlocation = \"westeurope\"\nregion = \"us-east-1\"\n\n{body}"),
-        )
-        .unwrap();
-        p
-    }
-
-    /// `ebs2azure ARGS` with what reaches both emulators in its environment.
-    fn tool(&self, args: &[&str]) -> Command {
-        let mut c = self.ebs.command(AWS_KEY_ID);
-        self.az.env(&mut c).args(args);
-        c
-    }
-
-    /// `ebs2azure ARGS --endpoint-url EBS` (commands that read snapshots).
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = self.tool(args);
-        c.args(["--endpoint-url", &self.ebs.endpoint]);
-        c
-    }
-
-    fn migrate(&self, plan: &Path, extra: &[&str]) -> Output {
-        let mut args = vec!["migrate", "--plan", path_str(plan)];
-        args.extend_from_slice(extra);
-        let out = self.command(&args).output().unwrap();
-        no_azure_secrets(&out);
-        out
-    }
-
-    /// True when disk `name` in Azure holds `raw`'s bytes and a valid
-    /// footer after them (read back with the storage SDK).
-    fn holds(&self, name: &str, raw: &Path) -> bool {
-        let back = self.path(&format!("{name}.back"));
-        self.az.download(name, &back);
-        let a = std::fs::read(raw).unwrap();
-        let b = std::fs::read(&back).unwrap();
-        std::fs::remove_file(&back).unwrap();
-        b.len() == a.len() + 512 && b[..a.len()] == a[..] && &b[a.len()..a.len() + 8] == b"conectix"
-    }
+/// `migrate --plan PLAN EXTRA...` on `site`.
+fn migrate(site: &Site, plan: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["migrate", "--plan", path_str(plan)];
+    args.extend_from_slice(extra);
+    let out = site.command(&args).output().unwrap();
+    no_azure_secrets(&out);
+    out
 }
 
 fn report(dir: &Path) -> serde_json::Value {
@@ -119,7 +63,7 @@ fn digest(raw: &Path) -> String {
 
 #[test]
 fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
-    let f = Fleet::start(&[]);
+    let f = Site::start(&[], &[]);
     let raws: Vec<PathBuf> = (1..=4).map(|i| volume(f.dir.path(), i, 3)).collect();
     let snaps: Vec<String> = raws.iter().map(|r| f.ebs.seed(r, &[])).collect();
     let missing = "snap-0123456789abcdef0";
@@ -128,7 +72,7 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
         snaps[0], snaps[1], snaps[2], snaps[3]
     ));
     let state = f.path("state");
-    let out = f.migrate(&plan, &["--state-dir", path_str(&state)]);
+    let out = migrate(&f, &plan, &["--state-dir", path_str(&state)]);
     let err = fails(&out);
     assert!(err.contains("1 of 6 disks are not done"), "{err}");
     let r = report(&state);
@@ -203,7 +147,7 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
     assert!(e.contains("does not hold what was reported"), "{e}");
 
     // Run again: the finished disks are skipped, the missing one fails again.
-    let out = f.migrate(&plan, &["--state-dir", path_str(&state)]);
+    let out = migrate(&f, &plan, &["--state-dir", path_str(&state)]);
     assert!(!out.status.success());
     let r = report(&state);
     assert_eq!(status_of(&r, "web01-os"), "finished_earlier");
@@ -223,7 +167,7 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
 fn killed_at_random_points_a_plan_resumes_to_the_same_bytes() {
     // Slow enough to be killed mid-copy: 50 ms per block request, 2 in
     // flight, about 40 blocks a second for ~105 blocks.
-    let f = Fleet::start(&["--latency-ms", "50"]);
+    let f = Site::start(&["--latency-ms", "50"], &[]);
     let raws: Vec<PathBuf> = (11..=13).map(|i| volume(f.dir.path(), i, 16)).collect();
     let snaps: Vec<String> = raws.iter().map(|r| f.ebs.seed(r, &[])).collect();
     let plan = f.plan(&format!(
@@ -274,7 +218,7 @@ fn killed_at_random_points_a_plan_resumes_to_the_same_bytes() {
         kills >= 2,
         "the run was too quick to be killed ({kills} kills)"
     );
-    let out = f.migrate(&plan, &args);
+    let out = migrate(&f, &plan, &args);
     ok(&out);
     let r = report(&state);
     assert_eq!(r["complete"], true, "{r}");
@@ -303,7 +247,7 @@ fn killed_at_random_points_a_plan_resumes_to_the_same_bytes() {
 
 #[test]
 fn an_interrupt_stops_cleanly_and_says_how_to_resume() {
-    let f = Fleet::start(&["--latency-ms", "100"]);
+    let f = Site::start(&["--latency-ms", "100"], &[]);
     let raw = volume(f.dir.path(), 21, 32);
     let snap = f.ebs.seed(&raw, &[]);
     let plan = f.plan(&format!(
@@ -352,7 +296,7 @@ fn an_interrupt_stops_cleanly_and_says_how_to_resume() {
     assert_eq!(events.last().unwrap()["event"], "run_ended");
     assert!(f.az.state("big").unwrap().contains("Upload"));
     // Resumed: done, identical, and the journaled blocks were not read again.
-    let out = f.migrate(&plan, &["--state-dir", path_str(&state), "--json"]);
+    let out = migrate(&f, &plan, &["--state-dir", path_str(&state), "--json"]);
     let text = ok(&out);
     let started: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(started["resumed"], true);
@@ -371,7 +315,7 @@ fn an_interrupt_stops_cleanly_and_says_how_to_resume() {
 
 #[test]
 fn shards_as_separate_processes_cover_the_plan_exactly_once() {
-    let f = Fleet::start(&[]);
+    let f = Site::start(&[], &[]);
     let mut body = String::new();
     let mut raws = Vec::new();
     for m in 0..4u64 {
@@ -449,7 +393,11 @@ fn shards_as_separate_processes_cover_the_plan_exactly_once() {
     assert_eq!(report(&state)["totals"]["done"], raws.len());
     // The same plan run whole afterwards (or with another shard count) finds
     // every disk's journal: nothing moves again.
-    let out = f.migrate(&plan, &["--state-dir", path_str(&state), "--shard", "1/2"]);
+    let out = migrate(
+        &f,
+        &plan,
+        &["--state-dir", path_str(&state), "--shard", "1/2"],
+    );
     ok(&out);
     let r = report(&state.join("shard-1-of-2"));
     assert!(
@@ -464,7 +412,7 @@ fn shards_as_separate_processes_cover_the_plan_exactly_once() {
 
 #[test]
 fn validation_lists_every_problem_with_its_line() {
-    let f = Fleet::start(&[]);
+    let f = Site::start(&[], &[]);
     let raw = volume(f.dir.path(), 50, 1);
     let snap = f.ebs.seed(&raw, &[]);
     let plan = f.plan(&format!(
@@ -515,13 +463,13 @@ fn validation_lists_every_problem_with_its_line() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("plan.toml:line 2: column 12:"), "{text}");
     // migrate --plan says the same in one sentence.
-    let e = fails(&f.migrate(&plan, &[]));
+    let e = fails(&migrate(&f, &plan, &[]));
     assert!(e.contains("line 2, column 12"), "{e}");
 }
 
 #[test]
 fn plan_new_writes_a_plan_that_runs_and_a_changed_plan_is_caught() {
-    let f = Fleet::start(&[]);
+    let f = Site::start(&[], &[]);
     let raw = volume(f.dir.path(), 60, 1);
     let snap = f.ebs.seed(&raw, &[]);
     let plan = f.path("new.toml");
@@ -562,7 +510,7 @@ fn plan_new_writes_a_plan_that_runs_and_a_changed_plan_is_caught() {
         .unwrap();
     ok(&out);
     let state = f.path("new.state");
-    ok(&f.migrate(&plan, &[]));
+    ok(&migrate(&f, &plan, &[]));
     assert!(f.holds("disk-000", &raw));
     assert_eq!(status_of(&report(&state), "disk-000"), "finished");
     // The plan changes: the run names the disk and stops.
@@ -571,7 +519,7 @@ fn plan_new_writes_a_plan_that_runs_and_a_changed_plan_is_caught() {
         text.replace("sku = \"Premium_LRS\"", "sku = \"Standard_LRS\""),
     )
     .unwrap();
-    let e = fails(&f.migrate(&plan, &[]));
+    let e = fails(&migrate(&f, &plan, &[]));
     assert!(
         e.contains("disk-000") && e.contains("--accept-plan-changes"),
         "{e}"
@@ -600,7 +548,7 @@ fn the_kubernetes_manifests_plan_validates() {
 
 #[test]
 fn an_interrupted_single_migrate_says_how_to_resume() {
-    let f = Fleet::start(&["--latency-ms", "100"]);
+    let f = Site::start(&["--latency-ms", "100"], &[]);
     let raw = volume(f.dir.path(), 70, 24);
     let snap = f.ebs.seed(&raw, &[]);
     let mut c = f.command(&[

@@ -540,14 +540,7 @@ impl Ctx<'_> {
             cleared: up.bytes_cleared,
             copy_seconds: seconds,
             done,
-            fixups: fix
-                .changes
-                .iter()
-                .flat_map(|c| match c.notes.is_empty() {
-                    true => vec![format!("{}: {}", c.path, c.reason)],
-                    false => c.notes.clone(),
-                })
-                .collect(),
+            fixups: run::fixup_lines(&fix),
             blockers,
         })
     }

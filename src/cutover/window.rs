@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,7 +28,9 @@ use crate::ec2::{self, Ec2};
 use crate::plan::journal::{self, Journal};
 use crate::plan::model::{DiskRole, Plan, PlannedDisk};
 use crate::plan::report::{self, DiskReport, DiskStatus, Phase, RunKind, RunReport};
-use crate::plan::run::{chain, digest_of, each_disk, finalize_open, finish, outcome, Event};
+use crate::plan::run::{
+    chain, digest_of, each_disk, failed, finalize_open, finish, outcome, Event,
+};
 use crate::plan::state::StateDir;
 
 /// How a run over a plan goes.
@@ -113,17 +115,15 @@ fn one_sync(
         .unwrap_or_else(|| disk.snapshot.clone());
     match sync_disk(plan, disk, &to, state, session, opts, stop, events) {
         Ok(r) => r,
-        Err(e) => DiskReport {
-            status: if stop.load(Ordering::SeqCst) {
-                DiskStatus::Interrupted
-            } else {
-                DiskStatus::Failed
+        Err(e) => failed(
+            DiskReport {
+                snapshot: to,
+                ..outcome(disk, DiskStatus::Failed)
             },
-            snapshot: to,
-            error: Some(e),
-            seconds: started.elapsed().as_secs_f64(),
-            ..outcome(disk, DiskStatus::Failed)
-        },
+            e,
+            stop,
+            started,
+        ),
     }
 }
 
@@ -200,25 +200,9 @@ impl Timeline {
 /// `t` as RFC 3339 in UTC, to the millisecond.
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        d.subsec_millis()
-    )
+    let whole = crate::info::utc_string(d.as_secs());
+    let secs = whole.strip_suffix('Z').unwrap_or(&whole);
+    format!("{secs}.{:03}Z", d.subsec_millis())
 }
 
 /// The unit a cutover stops and snapshots: a machine's name and its disks.
@@ -531,16 +515,7 @@ fn window_disk(
     unit: &str,
 ) -> DiskReport {
     let started = Instant::now();
-    let fail = |r: DiskReport, e: String| DiskReport {
-        status: if stop.load(Ordering::SeqCst) {
-            DiskStatus::Interrupted
-        } else {
-            DiskStatus::Failed
-        },
-        error: Some(e),
-        seconds: started.elapsed().as_secs_f64(),
-        ..r
-    };
+    let fail = |r: DiskReport, e: String| failed(r, e, stop, started);
     // A disk finished by an earlier cutover run is skipped.
     if let Ok(st) = journal::read(&state.journal(&disk.name)) {
         if let Some(summary) = st.finished {

@@ -203,6 +203,37 @@ pub(crate) fn outcome(disk: &PlannedDisk, status: DiskStatus) -> DiskReport {
     }
 }
 
+/// `line` as failed with `error` (interrupted when `stop` is set), after
+/// the seconds since `started`.
+pub(crate) fn failed(
+    line: DiskReport,
+    error: String,
+    stop: &AtomicBool,
+    started: Instant,
+) -> DiskReport {
+    DiskReport {
+        status: if stop.load(Ordering::SeqCst) {
+            DiskStatus::Interrupted
+        } else {
+            DiskStatus::Failed
+        },
+        error: Some(error),
+        seconds: started.elapsed().as_secs_f64(),
+        ..line
+    }
+}
+
+/// One line per fix-up change; a hive's changes one per registry value.
+pub(crate) fn fixup_lines(r: &crate::fixup::apply::Report) -> Vec<String> {
+    r.changes
+        .iter()
+        .flat_map(|c| match c.notes.is_empty() {
+            true => vec![format!("{}: {}", c.path, c.reason)],
+            false => c.notes.clone(),
+        })
+        .collect()
+}
+
 /// What happened to one disk, before it becomes a report line.
 enum Moved {
     Now(Box<DiskReport>),
@@ -380,16 +411,7 @@ impl Run<'_> {
                 status: DiskStatus::FinishedEarlier,
                 ..*r
             },
-            Err(e) => DiskReport {
-                status: if stop.load(Ordering::SeqCst) {
-                    DiskStatus::Interrupted
-                } else {
-                    DiskStatus::Failed
-                },
-                error: Some(e),
-                seconds: started.elapsed().as_secs_f64(),
-                ..outcome(disk, DiskStatus::Failed)
-            },
+            Err(e) => failed(outcome(disk, DiskStatus::Failed), e, stop, started),
         }
     }
 
@@ -699,16 +721,7 @@ impl Run<'_> {
                 .and_then(|s| s.ebs.as_ref())
                 .map_or(0, |e| e.retries),
             resumed: up.resumed,
-            // One line per change; a hive's changes one per registry value.
-            fixups: r
-                .fixup
-                .changes
-                .iter()
-                .flat_map(|c| match c.notes.is_empty() {
-                    true => vec![format!("{}: {}", c.path, c.reason)],
-                    false => c.notes.clone(),
-                })
-                .collect(),
+            fixups: fixup_lines(&r.fixup),
             blockers: r
                 .fixup
                 .inspection

@@ -580,6 +580,39 @@ impl Inner {
         Ok((bs, volume))
     }
 
+    /// One listing call (`once`), paced under the list quota and retried as
+    /// its failure says; an expired page token is the caller's to handle.
+    async fn listed<F, Fut>(&self, mut once: F) -> Result<(Page, u64, u32), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(Page, u64, u32), Failure>>,
+    {
+        let mut attempt = 0;
+        loop {
+            self.quotas.wait("list", self.quotas.list_per_account).await;
+            match once().await {
+                Ok(page) => return Ok(page),
+                Err(Failure::TokenExpired) => return Err(Error::PageTokenExpired),
+                Err(f) => self.pause(f, &mut attempt, None).await?,
+            }
+        }
+    }
+
+    /// Checks that block `i` (as listed) is a valid index after `last`.
+    fn listed_index(&self, i: Option<i32>, last: Option<u64>) -> Result<u64, Failure> {
+        let i = i.ok_or_else(|| {
+            Failure::Fatal(self.inconsistent("a listed block has no index".into()))
+        })?;
+        let i = u64::try_from(i)
+            .map_err(|_| Failure::Fatal(self.inconsistent(format!("negative block index {i}"))))?;
+        if last.is_some_and(|prev| prev >= i) {
+            return Err(Failure::Fatal(
+                self.inconsistent(format!("block {i} is listed out of order")),
+            ));
+        }
+        Ok(i)
+    }
+
     /// One ListChangedBlocks page between `first` and the snapshot, retried.
     async fn list_changed(
         &self,
@@ -588,9 +621,7 @@ impl Inner {
         start: Option<u64>,
         max: i32,
     ) -> Result<(Page, u64, u32), Error> {
-        let mut attempt = 0;
-        loop {
-            self.quotas.wait("list", self.quotas.list_per_account).await;
+        self.listed(|| async {
             let call = self
                 .client
                 .list_changed_blocks()
@@ -599,63 +630,54 @@ impl Inner {
                 .max_results(max)
                 .set_next_token(next.clone())
                 .set_starting_block_index(start.map(|s| s.min(i32::MAX as u64) as i32));
-            let failure = match call.send().await {
-                Ok(out) => {
-                    let (bs, volume) = self.sizes(
-                        out.block_size().unwrap_or(0),
-                        out.volume_size().unwrap_or(0),
-                    )?;
-                    let (mut blocks, mut removed) = (Vec::new(), Vec::new());
-                    let mut last: Option<u64> = None;
-                    for b in out.changed_blocks() {
-                        let i = b.block_index().ok_or_else(|| {
-                            self.inconsistent("a changed block has no index".into())
-                        })?;
-                        let i = u64::try_from(i)
-                            .map_err(|_| self.inconsistent(format!("negative block index {i}")))?;
-                        if last.is_some_and(|prev| prev >= i) {
-                            return Err(
-                                self.inconsistent(format!("block {i} is listed out of order"))
-                            );
-                        }
-                        last = Some(i);
-                        match b.second_block_token() {
-                            Some(t) => blocks.push((i, t.to_owned())),
-                            None => removed.push(i),
-                        }
-                    }
-                    let next = out.next_token().map(str::to_owned);
-                    return Ok((
-                        Page {
-                            blocks,
-                            removed,
-                            next,
-                        },
-                        volume,
-                        bs,
-                    ));
-                }
+            let out = match call.send().await {
+                Ok(out) => out,
                 Err(SdkError::ServiceError(se))
                     if matches!(se.err(), ListChangedBlocksError::ValidationException(v)
                         if v.reason() == Some(&ValidationExceptionReason::UnrelatedSnapshots)) =>
                 {
-                    return Err(Error::UnrelatedSnapshots {
+                    return Err(Failure::Fatal(Error::UnrelatedSnapshots {
                         first: first.to_owned(),
                         second: self.snapshot.clone(),
-                    })
+                    }))
                 }
-                Err(e) => self.classify(e, None, |e| match e {
-                    ListChangedBlocksError::ValidationException(v) => {
-                        v.reason() == Some(&ValidationExceptionReason::InvalidPageToken)
-                    }
-                    _ => false,
-                }),
+                Err(e) => {
+                    return Err(self.classify(e, None, |e| match e {
+                        ListChangedBlocksError::ValidationException(v) => {
+                            v.reason() == Some(&ValidationExceptionReason::InvalidPageToken)
+                        }
+                        _ => false,
+                    }))
+                }
             };
-            match failure {
-                Failure::TokenExpired => return Err(Error::PageTokenExpired),
-                f => self.pause(f, &mut attempt, None).await?,
+            let (bs, volume) = self
+                .sizes(
+                    out.block_size().unwrap_or(0),
+                    out.volume_size().unwrap_or(0),
+                )
+                .map_err(Failure::Fatal)?;
+            let (mut blocks, mut removed) = (Vec::new(), Vec::new());
+            let mut last: Option<u64> = None;
+            for b in out.changed_blocks() {
+                let i = self.listed_index(b.block_index(), last)?;
+                last = Some(i);
+                match b.second_block_token() {
+                    Some(t) => blocks.push((i, t.to_owned())),
+                    None => removed.push(i),
+                }
             }
-        }
+            let next = out.next_token().map(str::to_owned);
+            Ok((
+                Page {
+                    blocks,
+                    removed,
+                    next,
+                },
+                volume,
+                bs,
+            ))
+        })
+        .await
     }
 
     /// One ListSnapshotBlocks page, retried.
@@ -665,9 +687,7 @@ impl Inner {
         start: Option<u64>,
         max: i32,
     ) -> Result<(Page, u64, u32), Error> {
-        let mut attempt = 0;
-        loop {
-            self.quotas.wait("list", self.quotas.list_per_account).await;
+        self.listed(|| async {
             let call = self
                 .client
                 .list_snapshot_blocks()
@@ -675,51 +695,41 @@ impl Inner {
                 .max_results(max)
                 .set_next_token(next.clone())
                 .set_starting_block_index(start.map(|s| s.min(i32::MAX as u64) as i32));
-            let failure = match call.send().await {
-                Ok(out) => {
-                    let (bs, volume) = self.sizes(
-                        out.block_size().unwrap_or(0),
-                        out.volume_size().unwrap_or(0),
-                    )?;
-                    let mut blocks = Vec::with_capacity(out.blocks().len());
-                    for b in out.blocks() {
-                        let (Some(i), Some(t)) = (b.block_index(), b.block_token()) else {
-                            return Err(
-                                self.inconsistent("a listed block has no index or token".into())
-                            );
-                        };
-                        let i = u64::try_from(i)
-                            .map_err(|_| self.inconsistent(format!("negative block index {i}")))?;
-                        if blocks.last().is_some_and(|&(prev, _)| prev >= i) {
-                            return Err(
-                                self.inconsistent(format!("block {i} is listed out of order"))
-                            );
-                        }
-                        blocks.push((i, t.to_owned()));
-                    }
-                    let next = out.next_token().map(str::to_owned);
-                    return Ok((
-                        Page {
-                            blocks,
-                            removed: Vec::new(),
-                            next,
-                        },
-                        volume,
-                        bs,
-                    ));
-                }
-                Err(e) => self.classify(e, None, |e| match e {
+            let out = call.send().await.map_err(|e| {
+                self.classify(e, None, |e| match e {
                     ListSnapshotBlocksError::ValidationException(v) => {
                         v.reason() == Some(&ValidationExceptionReason::InvalidPageToken)
                     }
                     _ => false,
-                }),
-            };
-            match failure {
-                Failure::TokenExpired => return Err(Error::PageTokenExpired),
-                f => self.pause(f, &mut attempt, None).await?,
+                })
+            })?;
+            let (bs, volume) = self
+                .sizes(
+                    out.block_size().unwrap_or(0),
+                    out.volume_size().unwrap_or(0),
+                )
+                .map_err(Failure::Fatal)?;
+            let mut blocks = Vec::with_capacity(out.blocks().len());
+            for b in out.blocks() {
+                let i =
+                    self.listed_index(b.block_index(), blocks.last().map(|b: &(u64, String)| b.0))?;
+                let t = b.block_token().ok_or_else(|| {
+                    Failure::Fatal(self.inconsistent("a listed block has no index or token".into()))
+                })?;
+                blocks.push((i, t.to_owned()));
             }
-        }
+            let next = out.next_token().map(str::to_owned);
+            Ok((
+                Page {
+                    blocks,
+                    removed: Vec::new(),
+                    next,
+                },
+                volume,
+                bs,
+            ))
+        })
+        .await
     }
 
     /// A fresh token for `index` (its old one expired); refreshes the tokens of

@@ -610,3 +610,77 @@ pub fn detach_loop(dev: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The subscription the plan tests use.
+pub const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+/// Both emulators (EBS with its EC2 calls, ARM over Azurite) and a scratch
+/// directory: what a plan run needs.
+pub struct Site {
+    /// The EBS emulator.
+    pub ebs: Emulator,
+    /// The ARM emulator.
+    pub az: Azure,
+    /// Scratch space (plans, images, state).
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// Starts both emulators with extra `serve` flags.
+    pub fn start(ebs_flags: &[&str], az_flags: &[&str]) -> Site {
+        Site {
+            ebs: Emulator::start(ebs_flags),
+            az: Azure::start(az_flags),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `plan.toml`: `body` under the usual defaults.
+    pub fn plan(&self, body: &str) -> std::path::PathBuf {
+        let p = self.path("plan.toml");
+        std::fs::write(
+            &p,
+            format!("[defaults]\nsubscription = \"{SUB}\"\nresource_group = \"rg1\"\nlocation = \"westeurope\"\nregion = \"us-east-1\"\n\n{body}"),
+        )
+        .unwrap();
+        p
+    }
+
+    /// `ebs2azure ARGS` with what reaches both emulators in its environment.
+    pub fn tool(&self, args: &[&str]) -> Command {
+        let mut c = self.ebs.command(AWS_KEY_ID);
+        self.az.env(&mut c).args(args);
+        c
+    }
+
+    /// `ebs2azure ARGS --endpoint-url EBS` (commands that read snapshots).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.tool(args);
+        c.args(["--endpoint-url", &self.ebs.endpoint]);
+        c
+    }
+
+    /// Runs [`Site::command`]; checks that no secret was printed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        no_secrets(&out);
+        no_azure_secrets(&out);
+        out
+    }
+
+    /// True when disk `name` in Azure holds `raw`'s bytes and a valid
+    /// footer after them (read back with the storage SDK).
+    pub fn holds(&self, name: &str, raw: &Path) -> bool {
+        let back = self.path(&format!("{name}.back"));
+        self.az.download(name, &back);
+        let a = std::fs::read(raw).unwrap();
+        let b = std::fs::read(&back).unwrap();
+        std::fs::remove_file(&back).unwrap();
+        b.len() == a.len() + 512 && b[..a.len()] == a[..] && &b[a.len()..a.len() + 8] == b"conectix"
+    }
+}

@@ -292,18 +292,23 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         eprintln!("interrupted: the disks in progress are kept in their upload state; run `{again}` to resume");
         return Ok(Ended::Interrupted);
     }
-    let md = state.path().join(plan::report::REPORT_MD);
+    Ok(ended(&report, state.path(), &again))
+}
+
+/// How a finished (not interrupted) plan run ended, said on standard error.
+fn ended(report: &RunReport, dir: &Path, again: &str) -> Ended {
+    let md = dir.join(plan::report::REPORT_MD);
     if report.complete {
         print::note_line(&format!("report: {}", md.display()));
-        Ok(Ended::Complete)
+        Ended::Complete
     } else {
         print::error(&format!(
-            "{} of {} disks are not done (report: {}); fix what it says and run `{again}` again: finished disks are skipped",
+            "{} of {} disks are not done (report: {}); fix what it says and run `{again}` again: done disks are skipped",
             report.totals.failed + report.totals.left,
             report.totals.disks,
             md.display()
         ));
-        Ok(Ended::Incomplete)
+        Ended::Incomplete
     }
 }
 
@@ -447,17 +452,5 @@ pub fn window(w: WindowArgs, kind: WindowRun, stop: Arc<AtomicBool>) -> Result<E
         eprintln!("interrupted: the disks stay open in their upload state; run `{again}` to go on where it stopped");
         return Ok(Ended::Interrupted);
     }
-    let md = state.path().join(plan::report::REPORT_MD);
-    if report.complete {
-        print::note_line(&format!("report: {}", md.display()));
-        Ok(Ended::Complete)
-    } else {
-        print::error(&format!(
-            "{} of {} disks are not done (report: {}); fix what it says and run `{again}` again: done disks are skipped",
-            report.totals.failed + report.totals.left,
-            report.totals.disks,
-            md.display()
-        ));
-        Ok(Ended::Incomplete)
-    }
+    Ok(ended(&report, state.path(), &again))
 }

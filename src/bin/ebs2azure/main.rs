@@ -458,6 +458,11 @@ fn migrate(c: Command) -> ExitCode {
         }
         _ => Err("give a snapshot and --disk-name, or --plan".into()),
     };
+    plan_exit(result)
+}
+
+/// A plan run's exit code: whether every disk is done, or it was interrupted.
+fn plan_exit(result: Result<fleet::Ended, String>) -> ExitCode {
     match result {
         Ok(fleet::Ended::Complete) => ExitCode::SUCCESS,
         Ok(fleet::Ended::Incomplete) => ExitCode::FAILURE,
@@ -469,17 +474,9 @@ fn migrate(c: Command) -> ExitCode {
     }
 }
 
-/// `sync` and `cutover`: the exit code says whether every disk is done.
+/// `sync` and `cutover`.
 fn plan_window(w: args::WindowArgs, kind: fleet::WindowRun) -> ExitCode {
-    match stop_on_signals().and_then(|stop| fleet::window(w, kind, stop)) {
-        Ok(fleet::Ended::Complete) => ExitCode::SUCCESS,
-        Ok(fleet::Ended::Incomplete) => ExitCode::FAILURE,
-        Ok(fleet::Ended::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
-        Err(message) => {
-            print::error(&message);
-            ExitCode::FAILURE
-        }
-    }
+    plan_exit(stop_on_signals().and_then(|stop| fleet::window(w, kind, stop)))
 }
 
 #[allow(clippy::too_many_arguments)]
