@@ -408,17 +408,21 @@ fn snapshots(action: &'static str, xml: &str) -> Result<Vec<Snapshot>, Error> {
         .collect())
 }
 
-/// Waits, polling every `every`, until each of `ids` is completed or
-/// `limit` has passed; `progress` sees every poll's answer.
+/// Waits, polling every `every`, until each of `ids` is completed,
+/// `limit` has passed or `stop` is set; `progress` sees every poll's answer.
 pub fn wait_completed(
     ec2: &Ec2,
     ids: &[String],
     every: Duration,
     limit: Duration,
+    stop: &std::sync::atomic::AtomicBool,
     progress: &dyn Fn(&[Snapshot]),
 ) -> Result<Vec<Snapshot>, WaitError> {
     let started = std::time::Instant::now();
     loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(WaitError::Interrupted);
+        }
         let now = ec2.snapshots(ids).map_err(WaitError::Ec2)?;
         progress(&now);
         if let Some(bad) = now.iter().find(|s| s.state == "error") {
@@ -450,6 +454,9 @@ pub enum WaitError {
     /// EC2 says a snapshot failed.
     #[error("snapshot {0} failed (EC2 says error); take it again")]
     Failed(String),
+    /// The wait was interrupted.
+    #[error("the wait for the snapshots was interrupted")]
+    Interrupted,
     /// The limit passed first.
     #[error("the snapshots were not completed within {limit:?}: {pending} still pending; wait and run again, or allow longer")]
     TimedOut {

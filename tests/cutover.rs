@@ -269,6 +269,20 @@ fn a_snapshot_of_another_volume_is_refused_and_a_full_copy_is_asked_for() {
         "--full",
     ]));
     assert!(site.holds("lone", &b));
+    // A cutover killed right after ending the upload, before its journal
+    // said so: run again, it finds the disk finished at its base and checks it.
+    assert!(site.az.end_upload("lone").contains("202"));
+    assert_eq!(site.az.state("lone").as_deref(), Some("Unattached"));
+    ok(&site.run(&[
+        "cutover",
+        "--plan",
+        path_str(&plan),
+        "--to-snapshots",
+        path_str(&targets),
+    ]));
+    let r = report(&site.path("plan.state"));
+    assert_eq!(disk_line(&r, "lone")["status"], "finished", "{r}");
+    assert_eq!(disk_line(&r, "lone")["snapshot"], sb.as_str());
     // A disk never pre-seeded has nothing to sync from.
     let other = site.plan(&format!(
         "[[disk]]\nname = \"fresh\"\nsnapshot = \"{sa}\"\n"
@@ -363,4 +377,37 @@ fn a_sync_killed_midway_resumes_and_ends_identical() {
         .find(|p| p["phase"] == "verify")
         .unwrap();
     assert_eq!(verify["outcome"], "ok", "{r}");
+}
+
+#[test]
+fn a_disk_finished_by_a_killed_cutover_counts_only_if_its_volume_did_not_change() {
+    let site = site(&[]);
+    let (os, data) = (site.path("os.img"), site.path("data.img"));
+    volume(&os, 3, 4);
+    volume(&data, 30, 4);
+    let (instance, vols) = site
+        .ebs
+        .instance("app01", &[("/dev/xvda", &os), ("/dev/xvdf", &data)]);
+    let first = site.ebs.snapshot_instance(&instance);
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"app01\"\ninstance_id = \"{instance}\"\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n[[machine.disk]]\nsnapshot = \"{}\"\n",
+        first[&vols[0]], first[&vols[1]]
+    ));
+    ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
+    // A cutover ended both uploads and was killed before its journals said so.
+    for d in ["app01-os", "app01-data0"] {
+        assert!(site.az.end_upload(d).contains("202"));
+    }
+    // Only the data volume changed since.
+    write_block(&data, data_block(1), 321);
+    let out = site.run(&["cutover", "--plan", path_str(&plan)]);
+    fails(&out);
+    let r = report(&site.path("plan.state"));
+    assert_eq!(disk_line(&r, "app01-os")["status"], "finished", "{r}");
+    let why = disk_line(&r, "app01-data0")["error"].as_str().unwrap();
+    assert!(
+        why.contains("finished at snapshot") && why.contains("1 blocks changed on the volume"),
+        "{why}"
+    );
+    assert!(site.holds("app01-os", &os));
 }

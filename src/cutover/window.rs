@@ -147,6 +147,12 @@ impl Timeline {
     }
 
     fn add(&self, machine: &str, phase: &str, from: Instant, outcome: &str) {
+        tracing::info!(
+            machine,
+            phase,
+            seconds = from.elapsed().as_secs_f64(),
+            "{outcome}"
+        );
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -264,6 +270,7 @@ pub fn cutover(
                         ec2,
                         &instances,
                         opts.wait_limit,
+                        stop,
                         &timeline,
                         &mut failed,
                         events,
@@ -275,7 +282,7 @@ pub fn cutover(
                     state,
                     ec2,
                     &instances,
-                    opts.wait_limit,
+                    (opts.wait_limit, stop),
                     &timeline,
                     &mut failed,
                     &mut finals,
@@ -322,6 +329,7 @@ fn stop_all(
     ec2: &Ec2,
     instances: &[(String, String)],
     limit: Duration,
+    interrupt: &AtomicBool,
     timeline: &Timeline,
     failed: &mut BTreeMap<String, String>,
     events: &(dyn Fn(Event<'_>) + Sync),
@@ -346,8 +354,14 @@ fn stop_all(
     while !waiting.is_empty() {
         let mut still = Vec::new();
         for pair in waiting {
+            let interrupted = interrupt.load(std::sync::atomic::Ordering::SeqCst);
             match ec2.instance(&pair.1) {
                 Ok(i) if i.state == "stopped" => timeline.add(&pair.0, "stop", from, "ok"),
+                Ok(_) if interrupted => {
+                    let why = "interrupted while its instance was stopping".to_owned();
+                    timeline.add(&pair.0, "stop", from, &why);
+                    failed.insert(pair.0.clone(), why);
+                }
                 Ok(_) if from.elapsed() < limit => still.push(pair),
                 Ok(i) => {
                     let why = format!(
@@ -380,7 +394,7 @@ fn snapshot_all(
     state: &StateDir,
     ec2: &Ec2,
     instances: &[(String, String)],
-    limit: Duration,
+    (limit, stop): (Duration, &AtomicBool),
     timeline: &Timeline,
     failed: &mut BTreeMap<String, String>,
     finals: &mut BTreeMap<String, String>,
@@ -442,7 +456,14 @@ fn snapshot_all(
                 }
             }
         };
-        ec2::wait_completed(ec2, &ids, Duration::from_millis(500), limit, &progress)
+        ec2::wait_completed(
+            ec2,
+            &ids,
+            Duration::from_millis(500),
+            limit,
+            stop,
+            &progress,
+        )
     };
     if let Err(e) = waited {
         for (m, _) in &taken {
@@ -516,54 +537,94 @@ fn window_disk(
 ) -> DiskReport {
     let started = Instant::now();
     let fail = |r: DiskReport, e: String| failed(r, e, stop, started);
+    let earlier = journal::read(&state.journal(&disk.name)).unwrap_or_default();
     // A disk finished by an earlier cutover run is skipped.
-    if let Ok(st) = journal::read(&state.journal(&disk.name)) {
-        if let Some(summary) = st.finished {
-            if let Ok(r) = serde_json::from_value::<DiskReport>(summary) {
-                return DiskReport {
-                    status: DiskStatus::FinishedEarlier,
-                    ..r
-                };
+    if let Some(summary) = &earlier.finished {
+        if let Ok(r) = serde_json::from_value::<DiskReport>(summary.clone()) {
+            return DiskReport {
+                status: DiskStatus::FinishedEarlier,
+                ..r
+            };
+        }
+    }
+    let target = disk.target();
+    // An earlier run ended the upload and stopped before its journal said
+    // so: the disk holds its base and takes no more writes.
+    let ended_earlier = match (&earlier.base, &earlier.syncing) {
+        (Some((base, _)), None) => session
+            .block_on(session.arm().get(&target.disk))
+            .ok()
+            .flatten()
+            .filter(|d| d.state == crate::azure::arm::DiskState::Unattached)
+            .map(|_| base.clone()),
+        _ => None,
+    };
+    // What the disk held before the sync, to tell what the sync changed
+    // (blocks an interrupted run of it wrote count as changed).
+    let mut before = earlier.done.clone();
+    for i in &earlier.synced {
+        before.insert(*i, Some(String::new()));
+    }
+    if let Some(base) = &ended_earlier {
+        // It may count as finished only if the volume did not change since.
+        if let Some(to) = finals.get(&disk.name).filter(|to| *to != base) {
+            let differ = crate::source::ebs::EbsSource::open_changed(
+                base,
+                to,
+                &opts.sync.upload.ebs,
+                opts.sync.upload.quotas.clone(),
+            )
+            .and_then(|s| s.count_blocks());
+            match differ {
+                Ok(0) => {}
+                Ok(n) => {
+                    return fail(
+                        outcome(disk, DiskStatus::Failed),
+                        format!(
+                            "disk {} was finished at snapshot {base} by an earlier run, and {n} blocks changed on the volume since (snapshot {to}); it takes no more writes, so delete it and migrate it again",
+                            disk.name
+                        ),
+                    )
+                }
+                Err(e) => return fail(outcome(disk, DiskStatus::Failed), chain(&e)),
             }
         }
     }
-    // What the disk held before the sync, to tell what the sync changed
-    // (blocks an interrupted run of it wrote count as changed).
-    let before = journal::read(&state.journal(&disk.name))
-        .map(|st| {
-            let mut done = st.done;
-            for i in st.synced {
-                done.insert(i, Some(String::new()));
+    let mut r = match ended_earlier {
+        Some(base) => DiskReport {
+            status: DiskStatus::Finished,
+            snapshot: base.clone(),
+            target: Some(target.disk.id()),
+            synced_from: Some(base),
+            resumed: true,
+            ..outcome(disk, DiskStatus::Finished)
+        },
+        None => {
+            let from = Instant::now();
+            events(Event::Phase {
+                machine: unit,
+                phase: "delta sync",
+            });
+            let r = one_sync(plan, disk, finals, state, session, &opts.sync, stop, events);
+            timeline.add(unit, "sync", from, r.error.as_deref().unwrap_or("ok"));
+            if r.error.is_some() {
+                return r;
             }
-            done
-        })
-        .unwrap_or_default();
-    let from = Instant::now();
-    events(Event::Phase {
-        machine: unit,
-        phase: "delta sync",
-    });
-    let r = one_sync(plan, disk, finals, state, session, &opts.sync, stop, events);
-    timeline.add(unit, "sync", from, r.error.as_deref().unwrap_or("ok"));
-    if r.error.is_some() {
-        return r;
-    }
-    let from = Instant::now();
-    let target = disk.target();
-    let ended = finalize_open(session, &target.disk);
-    timeline.add(
-        unit,
-        "finalize",
-        from,
-        ended.as_ref().err().map_or("ok", String::as_str),
-    );
-    if let Err(e) = ended {
-        return fail(r, e);
-    }
-    let mut r = DiskReport {
-        status: DiskStatus::Finished,
-        ..r
+            let from = Instant::now();
+            let ended = finalize_open(session, &target.disk);
+            timeline.add(
+                unit,
+                "finalize",
+                from,
+                ended.as_ref().err().map_or("ok", String::as_str),
+            );
+            if let Err(e) = ended {
+                return fail(r, e);
+            }
+            r
+        }
     };
+    r.status = DiskStatus::Finished;
     let (journal, st) = match Journal::open(&state.journal(&disk.name)) {
         Ok(j) => j,
         Err(e) => return fail(r, chain(&e)),

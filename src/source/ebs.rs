@@ -492,13 +492,14 @@ impl EbsSource {
         &self.inner.counters
     }
 
-    /// Counts the snapshot's written blocks (a full listing, no data read).
+    /// Counts the snapshot's written blocks, or for a changed-blocks source
+    /// the blocks that differ (a full listing, no data read).
     pub fn count_blocks(&self) -> Result<u64, Error> {
         self.rt.block_on(async {
             let mut pager = Pager::new(&self.inner, false);
             let mut n = 0;
             while let Some(page) = pager.next_page().await? {
-                n += page.fetch.len() as u64;
+                n += (page.fetch.len() + page.removed.len()) as u64;
             }
             Ok(n)
         })

@@ -449,6 +449,27 @@ impl Azure {
         );
     }
 
+    /// Ends disk `name`'s upload (endGetAccess) behind ebs2azure's back,
+    /// as a run killed right after ending it would leave it; waits for the
+    /// operation and returns its HTTP status line.
+    pub fn end_upload(&self, name: &str) -> String {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let path = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/{name}/endGetAccess?api-version=2024-03-02");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ARM_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        // The emulator's operation ends at once (--retry-after 0); the state is set already.
+        reply.lines().next().unwrap_or("").to_owned()
+    }
+
     /// Counters of the blob proxy.
     pub fn stats(&self) -> serde_json::Value {
         self.admin("GET", "/__admin/stats", "")

@@ -241,7 +241,7 @@ impl FleetProgress {
                     crate::print::event(&serde_json::json!({
                         "event": "phase", "machine": machine, "phase": phase,
                     }));
-                } else if chatty() {
+                } else if shown() {
                     let line = format!("{machine}: {phase}");
                     match &self.multi {
                         Some(m) => {
