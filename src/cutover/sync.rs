@@ -30,7 +30,7 @@
 //! the blocks it journaled.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -59,13 +59,6 @@ pub struct SyncOptions {
     /// Copy the new snapshot whole instead of its delta: for a snapshot of
     /// another volume, which ListChangedBlocks refuses.
     pub full: bool,
-}
-
-/// What one disk's sync did, before it becomes a report line.
-#[derive(Debug)]
-pub struct Synced {
-    /// The report line.
-    pub report: DiskReport,
 }
 
 /// The sink of a sync: writes pass through; clears reach the disk only in
@@ -553,9 +546,4 @@ impl Drop for Removed<'_> {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.0);
     }
-}
-
-/// Where a staged copy lives (for messages).
-pub fn staged_of(state: &StateDir, disk: &str) -> Option<PathBuf> {
-    journal::read(&state.journal(disk)).ok()?.base?.1
 }
