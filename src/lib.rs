@@ -8,7 +8,9 @@
 //! or a snapshot streamed), [`verify`], [`os_disk`] (staged, fixed up,
 //! uploaded) and [`migrate`] (either, by the disk's role), all sharing one
 //! [`azure::Session`] per run; [`fixup`] inspects and fixes guests up, and
-//! [`plan`] runs fleets of machines and disks.
+//! [`plan`] runs fleets of machines and disks; [`cutover`] keeps pre-seeded
+//! disks open, brings them forward by delta syncs and runs the cutover
+//! window, with the few [`ec2`] calls it needs.
 //! `ARCHITECTURE.md` at the repository's root is the map.
 //!
 //! # Example
