@@ -43,6 +43,7 @@ pub mod fixup;
 pub mod info;
 pub mod kinds;
 pub mod limits;
+pub mod machines;
 pub mod migrate;
 pub mod os_disk;
 pub mod pipeline;

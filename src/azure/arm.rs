@@ -438,6 +438,63 @@ impl Arm {
         Ok(())
     }
 
+    /// PUTs the resource at `path` (under `api_version`) and follows the
+    /// long-running operation; returns the resource as ARM reports it.
+    pub async fn put_resource(
+        &self,
+        what: &str,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, Error> {
+        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        let r = self.call(what, Method::PUT, &url, Some(body)).await?;
+        self.follow(what, r).await
+    }
+
+    /// The resource at `path`, or `None` when it does not exist.
+    pub async fn get_resource(
+        &self,
+        what: &str,
+        path: &str,
+        api_version: &str,
+    ) -> Result<Option<Value>, Error> {
+        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        match self.call(what, Method::GET, &url, None).await {
+            Ok(r) => Ok(body_json(r).await),
+            Err(Error::Arm { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PATCHes the resource at `path` and follows the operation.
+    pub async fn patch_resource(
+        &self,
+        what: &str,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, Error> {
+        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        let r = self.call(what, Method::PATCH, &url, Some(body)).await?;
+        self.follow(what, r).await
+    }
+
+    /// Deletes the resource at `path` (nothing happens if it does not exist).
+    pub async fn delete_resource(
+        &self,
+        what: &str,
+        path: &str,
+        api_version: &str,
+    ) -> Result<(), Error> {
+        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        match self.call(what, Method::DELETE, &url, None).await {
+            Ok(r) => self.follow(what, r).await.map(|_| ()),
+            Err(Error::Arm { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes the disk (nothing happens if it does not exist).
     pub async fn delete(&self, disk: &DiskRef) -> Result<(), Error> {
         let what = format!("deleting disk {}", disk.name);

@@ -311,6 +311,34 @@ pub fn cutover(
         disks,
     );
     report.run = RunKind::Cutover;
+    // Last, each machine whose disks are all finished gets its VM, when
+    // the plan says what it is to be.
+    for m in report.machines.iter_mut().filter(|m| m.complete) {
+        let Some(machine) = plan.machines.iter().find(|x| x.name == m.name) else {
+            continue;
+        };
+        if machine.exclude || machine.vm.size.is_none() || machine.vm.subnet_id.is_none() {
+            continue;
+        }
+        let from = Instant::now();
+        events(Event::Phase {
+            machine: &m.name,
+            phase: "creating the VM",
+        });
+        let made = crate::machines::vm::spec(session, plan, machine)
+            .and_then(|spec| crate::machines::vm::create(session, &spec));
+        match made {
+            Ok(id) => {
+                timeline.add(&m.name, "vm", from, "ok");
+                m.vm = Some(id);
+            }
+            Err(e) => {
+                timeline.add(&m.name, "vm", from, &chain(&e));
+                m.complete = false;
+                report.complete = false;
+            }
+        }
+    }
     report.timeline = timeline.phases();
     if opts.stop_instances && !instances.is_empty() {
         let ids: Vec<&str> = instances.iter().map(|(_, i)| i.as_str()).collect();

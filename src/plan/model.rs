@@ -185,6 +185,50 @@ pub struct Machine {
     /// Its EC2 instance, for cutovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// What its Azure VM is to be.
+    #[serde(default)]
+    pub vm: VmChoice,
+}
+
+/// A machine's Azure VM, as its plan entry says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmChoice {
+    /// The VM size: the plan's, or proposed from `instance_type`.
+    pub size: Option<String>,
+    /// True when `size` is a proposal from the EC2 instance type.
+    pub proposed: bool,
+    /// The EC2 instance type, when given.
+    pub instance_type: Option<String>,
+    /// The subnet the NIC joins.
+    pub subnet_id: Option<String>,
+    /// A public IP address for the VM.
+    pub public_ip: bool,
+    /// Azure Hybrid Benefit.
+    pub license_type: Option<String>,
+}
+
+/// License types a VM takes (the Compute API's `licenseType` values).
+pub const LICENSE_TYPES: [&str; 5] = [
+    "Windows_Server",
+    "Windows_Client",
+    "RHEL_BYOS",
+    "SLES_BYOS",
+    "None",
+];
+
+/// True for a subnet's resource id:
+/// `/subscriptions/S/resourceGroups/G/providers/Microsoft.Network/virtualNetworks/V/subnets/N`.
+pub fn is_subnet_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 11
+        && parts[0].is_empty()
+        && parts[1].eq_ignore_ascii_case("subscriptions")
+        && parts[3].eq_ignore_ascii_case("resourceGroups")
+        && parts[5].eq_ignore_ascii_case("providers")
+        && parts[6].eq_ignore_ascii_case("Microsoft.Network")
+        && parts[7].eq_ignore_ascii_case("virtualNetworks")
+        && parts[9].eq_ignore_ascii_case("subnets")
+        && [2, 4, 8, 10].iter().all(|&i| !parts[i].is_empty())
 }
 
 /// EC2's rule for instance ids: `i-` followed by 8 or 17 lower-case hex digits.
@@ -401,11 +445,13 @@ impl Plan {
                     format!("instance_id {id:?} of machine {name:?} is not an EC2 instance id (i- followed by 8 or 17 lower-case hex digits)"),
                 );
             }
+            let vm = r.vm_choice(line, &name, m, first);
             machines.push(Machine {
                 name,
                 exclude: m.exclude,
                 disks: (first..r.disks.len()).collect(),
                 instance_id: m.instance_id.clone(),
+                vm,
             });
         }
         for d in &raw.disk {
@@ -467,6 +513,67 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The VM a machine entry asks for, its problems recorded: the size's
+    /// limits against the machine's disks (`self.disks[first..]`).
+    fn vm_choice(
+        &mut self,
+        line: usize,
+        name: &str,
+        m: &super::schema::MachineEntry,
+        first: usize,
+    ) -> VmChoice {
+        let proposal = m
+            .instance_type
+            .as_deref()
+            .and_then(crate::machines::sizes::propose);
+        let size = m
+            .vm_size
+            .clone()
+            .or_else(|| proposal.map(|s| s.name.to_owned()));
+        if let Some(id) = m.subnet_id.as_deref().filter(|id| !is_subnet_id(id)) {
+            self.problem(line, format!("subnet_id {id:?} of machine {name:?} is not a subnet's resource id (/subscriptions/.../resourceGroups/.../providers/Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET)"));
+        }
+        if let Some(l) = m
+            .license_type
+            .as_deref()
+            .filter(|l| !LICENSE_TYPES.contains(l))
+        {
+            self.problem(
+                line,
+                format!(
+                    "license_type {l:?} of machine {name:?} is not one of {}",
+                    LICENSE_TYPES.join(", ")
+                ),
+            );
+        }
+        if let Some(known) = size.as_deref().and_then(crate::machines::sizes::find) {
+            let disks = &self.disks[first..];
+            let data = disks
+                .iter()
+                .filter(|d| d.role == DiskRole::Data && !d.exclude)
+                .count();
+            let premium = disks.iter().any(|d| d.sku.starts_with("Premium"));
+            let generation = disks.iter().find(|d| d.role == DiskRole::Os).and_then(|d| {
+                match d.hyper_v_generation {
+                    GenerationChoice::V1 => Some(crate::kinds::HyperVGeneration::V1),
+                    GenerationChoice::V2 => Some(crate::kinds::HyperVGeneration::V2),
+                    GenerationChoice::Auto => None,
+                }
+            });
+            for p in crate::machines::sizes::problems(known, data, premium, generation) {
+                self.problem(line, format!("machine {name:?}: {p}"));
+            }
+        }
+        VmChoice {
+            proposed: m.vm_size.is_none() && size.is_some(),
+            size,
+            instance_type: m.instance_type.clone(),
+            subnet_id: m.subnet_id.clone(),
+            public_ip: m.public_ip.unwrap_or(false),
+            license_type: m.license_type.clone(),
+        }
+    }
+
     fn problem(&mut self, line: usize, message: String) {
         self.problems.push(Problem { line, message });
     }

@@ -138,6 +138,9 @@ pub struct MachineReport {
     pub disks: Vec<String>,
     /// True when every disk that is not excluded is done.
     pub complete: bool,
+    /// Its Azure VM's resource id, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
 }
 
 /// Sums over the disks.
@@ -270,6 +273,7 @@ impl RunReport {
                         .iter()
                         .all(|d| d.status.is_done() || d.status == DiskStatus::Excluded),
                     name: m,
+                    vm: None,
                 }
             })
             .collect();
@@ -490,14 +494,17 @@ impl RunReport {
             for m in &self.machines {
                 let _ = writeln!(
                     s,
-                    "- {}: {} ({})",
+                    "- {}: {} ({}){}",
                     m.name,
                     if m.complete {
                         "complete"
                     } else {
                         "not complete"
                     },
-                    m.disks.join(", ")
+                    m.disks.join(", "),
+                    m.vm.as_deref()
+                        .map(|v| format!("; VM {v}"))
+                        .unwrap_or_default()
                 );
             }
         }

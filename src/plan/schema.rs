@@ -101,6 +101,17 @@ common_keys! {
         /// The EC2 instance the machine is (`i-...`): `cutover` stops it
         /// when asked and snapshots its volumes.
         pub instance_id: Option<String>,
+        /// The EC2 instance type (`m5.large`): a VM size is proposed from it.
+        pub instance_type: Option<String>,
+        /// The Azure VM size (`Standard_D2s_v5`).
+        pub vm_size: Option<String>,
+        /// The subnet the VM's NIC joins (a resource id).
+        pub subnet_id: Option<String>,
+        /// Give the VM a public IP address (default false).
+        pub public_ip: Option<bool>,
+        /// Azure Hybrid Benefit: `Windows_Server`, `Windows_Client`,
+        /// `RHEL_BYOS`, `SLES_BYOS` or `None`.
+        pub license_type: Option<String>,
         /// Kept in the plan, skipped by runs.
         #[serde(default)]
         pub exclude: bool,

@@ -449,25 +449,51 @@ impl Azure {
         );
     }
 
-    /// Ends disk `name`'s upload (endGetAccess) behind ebs2azure's back,
-    /// as a run killed right after ending it would leave it; waits for the
-    /// operation and returns its HTTP status line.
-    pub fn end_upload(&self, name: &str) -> String {
+    /// A Resource Manager call as a client makes it (bearer token):
+    /// returns the HTTP status and the JSON body (null when empty).
+    pub fn arm(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
         use std::io::{Read, Write};
         let addr = self.endpoint.trim_start_matches("http://");
-        let path = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/{name}/endGetAccess?api-version=2024-03-02");
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .unwrap();
         write!(
             s,
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ARM_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ARM_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut reply = String::new();
         s.read_to_string(&mut reply).unwrap();
-        // The emulator's operation ends at once (--retry-after 0); the state is set already.
-        reply.lines().next().unwrap_or("").to_owned()
+        let status = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let json = reply.split("\r\n\r\n").nth(1).unwrap_or("");
+        (
+            status,
+            serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Ends disk `name`'s upload (endGetAccess) behind ebs2azure's back,
+    /// as a run killed right after ending it would leave it; returns the
+    /// HTTP status line's code.
+    pub fn end_upload(&self, name: &str) -> String {
+        let path = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/{name}/endGetAccess?api-version=2024-03-02");
+        self.arm("POST", &path, "").0.to_string()
+    }
+
+    /// Makes virtual network `vnet` in resource group `rg` with subnet `subnet`; returns the subnet's id.
+    pub fn subnet(&self, rg: &str, vnet: &str, subnet: &str) -> String {
+        let path = format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/{vnet}");
+        let body = format!(
+            r#"{{"location": "westeurope", "properties": {{"addressSpace": {{"addressPrefixes": ["10.0.0.0/16"]}}, "subnets": [{{"name": "{subnet}", "properties": {{"addressPrefix": "10.0.1.0/24"}}}}]}}}}"#
+        );
+        let (status, _) = self.arm("PUT", &format!("{path}?api-version=2024-05-01"), &body);
+        assert!(status == 200 || status == 201, "{status}");
+        format!("{path}/subnets/{subnet}")
     }
 
     /// Counters of the blob proxy.

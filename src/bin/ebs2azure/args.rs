@@ -343,6 +343,9 @@ pub enum Command {
     /// Show or merge the reports of plan runs.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Make Azure VMs from a plan's machines, once their disks are finished.
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// Read a managed disk back and compare it with its source, range by range.
     ///
     /// Takes a read SAS, compares SHA-256 digests of every non-zero range of
@@ -393,11 +396,43 @@ impl Command {
                 ReportCommand::Show { json, .. } | ReportCommand::Merge { json, .. },
             ) => *json,
             Command::Sync { window } | Command::Cutover { window, .. } => window.json,
+            Command::Vm(VmCommand::Create { json, .. }) => *json,
             Command::Completions { .. } | Command::Man | Command::Plan(PlanCommand::New { .. }) => {
                 false
             }
         }
     }
+}
+
+/// `ebs2azure vm ...`
+#[derive(Subcommand)]
+pub enum VmCommand {
+    /// Make each machine's VM from its finished disks: a NIC in the plan's
+    /// `subnet_id` (no public IP unless `public_ip = true`), the OS disk and
+    /// the data disks (at their LUNs) attached, the plan's `vm_size`, the
+    /// disks' zone, boot diagnostics on, the `license_type` and tags.
+    #[command(
+        after_help = "Examples:\n  ebs2azure vm create --plan fleet.toml\n  ebs2azure vm create --plan fleet.toml --machine web01 --emit-template templates/"
+    )]
+    Create {
+        /// The plan.
+        #[arg(long)]
+        plan: PathBuf,
+        /// Only this machine [default: every machine not excluded].
+        #[arg(long)]
+        machine: Vec<String>,
+        /// Write one ARM template per machine into DIR instead of calling
+        /// ARM (`az deployment group create -g RG --template-file DIR/NAME.json`).
+        #[arg(long, value_name = "DIR")]
+        emit_template: Option<PathBuf>,
+        #[command(flatten)]
+        azure: AzureConn,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print the results as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
 }
 
 /// `ebs2azure plan ...`

@@ -8,6 +8,7 @@ mod errors;
 mod fleet;
 mod print;
 mod progress;
+mod vm;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -141,6 +142,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Report(c) => fleet::report_command(c),
+        Command::Vm(c) => return vm::command(c),
         Command::Upload {
             vhd,
             disk_name,

@@ -526,12 +526,16 @@ pub fn print_validation(
             "excluded": plan.map_or(0, |p| p.disks.iter().filter(|d| d.exclude).count()),
             "snapshots_checked": !offline && plan.is_some(),
             "problems": problems,
+            "proposals": plan.map(proposals).unwrap_or_default(),
         });
         out!("{}", to_json(&v)?);
         return Ok(());
     }
     for p in problems {
         out!("{}:{p}", file.display());
+    }
+    for line in plan.map(proposals).unwrap_or_default() {
+        out!("{}: note: {line}", file.display());
     }
     if let (Some(p), true) = (plan, problems.is_empty()) {
         let excluded = p.disks.iter().filter(|d| d.exclude).count();
@@ -549,6 +553,51 @@ pub fn print_validation(
         );
     }
     Ok(())
+}
+
+/// Prints what `vm create` did per machine: (machine, made, VM id or
+/// template path, or the error).
+pub fn print_vm_results(
+    results: &[(String, bool, String)],
+    templates: bool,
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        let v = serde_json::json!({
+            "machines": results.iter().map(|(m, ok, r)| serde_json::json!({
+                "machine": m,
+                "ok": ok,
+                if templates { "template" } else { "vm" }: if *ok { Some(r) } else { None },
+                "error": if *ok { None } else { Some(r) },
+            })).collect::<Vec<_>>(),
+            "complete": results.iter().all(|r| r.1),
+        });
+        out!("{}", to_json(&v)?);
+        return Ok(());
+    }
+    for (m, _, r) in results.iter().filter(|r| r.1) {
+        out!("{m}\t{r}");
+    }
+    Ok(())
+}
+
+/// The VM sizes a plan proposes from EC2 instance types, one line each.
+fn proposals(plan: &ebs2azure::plan::Plan) -> Vec<String> {
+    plan.machines
+        .iter()
+        .filter(|m| m.vm.proposed)
+        .filter_map(|m| {
+            let size = ebs2azure::machines::sizes::find(m.vm.size.as_deref()?)?;
+            Some(format!(
+                "machine {}: vm_size {} ({} vCPU, {} GiB) is a proposal from instance type {}; set vm_size to confirm it or to choose another",
+                m.name,
+                size.name,
+                size.vcpus,
+                size.memory_gib,
+                m.vm.instance_type.as_deref().unwrap_or("?")
+            ))
+        })
+        .collect()
 }
 
 /// Prints a plan run's report, as text or JSON.

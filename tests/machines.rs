@@ -1,0 +1,209 @@
+//! From disks to machines against the emulators: plan checks of VM sizes,
+//! `vm create` from finished disks (the ARM emulator checks what Azure
+//! checks: disks Unattached then Attached, LUNs, the size's limits, the
+//! generation, the zone), ARM templates, and a cutover that ends with VMs.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+fn small_volume(path: &Path, seed: u64) {
+    sparse_file(path, 1 << 30, &[(64 * MIB, noise(seed, MIB as usize))]);
+}
+
+fn vm(site: &Site, name: &str) -> (u16, serde_json::Value) {
+    site.az.arm(
+        "GET",
+        &format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{name}?api-version=2024-07-01"),
+        "",
+    )
+}
+
+#[test]
+fn plan_validate_checks_the_vm_size_against_the_machine() {
+    let site = Site::start(&[], &[]);
+    let plan = site.plan(
+        "[[machine]]\nname = \"a\"\nvm_size = \"Standard_D2_v5\"\nsku = \"Premium_LRS\"\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nsnapshot = \"snap-00000001\"\n\n\
+         [[machine]]\nname = \"b\"\nvm_size = \"Standard_A2_v2\"\nhyper_v_generation = \"V2\"\nsku = \"Standard_LRS\"\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nsnapshot = \"snap-00000002\"\n\n\
+         [[machine]]\nname = \"c\"\ninstance_type = \"m5.large\"\nsubnet_id = \"not-a-subnet\"\nlicense_type = \"Windows_Datacenter\"\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nsnapshot = \"snap-00000003\"\n",
+    );
+    let out = site
+        .tool(&["plan", "validate", path_str(&plan), "--offline"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Standard_D2_v5 takes no Premium SSD disks; choose Standard_D2s_v5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Standard_A2_v2 boots Generation 1 (BIOS) disks only"),
+        "{text}"
+    );
+    assert!(text.contains("is not a subnet's resource id"), "{text}");
+    assert!(
+        text.contains("license_type \"Windows_Datacenter\""),
+        "{text}"
+    );
+    // A valid plan tells the sizes it proposed from instance types.
+    let plan = site.plan(
+        "[[machine]]\nname = \"c\"\ninstance_type = \"m5.large\"\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nsnapshot = \"snap-00000003\"\n",
+    );
+    let out = site
+        .tool(&["plan", "validate", path_str(&plan), "--offline"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(
+        text.contains(
+            "vm_size Standard_D2s_v5 (2 vCPU, 8 GiB) is a proposal from instance type m5.large"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn vm_create_attaches_finished_disks_and_writes_templates() {
+    let site = Site::start(&[], &[]);
+    let subnet = site.az.subnet("net", "vnet1", "app");
+    let (os, d0, d1) = (
+        site.path("os.img"),
+        site.path("d0.img"),
+        site.path("d1.img"),
+    );
+    small_volume(&os, 1);
+    small_volume(&d0, 2);
+    small_volume(&d1, 3);
+    let (s_os, s0, s1) = (
+        site.ebs.seed(&os, &[]),
+        site.ebs.seed(&d0, &[]),
+        site.ebs.seed(&d1, &[]),
+    );
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"web01\"\nvm_size = \"Standard_D2s_v5\"\nsubnet_id = \"{subnet}\"\ntags = {{ app = \"web\" }}\n\
+         [[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{s_os}\"\n\
+         [[machine.disk]]\nsnapshot = \"{s0}\"\n\
+         [[machine.disk]]\nsnapshot = \"{s1}\"\nlun = 0\n"
+    ));
+    // Before the disks are finished there is no VM to make.
+    let out = site
+        .tool(&["vm", "create", "--plan", path_str(&plan)])
+        .output()
+        .unwrap();
+    assert!(
+        fails(&out).contains("web01-os is not in Azure"),
+        "{}",
+        fails(&out)
+    );
+    ok(&site.run(&["migrate", "--plan", path_str(&plan)]));
+
+    // A template first: nothing is made.
+    let dir = site.path("templates");
+    let out = site
+        .tool(&[
+            "vm",
+            "create",
+            "--plan",
+            path_str(&plan),
+            "--emit-template",
+            path_str(&dir),
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("web01.json")).unwrap()).unwrap();
+    assert!(t["$schema"]
+        .as_str()
+        .unwrap()
+        .contains("deploymentTemplate.json"));
+    let res = t["resources"].as_array().unwrap();
+    assert_eq!(res.len(), 2, "no public IP unless asked: {t}");
+    assert_eq!(vm(&site, "web01").0, 404);
+
+    let out = site
+        .tool(&["vm", "create", "--plan", path_str(&plan), "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["complete"], true, "{v}");
+    let (status, made) = vm(&site, "web01");
+    assert_eq!(status, 200);
+    let p = &made["properties"];
+    assert_eq!(p["hardwareProfile"]["vmSize"], "Standard_D2s_v5");
+    assert_eq!(p["storageProfile"]["osDisk"]["osType"], "Linux");
+    assert!(p.get("osProfile").is_none());
+    let data = p["storageProfile"]["dataDisks"].as_array().unwrap();
+    // The disk with lun = 0 keeps it; the other takes the next free LUN.
+    let lun_of = |disk: &str| {
+        data.iter()
+            .find(|d| d["managedDisk"]["id"].as_str().unwrap().ends_with(disk))
+            .unwrap()["lun"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((lun_of("web01-data1"), lun_of("web01-data0")), (0, 1));
+    assert_eq!(p["diagnosticsProfile"]["bootDiagnostics"]["enabled"], true);
+    assert_eq!(made["tags"]["app"], "web");
+    for d in ["web01-os", "web01-data0", "web01-data1"] {
+        assert_eq!(site.az.state(d).as_deref(), Some("Attached"), "{d}");
+    }
+    // Azure refuses to delete an attached disk; the emulator too.
+    let (status, err) = site.az.arm(
+        "DELETE",
+        &format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/web01-os?api-version=2024-03-02"),
+        "",
+    );
+    assert_eq!(status, 409, "{err}");
+    // Made already: a second run changes nothing.
+    ok(&site
+        .tool(&["vm", "create", "--plan", path_str(&plan)])
+        .output()
+        .unwrap());
+}
+
+#[test]
+fn a_cutover_ends_with_the_machines_vm() {
+    let site = Site::start(
+        &["--snapshot-seconds", "0.2", "--instance-seconds", "0.2"],
+        &[],
+    );
+    let subnet = site.az.subnet("net", "vnet1", "app");
+    let os = site.path("os.img");
+    small_volume(&os, 9);
+    let (instance, vols) = site.ebs.instance("app01", &[("/dev/xvda", &os)]);
+    let first = site.ebs.snapshot_instance(&instance);
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"app01\"\ninstance_id = \"{instance}\"\ninstance_type = \"m5.large\"\nsubnet_id = \"{subnet}\"\n\
+         [[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n",
+        first[&vols[0]]
+    ));
+    ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
+    ok(&site.run(&["cutover", "--plan", path_str(&plan), "--verify", "changed"]));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.path("plan.state/report.json")).unwrap())
+            .unwrap();
+    assert!(
+        r["machines"][0]["vm"]
+            .as_str()
+            .unwrap()
+            .ends_with("/virtualMachines/app01"),
+        "{r}"
+    );
+    let last = r["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["phase"].as_str(), last["outcome"].as_str()),
+        (Some("vm"), Some("ok"))
+    );
+    let (status, made) = vm(&site, "app01");
+    assert_eq!(status, 200);
+    assert_eq!(
+        made["properties"]["hardwareProfile"]["vmSize"],
+        "Standard_D2s_v5"
+    );
+}
