@@ -207,3 +207,101 @@ fn a_cutover_ends_with_the_machines_vm() {
         "Standard_D2s_v5"
     );
 }
+
+#[test]
+fn a_test_migration_stands_beside_the_real_one_and_its_cleanup_deletes_only_it() {
+    let site = Site::start(&[], &[]);
+    let subnet = site.az.subnet("net", "vnet1", "app");
+    let isolated = site.az.subnet("net", "isolated", "test");
+    let (os, d0) = (site.path("os.img"), site.path("d0.img"));
+    small_volume(&os, 11);
+    small_volume(&d0, 12);
+    let (s_os, s0) = (site.ebs.seed(&os, &[]), site.ebs.seed(&d0, &[]));
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"web01\"\nvm_size = \"Standard_D2s_v5\"\nsubnet_id = \"{subnet}\"\ntest_subnet_id = \"{isolated}\"\n\
+         [[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{s_os}\"\n\
+         [[machine.disk]]\nsnapshot = \"{s0}\"\n"
+    ));
+    ok(&site.run(&["migrate", "--plan", path_str(&plan)]));
+    ok(&site
+        .tool(&[
+            "vm",
+            "create",
+            "--plan",
+            path_str(&plan),
+            "--test",
+            "--run-id",
+            "t1",
+        ])
+        .output()
+        .unwrap());
+    let (status, test_vm) = vm(&site, "web01-test");
+    assert_eq!(status, 200);
+    assert_eq!(test_vm["tags"]["ebs2azure-test-run"], "t1");
+    let nic = site.az.arm(
+        "GET",
+        &format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkInterfaces/web01-test-nic?api-version=2024-05-01"),
+        "",
+    );
+    assert_eq!(
+        nic.1["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"],
+        isolated.as_str()
+    );
+    // The copies are attached to the test VM; the real disks are untouched and hold the same bytes.
+    for d in ["web01-os-test", "web01-data0-test"] {
+        assert_eq!(site.az.state(d).as_deref(), Some("Attached"), "{d}");
+    }
+    for d in ["web01-os", "web01-data0"] {
+        assert_eq!(site.az.state(d).as_deref(), Some("Unattached"), "{d}");
+    }
+    let (a, b) = (site.path("real.back"), site.path("test.back"));
+    site.az.download("web01-data0", &a);
+    site.az.download("web01-data0-test", &b);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    // The real VM after the test, as a cutover would make it.
+    ok(&site
+        .tool(&["vm", "create", "--plan", path_str(&plan)])
+        .output()
+        .unwrap());
+    assert_eq!(site.az.state("web01-os").as_deref(), Some("Attached"));
+
+    // Another run's clean-up keeps what is not its own.
+    let out = site
+        .tool(&[
+            "cleanup",
+            "--test",
+            "--plan",
+            path_str(&plan),
+            "--run-id",
+            "t2",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("kept: it is test run t1's, not t2's"));
+    assert_eq!(vm(&site, "web01-test").0, 200);
+    let out = site
+        .tool(&[
+            "cleanup",
+            "--test",
+            "--plan",
+            path_str(&plan),
+            "--run-id",
+            "t1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let deleted = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "deleted")
+        .count();
+    assert_eq!(deleted, 4, "VM, NIC and two disk copies: {v}");
+    assert_eq!(vm(&site, "web01-test").0, 404);
+    assert!(site.az.state("web01-os-test").is_none());
+    // The real machine stands.
+    assert_eq!(vm(&site, "web01").0, 200);
+    assert_eq!(site.az.state("web01-data0").as_deref(), Some("Attached"));
+}

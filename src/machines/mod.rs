@@ -2,4 +2,5 @@
 //! finished disks, or written as ARM templates for review.
 
 pub mod sizes;
+pub mod test_run;
 pub mod vm;

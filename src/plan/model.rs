@@ -201,6 +201,8 @@ pub struct VmChoice {
     pub instance_type: Option<String>,
     /// The subnet the NIC joins.
     pub subnet_id: Option<String>,
+    /// The isolated subnet of test migrations.
+    pub test_subnet_id: Option<String>,
     /// A public IP address for the VM.
     pub public_ip: bool,
     /// Azure Hybrid Benefit.
@@ -530,8 +532,18 @@ impl Resolver<'_> {
             .vm_size
             .clone()
             .or_else(|| proposal.map(|s| s.name.to_owned()));
-        if let Some(id) = m.subnet_id.as_deref().filter(|id| !is_subnet_id(id)) {
-            self.problem(line, format!("subnet_id {id:?} of machine {name:?} is not a subnet's resource id (/subscriptions/.../resourceGroups/.../providers/Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET)"));
+        for (key, id) in [
+            ("subnet_id", &m.subnet_id),
+            ("test_subnet_id", &m.test_subnet_id),
+        ] {
+            if let Some(id) = id.as_deref().filter(|id| !is_subnet_id(id)) {
+                self.problem(line, format!("{key} {id:?} of machine {name:?} is not a subnet's resource id (/subscriptions/.../resourceGroups/.../providers/Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET)"));
+            }
+        }
+        if let (Some(a), Some(b)) = (&m.subnet_id, &m.test_subnet_id) {
+            if a.eq_ignore_ascii_case(b) {
+                self.problem(line, format!("machine {name:?}: test_subnet_id is its subnet_id; a test migration needs an isolated subnet of its own"));
+            }
         }
         if let Some(l) = m
             .license_type
@@ -569,6 +581,7 @@ impl Resolver<'_> {
             size,
             instance_type: m.instance_type.clone(),
             subnet_id: m.subnet_id.clone(),
+            test_subnet_id: m.test_subnet_id.clone(),
             public_ip: m.public_ip.unwrap_or(false),
             license_type: m.license_type.clone(),
         }

@@ -107,6 +107,8 @@ common_keys! {
         pub vm_size: Option<String>,
         /// The subnet the VM's NIC joins (a resource id).
         pub subnet_id: Option<String>,
+        /// The isolated subnet test migrations put their VMs in.
+        pub test_subnet_id: Option<String>,
         /// Give the VM a public IP address (default false).
         pub public_ip: Option<bool>,
         /// Azure Hybrid Benefit: `Windows_Server`, `Windows_Client`,

@@ -346,6 +346,35 @@ pub enum Command {
     /// Make Azure VMs from a plan's machines, once their disks are finished.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Delete what a test migration made, and nothing else.
+    ///
+    /// For each machine of the plan: the VM `MACHINE-test`, its NIC and
+    /// public IP, and the disk copies `NAME-test`, each deleted only when it
+    /// carries the test run tag (of --run-id, or of any run).
+    #[command(
+        after_help = "Examples:\n  ebs2azure cleanup --test --plan fleet.toml --run-id test-20261129T101500Z"
+    )]
+    Cleanup {
+        /// Clean a test migration up (the only clean-up there is).
+        #[arg(long, required = true)]
+        test: bool,
+        /// The plan.
+        #[arg(long)]
+        plan: PathBuf,
+        /// Only this test run's resources [default: any test run's].
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Only this machine [default: every machine].
+        #[arg(long)]
+        machine: Vec<String>,
+        #[command(flatten)]
+        azure: AzureConn,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print the results as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
     /// Read a managed disk back and compare it with its source, range by range.
     ///
     /// Takes a read SAS, compares SHA-256 digests of every non-zero range of
@@ -396,7 +425,7 @@ impl Command {
                 ReportCommand::Show { json, .. } | ReportCommand::Merge { json, .. },
             ) => *json,
             Command::Sync { window } | Command::Cutover { window, .. } => window.json,
-            Command::Vm(VmCommand::Create { json, .. }) => *json,
+            Command::Vm(VmCommand::Create { json, .. }) | Command::Cleanup { json, .. } => *json,
             Command::Completions { .. } | Command::Man | Command::Plan(PlanCommand::New { .. }) => {
                 false
             }
@@ -423,8 +452,17 @@ pub enum VmCommand {
         machine: Vec<String>,
         /// Write one ARM template per machine into DIR instead of calling
         /// ARM (`az deployment group create -g RG --template-file DIR/NAME.json`).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "test")]
         emit_template: Option<PathBuf>,
+        /// A test migration instead: copies of the finished disks
+        /// (`NAME-test`) and VMs (`MACHINE-test`) in each machine's
+        /// `test_subnet_id`, all tagged with the run's id; the real disks and
+        /// VMs are never touched. `ebs2azure cleanup --test` removes them.
+        #[arg(long)]
+        test: bool,
+        /// The test run's id [default: test-YYYYMMDDTHHMMSSZ].
+        #[arg(long, requires = "test")]
+        run_id: Option<String>,
         #[command(flatten)]
         azure: AzureConn,
         #[command(flatten)]

@@ -143,6 +143,7 @@ fn main() -> ExitCode {
         },
         Command::Report(c) => fleet::report_command(c),
         Command::Vm(c) => return vm::command(c),
+        c @ Command::Cleanup { .. } => return vm::cleanup(c),
         Command::Upload {
             vhd,
             disk_name,

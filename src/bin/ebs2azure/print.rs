@@ -581,6 +581,21 @@ pub fn print_vm_results(
     Ok(())
 }
 
+/// Prints what `cleanup --test` did with each resource.
+pub fn print_cleanup(
+    done: &[ebs2azure::machines::test_run::Cleaned],
+    json: bool,
+) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(&serde_json::json!({ "resources": done }))?);
+        return Ok(());
+    }
+    for c in done.iter().filter(|c| c.outcome != "absent") {
+        out!("{}\t{}", c.outcome, c.id);
+    }
+    Ok(())
+}
+
 /// The VM sizes a plan proposes from EC2 instance types, one line each.
 fn proposals(plan: &ebs2azure::plan::Plan) -> Vec<String> {
     plan.machines
