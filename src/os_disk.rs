@@ -486,6 +486,7 @@ mod tests {
             hyper_v_generation: None,
             zone: None,
             tags: vec![],
+            encryption: None,
         };
         let opts = upload::Options {
             resume: true,

@@ -61,6 +61,8 @@ pub struct Target {
     pub zone: Option<String>,
     /// Tags.
     pub tags: Vec<(String, String)>,
+    /// Customer-managed keys.
+    pub encryption: Option<crate::azure::arm::DiskEncryption>,
 }
 
 /// How to run an upload, migration or verification.
@@ -456,6 +458,7 @@ fn transfer(
                 zone: target.zone.clone(),
                 tags: target.tags.clone(),
                 upload_size_bytes: upload_size,
+                encryption: target.encryption.clone(),
             };
             tracing::info!(disk = %name, "creating the disk for upload ({upload_size} bytes)");
             (hooks.progress)(Progress::Step("creating the disk", None));

@@ -68,7 +68,7 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
     let snaps: Vec<String> = raws.iter().map(|r| f.ebs.seed(r, &[])).collect();
     let missing = "snap-0123456789abcdef0";
     let plan = f.plan(&format!(
-        "[[machine]]\nname = \"web01\"\ntags = {{ app = \"web\" }}\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  os_type = \"linux\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{}\"\n  lun = 0\n  sku = \"StandardSSD_LRS\"\n\n[[machine]]\nname = \"db01\"\nos_type = \"windows\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{missing}\"\n\n[[disk]]\nsnapshot = \"{}\"\nname = \"archive-01\"\n\n[[disk]]\nsnapshot = \"snap-0aaaaaaaaaaaaaaa0\"\nname = \"old-02\"\nexclude = true\n",
+        "[[machine]]\nname = \"web01\"\ntags = {{ app = \"web\" }}\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  os_type = \"linux\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{}\"\n  lun = 0\n  sku = \"StandardSSD_LRS\"\n\n[[machine]]\nname = \"db01\"\nos_type = \"windows\"\n  [[machine.disk]]\n  snapshot = \"{}\"\n  role = \"os\"\n  fixup = false\n  [[machine.disk]]\n  snapshot = \"{missing}\"\n\n[[disk]]\nsnapshot = \"{}\"\nname = \"archive-01\"\nlock_network = false\n\n[[disk]]\nsnapshot = \"snap-0aaaaaaaaaaaaaaa0\"\nname = \"old-02\"\nexclude = true\n",
         snaps[0], snaps[1], snaps[2], snaps[3]
     ));
     let state = f.path("state");
@@ -125,6 +125,29 @@ fn a_plan_moves_machines_and_lone_disks_and_a_failing_disk_stops_no_other() {
     assert!(f.az.disk("old-02").is_none());
     assert!(f.az.disk("db01-data0").is_none());
 
+    // Finished disks are locked (no SAS, no public access) unless the plan says otherwise.
+    let web = f.az.disk("web01-os").unwrap();
+    assert_eq!(
+        (
+            web["networkAccessPolicy"].as_str(),
+            web["publicNetworkAccess"].as_str()
+        ),
+        (Some("DenyAll"), Some("Disabled"))
+    );
+    assert!(f.az.disk("archive-01").unwrap()["networkAccessPolicy"].is_null());
+    let locked = f
+        .tool(&[
+            "verify",
+            "--digest",
+            "0",
+            "-g",
+            "rg1",
+            "--disk-name",
+            "web01-os",
+        ])
+        .output()
+        .unwrap();
+    assert!(fails(&locked).contains("DenyAll"), "{}", fails(&locked));
     // The reported digest checks the disk later, with no source; a changed page fails it.
     let d = r["disks"][4]["digest"].as_str().unwrap().to_owned();
     let verify = |extra: &[&str]| {

@@ -305,3 +305,63 @@ fn a_test_migration_stands_beside_the_real_one_and_its_cleanup_deletes_only_it()
     assert_eq!(vm(&site, "web01").0, 200);
     assert_eq!(site.az.state("web01-data0").as_deref(), Some("Attached"));
 }
+
+#[test]
+fn customer_keys_come_from_the_plans_disk_encryption_set() {
+    let site = Site::start(&[], &[]);
+    let des = |name: &str, location: &str| {
+        let path = format!("/subscriptions/{SUB}/resourceGroups/keys/providers/Microsoft.Compute/diskEncryptionSets/{name}");
+        let body = format!(
+            r#"{{"location": "{location}", "identity": {{"type": "SystemAssigned"}}, "properties": {{"activeKey": {{"keyUrl": "https://kv.vault.azure.net/keys/k/1"}}}}}}"#
+        );
+        let (status, v) = site
+            .az
+            .arm("PUT", &format!("{path}?api-version=2024-03-02"), &body);
+        assert!(status == 200 || status == 201, "{status} {v}");
+        path
+    };
+    let (here, there) = (des("des-we", "westeurope"), des("des-us", "eastus"));
+    let (a, b) = (site.path("a.img"), site.path("b.img"));
+    small_volume(&a, 21);
+    small_volume(&b, 22);
+    let (sa, sb) = (site.ebs.seed(&a, &[]), site.ebs.seed(&b, &[]));
+    let plan = site.plan(&format!(
+        "[defaults.tags]\nowner = \"t\"\n\n[[disk]]\nname = \"enc\"\nsnapshot = \"{sa}\"\ndisk_encryption_set = \"{here}\"\nencryption = \"double\"\n\n\
+         [[disk]]\nname = \"far\"\nsnapshot = \"{sb}\"\ndisk_encryption_set = \"{there}\"\n"
+    ));
+    let out = site.run(&["migrate", "--plan", path_str(&plan)]);
+    fails(&out);
+    let enc = site.az.disk("enc").unwrap();
+    assert_eq!(
+        enc["encryption"]["type"],
+        "EncryptionAtRestWithPlatformAndCustomerKeys"
+    );
+    assert_eq!(enc["encryption"]["diskEncryptionSetId"], here.as_str());
+    assert!(site.holds("enc", &a));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.path("plan.state/report.json")).unwrap())
+            .unwrap();
+    let far = r["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "far")
+        .unwrap();
+    assert!(
+        far["error"]
+            .as_str()
+            .unwrap()
+            .contains("is in eastus, not westeurope"),
+        "{far}"
+    );
+    // An encryption kind without a set is a plan problem.
+    let bad = site.plan(&format!(
+        "[[disk]]\nname = \"x\"\nsnapshot = \"{sa}\"\nencryption = \"double\"\n"
+    ));
+    let out = site
+        .tool(&["plan", "validate", path_str(&bad), "--offline"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no disk_encryption_set"));
+}

@@ -137,6 +137,8 @@ pub struct DiskSpec {
     pub tags: Vec<(String, String)>,
     /// The VHD's size including its 512-byte footer.
     pub upload_size_bytes: u64,
+    /// Customer-managed keys.
+    pub encryption: Option<DiskEncryption>,
 }
 
 /// SAS access kinds.
@@ -154,6 +156,27 @@ impl Access {
         match self {
             Access::Write => "Write",
             Access::Read => "Read",
+        }
+    }
+}
+
+/// A disk's customer-managed-key encryption (`encryption` of the Compute
+/// API's disk properties).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DiskEncryption {
+    /// The disk encryption set's resource id.
+    pub set: String,
+    /// Platform-managed keys as well (double encryption).
+    pub double: bool,
+}
+
+impl DiskEncryption {
+    /// The Compute API's `encryption.type`.
+    pub fn kind(&self) -> &'static str {
+        if self.double {
+            "EncryptionAtRestWithPlatformAndCustomerKeys"
+        } else {
+            "EncryptionAtRestWithCustomerKey"
         }
     }
 }
@@ -377,6 +400,10 @@ impl Arm {
         if let Some(z) = &spec.zone {
             body["zones"] = json!([z]);
         }
+        if let Some(e) = &spec.encryption {
+            body["properties"]["encryption"] =
+                json!({"type": e.kind(), "diskEncryptionSetId": e.set});
+        }
         if !spec.tags.is_empty() {
             let tags: serde_json::Map<String, Value> = spec
                 .tags
@@ -493,6 +520,16 @@ impl Arm {
             Err(Error::Arm { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Locks a finished disk's network access: no SAS export or upload
+    /// (`networkAccessPolicy` DenyAll) and no public access.
+    pub async fn lock_network(&self, disk: &DiskRef) -> Result<(), Error> {
+        let what = format!("locking the network access of disk {}", disk.name);
+        let body = json!({"properties": {"networkAccessPolicy": "DenyAll", "publicNetworkAccess": "Disabled"}});
+        self.patch_resource(&what, &disk.path(), COMPUTE_API_VERSION, &body)
+            .await
+            .map(drop)
     }
 
     /// Deletes the disk (nothing happens if it does not exist).

@@ -29,7 +29,7 @@ use crate::plan::journal::{self, Journal};
 use crate::plan::model::{DiskRole, Plan, PlannedDisk};
 use crate::plan::report::{self, DiskReport, DiskStatus, Phase, RunKind, RunReport};
 use crate::plan::run::{
-    chain, digest_of, each_disk, failed, finalize_open, finish, outcome, Event,
+    chain, digest_of, each_disk, failed, finalize_open, finish_locked, outcome, Event,
 };
 use crate::plan::state::StateDir;
 
@@ -679,7 +679,7 @@ fn window_disk(
     }
     r.digest = Some(digest_of(&st.done));
     r.seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = finish(&journal, &r) {
+    if let Err(e) = finish_locked(session, disk, &journal, &r) {
         return fail(r, e);
     }
     r

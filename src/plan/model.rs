@@ -115,6 +115,14 @@ pub struct PlannedDisk {
     pub hyper_v_generation: GenerationChoice,
     /// Fix the guest up (OS disks).
     pub fixup: bool,
+    /// Leave the finished disk's network access open (the plan's
+    /// `lock_network = false`); left out of the digest when locked, the
+    /// default, so plans written before it keep their digests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network_open: bool,
+    /// Customer-managed keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Tags of the managed disk.
     pub tags: BTreeMap<String, String>,
     /// Line of the disk's table in the plan file.
@@ -157,6 +165,7 @@ impl PlannedDisk {
             },
             zone: self.zone.clone(),
             tags: self.tags.clone().into_iter().collect(),
+            encryption: self.encryption.clone(),
         }
     }
 
@@ -207,6 +216,21 @@ pub struct VmChoice {
     pub public_ip: bool,
     /// Azure Hybrid Benefit.
     pub license_type: Option<String>,
+}
+
+pub use crate::azure::arm::DiskEncryption as Encryption;
+
+/// True for a disk encryption set's resource id.
+pub fn is_encryption_set_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 9
+        && parts[0].is_empty()
+        && parts[1].eq_ignore_ascii_case("subscriptions")
+        && parts[3].eq_ignore_ascii_case("resourceGroups")
+        && parts[5].eq_ignore_ascii_case("providers")
+        && parts[6].eq_ignore_ascii_case("Microsoft.Compute")
+        && parts[7].eq_ignore_ascii_case("diskEncryptionSets")
+        && [2, 4, 8].iter().all(|&i| !parts[i].is_empty())
 }
 
 /// License types a VM takes (the Compute API's `licenseType` values).
@@ -700,6 +724,33 @@ impl Resolver<'_> {
                 format!("disk {name:?}: with fixup = false nothing looks at the guest, so os_type must say linux or windows"),
             );
         }
+        let encryption = match (&c.disk_encryption_set, c.encryption.as_deref()) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                self.problem(line, "encryption is set but no disk_encryption_set names the keys; give disk_encryption_set (a resource id)".into());
+                None
+            }
+            (Some(set), kind) => {
+                if !is_encryption_set_id(set) {
+                    self.problem(line, format!("disk_encryption_set {set:?} is not a disk encryption set's resource id (/subscriptions/.../resourceGroups/.../providers/Microsoft.Compute/diskEncryptionSets/NAME)"));
+                }
+                let double = match kind {
+                    None | Some("customer-key") => false,
+                    Some("double") => true,
+                    Some(other) => {
+                        self.problem(
+                            line,
+                            format!("encryption {other:?} is not customer-key or double"),
+                        );
+                        false
+                    }
+                };
+                Some(Encryption {
+                    set: set.clone(),
+                    double,
+                })
+            }
+        };
         self.disks.push(PlannedDisk {
             name,
             machine: machine.map(str::to_owned),
@@ -717,6 +768,8 @@ impl Resolver<'_> {
             os_type,
             hyper_v_generation,
             fixup: c.fixup.unwrap_or(true),
+            network_open: !c.lock_network.unwrap_or(true),
+            encryption,
             tags: c.tags.clone(),
             line,
         });

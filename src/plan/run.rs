@@ -265,6 +265,22 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Locks the finished disk's network access unless the plan leaves it
+/// open, then records it finished.
+pub(crate) fn finish_locked(
+    session: &Session,
+    disk: &PlannedDisk,
+    journal: &Journal,
+    r: &DiskReport,
+) -> Result<(), String> {
+    if !disk.network_open {
+        session
+            .block_on(session.arm().lock_network(&disk.target().disk))
+            .map_err(|e| chain(&e))?;
+    }
+    finish(journal, r)
+}
+
 pub(crate) fn finish(journal: &Journal, r: &DiskReport) -> Result<(), String> {
     let summary = serde_json::to_value(r).map_err(|e| e.to_string())?;
     journal
@@ -458,7 +474,7 @@ impl Run<'_> {
                 digest: st.copied.then(|| digest_of(&st.done)),
                 ..outcome(disk, DiskStatus::Finished)
             };
-            finish(&journal, &r)?;
+            finish_locked(session, disk, &journal, &r)?;
             return Ok(Moved::Now(Box::new(r)));
         }
         Some(d) => {
@@ -493,7 +509,7 @@ impl Run<'_> {
         let _ = journal.flush();
         let r = r?;
         if r.status == DiskStatus::Finished {
-            finish(&journal, &r)?;
+            finish_locked(session, disk, &journal, &r)?;
         }
         Ok(Moved::Now(Box::new(r)))
     }
@@ -541,7 +557,7 @@ impl Run<'_> {
             seconds: started.elapsed().as_secs_f64(),
             ..line
         };
-        finish(journal, &r)?;
+        finish_locked(self.session, disk, journal, &r)?;
         Ok(Moved::Now(Box::new(r)))
     }
 

@@ -40,6 +40,14 @@ macro_rules! common_keys {
             pub hyper_v_generation: Option<String>,
             /// Fix an OS disk's guest up so it boots on Azure (default true).
             pub fixup: Option<bool>,
+            /// Lock a finished disk's network access: no SAS export or
+            /// upload, no public access (default true).
+            pub lock_network: Option<bool>,
+            /// A disk encryption set (resource id): customer-managed keys.
+            pub disk_encryption_set: Option<String>,
+            /// With a disk encryption set: `customer-key` (default) or
+            /// `double` (platform and customer keys).
+            pub encryption: Option<String>,
             /// Tags, merged level by level (a lower level wins per key).
             #[serde(default)]
             pub tags: BTreeMap<String, String>,
@@ -58,6 +66,9 @@ macro_rules! common_keys {
                     os_type: self.os_type.clone(),
                     hyper_v_generation: self.hyper_v_generation.clone(),
                     fixup: self.fixup,
+                    lock_network: self.lock_network,
+                    disk_encryption_set: self.disk_encryption_set.clone(),
+                    encryption: self.encryption.clone(),
                     tags: self.tags.clone(),
                 }
             }
@@ -88,6 +99,9 @@ impl Common {
             os_type: pick(&lower.os_type, &self.os_type),
             hyper_v_generation: pick(&lower.hyper_v_generation, &self.hyper_v_generation),
             fixup: lower.fixup.or(self.fixup),
+            lock_network: lower.lock_network.or(self.lock_network),
+            disk_encryption_set: pick(&lower.disk_encryption_set, &self.disk_encryption_set),
+            encryption: pick(&lower.encryption, &self.encryption),
             tags,
         }
     }

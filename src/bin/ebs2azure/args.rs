@@ -682,6 +682,7 @@ impl AzureConn {
             hyper_v_generation: None,
             zone: None,
             tags: Vec::new(),
+            encryption: None,
         })
     }
 
@@ -725,6 +726,7 @@ impl AzureArgs {
             }),
             zone: self.zone.clone(),
             tags: self.tags.clone(),
+            encryption: None,
         })
     }
 
