@@ -174,16 +174,29 @@ fn a_cutover_ends_with_the_machines_vm() {
         &[],
     );
     let subnet = site.az.subnet("net", "vnet1", "app");
+    let isolated = site.az.subnet("net", "isolated", "test");
     let os = site.path("os.img");
     small_volume(&os, 9);
     let (instance, vols) = site.ebs.instance("app01", &[("/dev/xvda", &os)]);
     let first = site.ebs.snapshot_instance(&instance);
     let plan = site.plan(&format!(
-        "[[machine]]\nname = \"app01\"\ninstance_id = \"{instance}\"\ninstance_type = \"m5.large\"\nsubnet_id = \"{subnet}\"\n\
+        "[[machine]]\nname = \"app01\"\ninstance_id = \"{instance}\"\ninstance_type = \"m5.large\"\nsubnet_id = \"{subnet}\"\ntest_subnet_id = \"{isolated}\"\n\
          [[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n",
         first[&vols[0]]
     ));
     ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
+    // A test migration leaves a pre-seeded disk alone.
+    let out = site
+        .tool(&["vm", "create", "--plan", path_str(&plan), "--test"])
+        .output()
+        .unwrap();
+    assert!(
+        fails(&out).contains("pre-seeded, still open"),
+        "{}",
+        fails(&out)
+    );
+    assert_eq!(site.az.state("app01-os").as_deref(), Some("ActiveUpload"));
+    assert!(site.az.state("app01-os-test").is_none());
     ok(&site.run(&["cutover", "--plan", path_str(&plan), "--verify", "changed"]));
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(site.path("plan.state/report.json")).unwrap())

@@ -68,6 +68,25 @@ pub fn create(
             machine: machine.name.clone(),
             what: "no isolated subnet for a test: set test_subnet_id in the plan".into(),
         })?;
+    // A disk still open (pre-seeded) is the cutover's to finish: a test
+    // neither copies nor finishes it.
+    for &i in &machine.disks {
+        let d = &plan.disks[i];
+        let state = session
+            .block_on(session.arm().get(&d.target().disk))
+            .map_err(|source| Error::Azure {
+                machine: machine.name.clone(),
+                source,
+            })?
+            .map(|x| x.state);
+        if let Some(s) = state.filter(|s| s.is_upload()) {
+            return Err(Error::Disk {
+                machine: machine.name.clone(),
+                disk: d.name.clone(),
+                why: format!("is {s} (pre-seeded, still open); a test copies finished disks only, so run it after the cutover finishes this disk (the test will not touch it)"),
+            });
+        }
+    }
     let real = vm::spec(session, plan, machine)?;
     let test = test_spec(&real, run, &subnet);
     let arm = session.arm();

@@ -36,6 +36,9 @@ pub struct Row {
     /// SKU.
     #[serde(default)]
     pub sku: Option<String>,
+    /// The machine's EC2 instance type: its VM size is proposed from it.
+    #[serde(default)]
+    pub instance_type: Option<String>,
 }
 
 /// The defaults written at the top of a new plan.
@@ -90,6 +93,7 @@ pub fn rows_from_csv(text: &str) -> Result<Vec<Row>, String> {
             &mut row.name,
             &mut row.device,
             &mut row.sku,
+            &mut row.instance_type,
         ] {
             if v.as_deref() == Some("") {
                 *v = None;
@@ -147,6 +151,23 @@ pub fn write(rows: &[Row], defaults: &Defaults) -> String {
     for m in order {
         let disks = &machines[m];
         let _ = writeln!(s, "\n[[machine]]\nname = {}\nos_type = \"auto\"", quote(m));
+        if let Some(t) = disks.iter().find_map(|r| r.instance_type.as_deref()) {
+            let _ = writeln!(s, "instance_type = {}", quote(t));
+            match crate::machines::sizes::propose(t) {
+                Some(size) => {
+                    let _ = writeln!(
+                        s,
+                        "vm_size = {}   # a proposal for {t} ({} vCPU, {} GiB): check it",
+                        quote(size.name),
+                        size.vcpus,
+                        size.memory_gib
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "# vm_size = \"...\"   # no proposal for {t}: choose one");
+                }
+            }
+        }
         let has_os = disks.iter().any(|r| r.role.as_deref() == Some("os"));
         for (k, r) in disks.iter().enumerate() {
             let role = r
@@ -234,7 +255,7 @@ mod tests {
 
     #[test]
     fn csv_rows_group_into_machines() {
-        let csv = "machine,snapshot,role,lun,device\nweb01,snap-0000000a,,,\nweb01,snap-0000000b,,0,/dev/xvdf\ndb01,snap-0000000c,data,1,\ndb01,snap-0000000d,os,,\n,snap-0000000e,,,\n";
+        let csv = "machine,snapshot,role,lun,device,instance_type\nweb01,snap-0000000a,,,,m5.large\nweb01,snap-0000000b,,0,/dev/xvdf,\ndb01,snap-0000000c,data,1,,x1.odd\ndb01,snap-0000000d,os,,,\n,snap-0000000e,,,,\n";
         let rows = rows_from_csv(csv).unwrap();
         let text = write(&rows, &defaults());
         let plan = Plan::parse(&text, "new", &Common::default()).unwrap();
@@ -254,6 +275,19 @@ mod tests {
             ]
         );
         assert_eq!(plan.disks[1].device.as_deref(), Some("/dev/xvdf"));
+        // A known instance type gets a size, said to be a proposal; an unknown one a prompt.
+        assert!(
+            text.contains(
+                "vm_size = \"Standard_D2s_v5\"   # a proposal for m5.large (2 vCPU, 8 GiB)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("no proposal for x1.odd"), "{text}");
+        assert_eq!(plan.machines[0].vm.size.as_deref(), Some("Standard_D2s_v5"));
+        assert!(
+            !plan.machines[0].vm.proposed,
+            "written into the plan, it is the plan's"
+        );
         assert!(rows_from_csv("snapshot,lun\nsnap-00000001,x\n").is_err());
     }
 }

@@ -80,12 +80,6 @@ pub fn command(c: VmCommand) -> ExitCode {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let run = run_id.unwrap_or_else(run_id_now);
-        if test {
-            print::note_line(&format!(
-                "test run {run}: `ebs2azure cleanup --test --plan {} --run-id {run}` removes it",
-                plan.display()
-            ));
-        }
         let mut results = Vec::new();
         for m in chosen.iter().map(|&i| &p.machines[i]) {
             let made = make(
@@ -105,6 +99,12 @@ pub fn command(c: VmCommand) -> ExitCode {
             results.push((m.name.clone(), ok, text));
         }
         print::print_vm_results(&results, emit_template.is_some(), json)?;
+        if test && results.iter().any(|r| r.1) {
+            print::note_line(&format!(
+                "test run {run}: `ebs2azure cleanup --test --plan {} --run-id {run}` removes it",
+                plan.display()
+            ));
+        }
         Ok(results.iter().all(|r| r.1))
     })())
 }
