@@ -84,15 +84,20 @@ fn vm_create_attaches_finished_disks_and_writes_templates() {
         site.ebs.seed(&d0, &[]),
         site.ebs.seed(&d1, &[]),
     );
+    let win = site.path("win.img");
+    small_volume(&win, 4);
+    let s_win = site.ebs.seed(&win, &[]);
     let plan = site.plan(&format!(
         "[[machine]]\nname = \"web01\"\nvm_size = \"Standard_D2s_v5\"\nsubnet_id = \"{subnet}\"\ntags = {{ app = \"web\" }}\n\
          [[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{s_os}\"\n\
          [[machine.disk]]\nsnapshot = \"{s0}\"\n\
-         [[machine.disk]]\nsnapshot = \"{s1}\"\nlun = 0\n"
+         [[machine.disk]]\nsnapshot = \"{s1}\"\nlun = 0\n\n\
+         [[machine]]\nname = \"win01\"\nvm_size = \"Standard_D2s_v5\"\nsubnet_id = \"{subnet}\"\nlicense_type = \"Windows_Server\"\nhyper_v_generation = \"V2\"\n\
+         [[machine.disk]]\nrole = \"os\"\nos_type = \"windows\"\nfixup = false\nsnapshot = \"{s_win}\"\n"
     ));
     // Before the disks are finished there is no VM to make.
     let out = site
-        .tool(&["vm", "create", "--plan", path_str(&plan)])
+        .tool(&["vm", "create", "--plan", path_str(&plan), "--machine", "web01"])
         .output()
         .unwrap();
     assert!(
@@ -124,6 +129,7 @@ fn vm_create_attaches_finished_disks_and_writes_templates() {
         .contains("deploymentTemplate.json"));
     let res = t["resources"].as_array().unwrap();
     assert_eq!(res.len(), 2, "no public IP unless asked: {t}");
+    assert!(dir.join("win01.json").exists());
     assert_eq!(vm(&site, "web01").0, 404);
 
     let out = site
@@ -160,6 +166,14 @@ fn vm_create_attaches_finished_disks_and_writes_templates() {
         "",
     );
     assert_eq!(status, 409, "{err}");
+    let (status, w) = vm(&site, "win01");
+    assert_eq!(status, 200);
+    assert_eq!(
+        w["properties"]["storageProfile"]["osDisk"]["osType"],
+        "Windows"
+    );
+    assert_eq!(w["properties"]["licenseType"], "Windows_Server");
+    assert_eq!(site.az.disk("win01-os").unwrap()["hyperVGeneration"], "V2");
     // Made already: a second run changes nothing.
     ok(&site
         .tool(&["vm", "create", "--plan", path_str(&plan)])
