@@ -97,7 +97,14 @@ fn vm_create_attaches_finished_disks_and_writes_templates() {
     ));
     // Before the disks are finished there is no VM to make.
     let out = site
-        .tool(&["vm", "create", "--plan", path_str(&plan), "--machine", "web01"])
+        .tool(&[
+            "vm",
+            "create",
+            "--plan",
+            path_str(&plan),
+            "--machine",
+            "web01",
+        ])
         .output()
         .unwrap();
     assert!(
