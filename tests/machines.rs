@@ -363,6 +363,16 @@ fn customer_keys_come_from_the_plans_disk_encryption_set() {
         "[defaults.tags]\nowner = \"t\"\n\n[[disk]]\nname = \"enc\"\nsnapshot = \"{sa}\"\ndisk_encryption_set = \"{here}\"\nencryption = \"double\"\n\n\
          [[disk]]\nname = \"far\"\nsnapshot = \"{sb}\"\ndisk_encryption_set = \"{there}\"\n"
     ));
+    // plan validate finds the set in the wrong region before anything moves.
+    let out = site.run(&["plan", "validate", path_str(&plan)]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("disk far: disk encryption set"), "{text}");
+    assert!(
+        text.contains("is in eastus, and the disk in westeurope"),
+        "{text}"
+    );
+    assert!(!text.contains("disk enc:"), "{text}");
     let out = site.run(&["migrate", "--plan", path_str(&plan)]);
     fails(&out);
     let enc = site.az.disk("enc").unwrap();

@@ -1,5 +1,7 @@
 //! What `plan validate` checks beyond the file: that each snapshot exists,
-//! is completed and readable, and that its volume fits Azure's limits. Only
+//! is completed and readable, and that its volume fits Azure's limits; and
+//! that each disk encryption set the plan names exists in its disks' region.
+//! Only
 //! the first page of each snapshot's listing is read (no block data), a few
 //! snapshots at a time under the account's list quota.
 
@@ -52,4 +54,52 @@ pub fn snapshots(plan: &Plan, settings: &Settings, quotas: &Arc<Quotas>) -> Vec<
     let mut found = found.into_inner().unwrap_or_else(PoisonError::into_inner);
     found.sort_by_key(|(i, _)| *i);
     found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Every problem the disk encryption sets of `plan`'s disks that are not
+/// excluded have: a set that cannot be read, or that is in another region
+/// than the disk (Azure refuses both when the disk is created).
+pub fn encryption_sets(plan: &Plan, session: &crate::azure::Session) -> Vec<Problem> {
+    let mut found = Vec::new();
+    let mut seen: std::collections::HashMap<String, Option<String>> = Default::default();
+    for d in plan.disks.iter().filter(|d| !d.exclude) {
+        let Some(e) = &d.encryption else { continue };
+        let location = seen
+            .entry(e.set.to_ascii_lowercase())
+            .or_insert_with(|| {
+                let what = format!("reading disk encryption set {}", e.set);
+                session
+                    .block_on(session.arm().get_resource(
+                        &what,
+                        &e.set,
+                        crate::azure::COMPUTE_API_VERSION,
+                    ))
+                    .ok()
+                    .flatten()
+                    .and_then(|v| {
+                        v.get("location")
+                            .and_then(|l| l.as_str())
+                            .map(str::to_owned)
+                    })
+            })
+            .clone();
+        match location {
+            None => found.push(Problem {
+                line: d.line,
+                message: format!(
+                    "disk {}: disk encryption set {} cannot be read (it does not exist, or this identity may not read it)",
+                    d.name, e.set
+                ),
+            }),
+            Some(l) if !l.eq_ignore_ascii_case(&d.location) => found.push(Problem {
+                line: d.line,
+                message: format!(
+                    "disk {}: disk encryption set {} is in {l}, and the disk in {}; a set serves its own region only",
+                    d.name, e.set, d.location
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    found
 }

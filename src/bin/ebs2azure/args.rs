@@ -531,6 +531,12 @@ pub enum PlanCommand {
         /// Subscription id where the plan sets none.
         #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
         subscription: Option<String>,
+        /// Resource Manager endpoint, for a plan's disk encryption sets.
+        #[arg(long, env = "EBS2AZURE_ARM_ENDPOINT", default_value = ebs2azure::azure::ARM_ENDPOINT)]
+        arm_endpoint: String,
+        /// A file with an ARM bearer token (see `migrate --help`).
+        #[arg(long, env = "EBS2AZURE_ARM_TOKEN_FILE")]
+        arm_token_file: Option<PathBuf>,
         #[command(flatten)]
         aws: AwsArgs,
         #[command(flatten)]

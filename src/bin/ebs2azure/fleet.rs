@@ -104,6 +104,8 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
             plan,
             offline,
             subscription,
+            arm_endpoint,
+            arm_token_file,
             aws,
             limits,
             json,
@@ -135,6 +137,25 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
             if let (Some(p), false) = (&parsed, offline) {
                 let quotas = Quotas::published();
                 problems.extend(check::snapshots(p, &aws.settings(&limits, None), &quotas));
+                if p.disks.iter().any(|d| d.encryption.is_some() && !d.exclude) {
+                    let conn = crate::args::AzureConn {
+                        subscription: None,
+                        resource_group: None,
+                        arm_endpoint,
+                        arm_token_file,
+                    };
+                    let opts = conn.options(&limits, None);
+                    match Session::new(&opts.azure, opts.token_file.as_deref()) {
+                        Ok(session) => problems.extend(check::encryption_sets(p, &session)),
+                        Err(e) => problems.push(plan::model::Problem {
+                            line: 0,
+                            message: format!(
+                                "the disk encryption sets cannot be checked: {}",
+                                said(e)
+                            ),
+                        }),
+                    }
+                }
             }
             print::print_validation(&plan, parsed.as_ref(), &problems, offline, json)?;
             if problems.is_empty() {
