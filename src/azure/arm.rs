@@ -474,8 +474,21 @@ impl Arm {
         api_version: &str,
         body: &Value,
     ) -> Result<Option<Value>, Error> {
+        self.write_resource(Method::PUT, what, path, api_version, body)
+            .await
+    }
+
+    /// A PUT or PATCH of the resource at `path`, its operation followed.
+    async fn write_resource(
+        &self,
+        method: Method,
+        what: &str,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, Error> {
         let url = format!("{}{path}?api-version={api_version}", self.endpoint);
-        let r = self.call(what, Method::PUT, &url, Some(body)).await?;
+        let r = self.call(what, method, &url, Some(body)).await?;
         self.follow(what, r).await
     }
 
@@ -502,9 +515,8 @@ impl Arm {
         api_version: &str,
         body: &Value,
     ) -> Result<Option<Value>, Error> {
-        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
-        let r = self.call(what, Method::PATCH, &url, Some(body)).await?;
-        self.follow(what, r).await
+        self.write_resource(Method::PATCH, what, path, api_version, body)
+            .await
     }
 
     /// Deletes the resource at `path` (nothing happens if it does not exist).

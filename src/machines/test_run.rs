@@ -153,12 +153,7 @@ pub fn cleanup(
     machine: &Machine,
     run: Option<&str>,
 ) -> Result<Vec<Cleaned>, Error> {
-    let disks: Vec<_> = machine
-        .disks
-        .iter()
-        .map(|&i| &plan.disks[i])
-        .filter(|d| !d.exclude)
-        .collect();
+    let disks: Vec<_> = plan.disks_of(machine).collect();
     let Some(first) = disks.first() else {
         return Ok(Vec::new());
     };

@@ -225,12 +225,7 @@ pub fn spec(session: &Session, plan: &Plan, machine: &Machine) -> Result<VmSpec,
         .subnet_id
         .clone()
         .ok_or_else(|| incomplete("no subnet: set subnet_id in the plan"))?;
-    let disks: Vec<_> = machine
-        .disks
-        .iter()
-        .map(|&i| &plan.disks[i])
-        .filter(|d| !d.exclude)
-        .collect();
+    let disks: Vec<_> = plan.disks_of(machine).collect();
     let os = disks
         .iter()
         .find(|d| d.role == DiskRole::Os)

@@ -348,6 +348,15 @@ pub enum Error {
 }
 
 impl Plan {
+    /// The disks of `machine` that are not excluded, in the plan's order.
+    pub fn disks_of<'a>(&'a self, machine: &'a Machine) -> impl Iterator<Item = &'a PlannedDisk> {
+        machine
+            .disks
+            .iter()
+            .map(|&i| &self.disks[i])
+            .filter(|d| !d.exclude)
+    }
+
     /// Reads and resolves the plan at `path`; `fallback` fills keys that no
     /// level sets (such as a subscription from the environment).
     pub fn load(path: &Path, fallback: &Common) -> Result<Plan, Error> {
