@@ -8,7 +8,7 @@ mod common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,37 @@ fn sent_since(site: &Site) -> (u64, u64) {
     let cleared = s["clear_page_bytes"].as_u64().unwrap();
     site.az.reset_stats();
     (put, cleared)
+}
+
+/// A machine `name` whose instance has an OS and a data volume (image
+/// files with `blocks` blocks of noise each, seeded from `seed`), both
+/// snapshotted once, and the plan of it (the OS disk streamed, no fix-ups).
+/// Returns the images, the instance, its volumes, the first snapshots and the plan.
+fn two_disk_machine(
+    site: &Site,
+    name: &str,
+    seed: u64,
+    blocks: u64,
+) -> (
+    PathBuf,
+    PathBuf,
+    String,
+    Vec<String>,
+    std::collections::BTreeMap<String, String>,
+    PathBuf,
+) {
+    let (os, data) = (site.path("os.img"), site.path("data.img"));
+    volume(&os, seed, blocks);
+    volume(&data, seed + 99, blocks);
+    let (instance, vols) = site
+        .ebs
+        .instance(name, &[("/dev/xvda", &os), ("/dev/xvdf", &data)]);
+    let first = site.ebs.snapshot_instance(&instance);
+    let plan = site.plan(&format!(
+        "[[machine]]\nname = \"{name}\"\ninstance_id = \"{instance}\"\n\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n\n[[machine.disk]]\nsnapshot = \"{}\"\n",
+        first[&vols[0]], first[&vols[1]]
+    ));
+    (os, data, instance, vols, first, plan)
 }
 
 /// A 1 GiB volume with `blocks` blocks of noise spread over it.
@@ -91,17 +122,7 @@ fn disk_line<'a>(r: &'a serde_json::Value, disk: &str) -> &'a serde_json::Value 
 #[test]
 fn pre_seed_sync_and_cutover_send_only_what_changed_and_end_identical() {
     let site = site(&[]);
-    let (os, data) = (site.path("os.img"), site.path("data.img"));
-    volume(&os, 1, 24);
-    volume(&data, 100, 16);
-    let (instance, vols) = site
-        .ebs
-        .instance("web01", &[("/dev/xvda", &os), ("/dev/xvdf", &data)]);
-    let first = site.ebs.snapshot_instance(&instance);
-    let plan = site.plan(&format!(
-        "[[machine]]\nname = \"web01\"\ninstance_id = \"{instance}\"\n\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n\n[[machine.disk]]\nsnapshot = \"{}\"\n",
-        first[&vols[0]], first[&vols[1]]
-    ));
+    let (os, data, instance, vols, first, plan) = two_disk_machine(&site, "web01", 1, 20);
     let state = site.path("plan.state");
 
     // Pre-seed: copied whole, left open.
@@ -382,17 +403,7 @@ fn a_sync_killed_midway_resumes_and_ends_identical() {
 #[test]
 fn a_disk_finished_by_a_killed_cutover_counts_only_if_its_volume_did_not_change() {
     let site = site(&[]);
-    let (os, data) = (site.path("os.img"), site.path("data.img"));
-    volume(&os, 3, 4);
-    volume(&data, 30, 4);
-    let (instance, vols) = site
-        .ebs
-        .instance("app01", &[("/dev/xvda", &os), ("/dev/xvdf", &data)]);
-    let first = site.ebs.snapshot_instance(&instance);
-    let plan = site.plan(&format!(
-        "[[machine]]\nname = \"app01\"\ninstance_id = \"{instance}\"\n[[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{}\"\n[[machine.disk]]\nsnapshot = \"{}\"\n",
-        first[&vols[0]], first[&vols[1]]
-    ));
+    let (os, data, _, _, _, plan) = two_disk_machine(&site, "app01", 3, 4);
     ok(&site.run(&["migrate", "--plan", path_str(&plan), "--pre-seed"]));
     // A cutover ended both uploads and was killed before its journals said so.
     for d in ["app01-os", "app01-data0"] {

@@ -224,7 +224,12 @@ impl Arm {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}?api-version={COMPUTE_API_VERSION}", self.endpoint)
+        self.url_at(path, COMPUTE_API_VERSION)
+    }
+
+    /// The URL of `path` under `api_version`.
+    fn url_at(&self, path: &str, api_version: &str) -> String {
+        format!("{}{path}?api-version={api_version}", self.endpoint)
     }
 
     /// One call, retried on throttling, 5xx and transport errors.
@@ -487,7 +492,7 @@ impl Arm {
         api_version: &str,
         body: &Value,
     ) -> Result<Option<Value>, Error> {
-        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        let url = self.url_at(path, api_version);
         let r = self.call(what, method, &url, Some(body)).await?;
         self.follow(what, r).await
     }
@@ -499,7 +504,7 @@ impl Arm {
         path: &str,
         api_version: &str,
     ) -> Result<Option<Value>, Error> {
-        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        let url = self.url_at(path, api_version);
         match self.call(what, Method::GET, &url, None).await {
             Ok(r) => Ok(body_json(r).await),
             Err(Error::Arm { status: 404, .. }) => Ok(None),
@@ -526,7 +531,7 @@ impl Arm {
         path: &str,
         api_version: &str,
     ) -> Result<(), Error> {
-        let url = format!("{}{path}?api-version={api_version}", self.endpoint);
+        let url = self.url_at(path, api_version);
         match self.call(what, Method::DELETE, &url, None).await {
             Ok(r) => self.follow(what, r).await.map(|_| ()),
             Err(Error::Arm { status: 404, .. }) => Ok(()),
