@@ -92,7 +92,7 @@ fn vm_create_attaches_finished_disks_and_writes_templates() {
          [[machine.disk]]\nrole = \"os\"\nos_type = \"linux\"\nfixup = false\nsnapshot = \"{s_os}\"\n\
          [[machine.disk]]\nsnapshot = \"{s0}\"\n\
          [[machine.disk]]\nsnapshot = \"{s1}\"\nlun = 0\n\n\
-         [[machine]]\nname = \"win01\"\nvm_size = \"Standard_D2s_v5\"\nsubnet_id = \"{subnet}\"\nlicense_type = \"Windows_Server\"\nhyper_v_generation = \"V2\"\n\
+         [[machine]]\nname = \"win01\"\nvm_size = \"Standard_D2s_v5\"\nsubnet_id = \"{subnet}\"\nlicense_type = \"Windows_Server\"\nhyper_v_generation = \"V2\"\npublic_ip = true\n\
          [[machine.disk]]\nrole = \"os\"\nos_type = \"windows\"\nfixup = false\nsnapshot = \"{s_win}\"\n"
     ));
     // Before the disks are finished there is no VM to make.
@@ -136,8 +136,41 @@ fn vm_create_attaches_finished_disks_and_writes_templates() {
         .contains("deploymentTemplate.json"));
     let res = t["resources"].as_array().unwrap();
     assert_eq!(res.len(), 2, "no public IP unless asked: {t}");
-    assert!(dir.join("win01.json").exists());
+    let w: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("win01.json")).unwrap()).unwrap();
+    assert_eq!(
+        w["resources"].as_array().unwrap().len(),
+        3,
+        "asked for a public IP: {w}"
+    );
     assert_eq!(vm(&site, "web01").0, 404);
+    // Both pass ARM's template schema (offline copy, testdata/arm) ...
+    let check = |files: &[&Path]| {
+        std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-arm-template"),
+        )
+        .args(files)
+        .output()
+        .unwrap()
+    };
+    let out = check(&[&dir.join("web01.json"), &dir.join("win01.json")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // ... which does catch a template ARM would refuse.
+    let mut bad = w.clone();
+    bad["resources"][2]["properties"]["storageProfile"]["osDisk"]["createOption"] =
+        "Attached".into();
+    let bad_file = site.path("bad.json");
+    std::fs::write(&bad_file, bad.to_string()).unwrap();
+    let out = check(&[&bad_file]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("createOption"),
+        "{said}"
+    );
 
     let out = site
         .tool(&["vm", "create", "--plan", path_str(&plan), "--json"])
