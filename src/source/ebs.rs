@@ -63,6 +63,10 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Retries allowed for the whole run, all calls together.
     pub retry_budget: u64,
+    /// Attempts of one call (a block, a listing page) before the run gives
+    /// that disk up: an endpoint that stays unreachable ends the run in
+    /// about a minute, not when the run's budget is spent hours later.
+    pub attempts_per_call: u32,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(20),
             retry_budget: 1000,
+            attempts_per_call: 10,
         }
     }
 }
@@ -771,6 +776,14 @@ impl Inner {
                 m
             }
         };
+        if *attempt + 1 >= self.settings.attempts_per_call.max(1) {
+            return Err(Error::Attempts {
+                snapshot: self.snapshot.clone(),
+                block,
+                attempts: *attempt + 1,
+                last,
+            });
+        }
         if !self.retries.take() {
             return Err(Error::RetryBudget {
                 snapshot: self.snapshot.clone(),

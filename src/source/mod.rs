@@ -143,6 +143,19 @@ pub enum Error {
         last: String,
     },
 
+    /// One call failed as many times as a call may.
+    #[error("snapshot {snapshot}: a request failed {attempts} times in a row{}; last error: {last}", block.map(|b| format!(" (at block {b})")).unwrap_or_default())]
+    Attempts {
+        /// Snapshot id.
+        snapshot: String,
+        /// The block being read, if any.
+        block: Option<u64>,
+        /// The attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+
     /// A page token expired (handled inside the listing).
     #[error("the listing's page token expired")]
     PageTokenExpired,
@@ -201,7 +214,7 @@ impl Error {
                 diskformats::Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::Interrupted
             ),
-            Error::RetryBudget { .. } | Error::PageTokenExpired => true,
+            Error::RetryBudget { .. } | Error::Attempts { .. } | Error::PageTokenExpired => true,
             _ => false,
         }
     }
