@@ -487,6 +487,7 @@ mod tests {
             zone: None,
             tags: vec![],
             encryption: None,
+            data_access: Default::default(),
         };
         let opts = upload::Options {
             resume: true,
@@ -499,6 +500,7 @@ mod tests {
         let session = Session::with_tokens(
             &opts.azure,
             std::sync::Arc::new(crate::azure::token::StaticToken::new("t")),
+            std::sync::Arc::new(crate::azure::token::StaticToken::new("d")),
         )
         .unwrap();
         stage_and_upload(&session, "snap-0000000a", &target, &opts, &staging, &|_| {})

@@ -63,6 +63,8 @@ pub struct Target {
     pub tags: Vec<(String, String)>,
     /// Customer-managed keys.
     pub encryption: Option<crate::azure::arm::DiskEncryption>,
+    /// Whether the disk's upload URL also wants an Entra token.
+    pub data_access: crate::azure::arm::DataAccessAuthMode,
 }
 
 /// How to run an upload, migration or verification.
@@ -72,6 +74,9 @@ pub struct Options {
     pub azure: azure::Settings,
     /// A pre-obtained ARM token (otherwise the environment variable, then azure_identity).
     pub token_file: Option<PathBuf>,
+    /// A pre-obtained token for disks that want one beside their SAS
+    /// (otherwise the environment variable, then azure_identity).
+    pub disk_token_file: Option<PathBuf>,
     /// Continue an interrupted upload into the existing disk.
     pub resume: bool,
     /// Delete the disk when the upload fails.
@@ -96,6 +101,7 @@ impl Default for Options {
         Options {
             azure: azure::Settings::default(),
             token_file: None,
+            disk_token_file: None,
             resume: false,
             cleanup: false,
             concurrency: None,
@@ -459,6 +465,7 @@ fn transfer(
                 tags: target.tags.clone(),
                 upload_size_bytes: upload_size,
                 encryption: target.encryption.clone(),
+                data_access: target.data_access,
             };
             tracing::info!(disk = %name, "creating the disk for upload ({upload_size} bytes)");
             (hooks.progress)(Progress::Step("creating the disk", None));

@@ -442,3 +442,85 @@ fn customer_keys_come_from_the_plans_disk_encryption_set() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no disk_encryption_set"));
 }
+
+#[test]
+fn disks_that_want_an_entra_token_get_one_beside_the_sas() {
+    let site = Site::start(&[], &[]);
+    let (a, b) = (site.path("a.img"), site.path("b.img"));
+    small_volume(&a, 31);
+    small_volume(&b, 32);
+    let (sa, sb) = (site.ebs.seed(&a, &[]), site.ebs.seed(&b, &[]));
+    let plan = site.plan(&format!(
+        "[[disk]]\nname = \"entra\"\nsnapshot = \"{sa}\"\ndata_access_auth_mode = \"AzureActiveDirectory\"\nlock_network = false\n\n\
+         [[disk]]\nname = \"plain\"\nsnapshot = \"{sb}\"\n"
+    ));
+    // A token the disk does not take: that disk fails in a sentence saying
+    // what it needs; the other, which wants none, moves.
+    let wrong = "not-the-disk-token-never-print";
+    let out = site
+        .command(&["migrate", "--plan", path_str(&plan)])
+        .env("EBS2AZURE_DISK_TOKEN", wrong)
+        .output()
+        .unwrap();
+    fails(&out);
+    no_azure_secrets(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(wrong));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.path("plan.state/report.json")).unwrap())
+            .unwrap();
+    let error_of = |name: &str| {
+        r["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap()["error"]
+            .clone()
+    };
+    let e = error_of("entra");
+    assert!(
+        e.as_str().unwrap().contains("refused the Entra ID token")
+            && e.as_str()
+                .unwrap()
+                .contains("Data Operator for Managed Disks"),
+        "{e}"
+    );
+    assert!(error_of("plain").is_null());
+    assert!(site.holds("plain", &b));
+    assert_eq!(
+        site.az.disk("entra").unwrap()["dataAccessAuthMode"],
+        "AzureActiveDirectory"
+    );
+    assert!(site.az.disk("plain").unwrap()["dataAccessAuthMode"].is_null());
+
+    // With the token (a file, as `az account get-access-token` prints it)
+    // the run resumes and the disk finishes.
+    let file = site.path("disk-token.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"accessToken": "{DISK_TOKEN}", "tokenType": "Bearer"}}"#),
+    )
+    .unwrap();
+    let out = site
+        .command(&[
+            "migrate",
+            "--plan",
+            path_str(&plan),
+            "--disk-token-file",
+            path_str(&file),
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    no_azure_secrets(&out);
+    assert_eq!(site.az.state("entra").as_deref(), Some("Unattached"));
+    assert!(site.holds("entra", &a));
+    // Reading it back wants the token too: verify gets it the same way.
+    let out = site
+        .command(&["verify", &sa, "-g", "rg1", "--disk-name", "entra"])
+        .env("EBS2AZURE_DISK_TOKEN", DISK_TOKEN)
+        .output()
+        .unwrap();
+    ok(&out);
+    no_azure_secrets(&out);
+}

@@ -139,6 +139,51 @@ pub struct DiskSpec {
     pub upload_size_bytes: u64,
     /// Customer-managed keys.
     pub encryption: Option<DiskEncryption>,
+    /// Whether the upload URL also wants an Entra token.
+    pub data_access: DataAccessAuthMode,
+}
+
+/// Who may use a disk's upload and read URLs: the Compute API's
+/// `dataAccessAuthMode`. With AzureActiveDirectory the SAS alone is not
+/// enough; each request also carries an Entra token of an identity allowed
+/// to read or write the disk's data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum DataAccessAuthMode {
+    /// The SAS is enough (Azure's default).
+    #[default]
+    None,
+    /// The SAS and an Entra token.
+    AzureActiveDirectory,
+}
+
+impl DataAccessAuthMode {
+    /// True for Azure's default, which the disk body leaves out.
+    pub fn is_none(&self) -> bool {
+        *self == DataAccessAuthMode::None
+    }
+}
+
+impl std::fmt::Display for DataAccessAuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataAccessAuthMode::None => "None",
+            DataAccessAuthMode::AzureActiveDirectory => "AzureActiveDirectory",
+        })
+    }
+}
+
+impl std::str::FromStr for DataAccessAuthMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(DataAccessAuthMode::None),
+            "azureactivedirectory" | "entra" => Ok(DataAccessAuthMode::AzureActiveDirectory),
+            _ => Err(format!(
+                "data access auth mode {s:?} is not AzureActiveDirectory or None"
+            )),
+        }
+    }
 }
 
 /// SAS access kinds.
@@ -408,6 +453,9 @@ impl Arm {
         if let Some(e) = &spec.encryption {
             body["properties"]["encryption"] =
                 json!({"type": e.kind(), "diskEncryptionSetId": e.set});
+        }
+        if !spec.data_access.is_none() {
+            body["properties"]["dataAccessAuthMode"] = json!(spec.data_access.to_string());
         }
         if !spec.tags.is_empty() {
             let tags: serde_json::Map<String, Value> = spec

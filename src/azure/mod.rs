@@ -21,6 +21,15 @@ pub const STORAGE_VERSION: &str = "2025-11-05";
 pub const ARM_ENDPOINT: &str = "https://management.azure.com";
 /// The scope of ARM tokens.
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+/// The scope of the Entra tokens a disk with `dataAccessAuthMode`
+/// AzureActiveDirectory wants beside its SAS. The double slash is not a
+/// typo: the service checks the token's audience for exactly
+/// `https://disk.azure.com/` (its resource id with the trailing slash), and
+/// a scope is that resource id followed by `/.default` (as AzCopy and the
+/// storage SDKs' challenge policies ask for it).
+pub const DISK_SCOPE: &str = "https://disk.azure.com//.default";
+/// The resource id a disk's 401 challenge names (`resource_id=...`).
+pub const DISK_RESOURCE: &str = "https://disk.azure.com/";
 
 /// A bearer token or SAS URL: printable only as `***`.
 #[derive(Clone)]

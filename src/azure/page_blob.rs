@@ -1,9 +1,20 @@
 //! A page blob reached through a SAS URL: Put Page, Get Page Ranges and
 //! ranged reads, one attempt each (callers own retries and SAS renewal).
+//!
+//! A disk created with `dataAccessAuthMode` AzureActiveDirectory wants an
+//! Entra token (audience `https://disk.azure.com/`) beside the SAS. The
+//! service says so by answering 401 with `WWW-Authenticate: Bearer ...
+//! resource_id="https://disk.azure.com/"`; as the storage SDKs' challenge
+//! policies do, the client then gets a token for that audience, sends the
+//! same request again with it, and keeps sending it. A token that expires
+//! draws the same challenge and is fetched again. So disks made elsewhere
+//! (an upload resumed, a disk only read) work as well as ours.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
-use super::{transport, Error, Secret, STORAGE_VERSION};
+use super::token::TokenSource;
+use super::{transport, Error, Secret, DISK_RESOURCE, STORAGE_VERSION};
 
 /// The largest Put Page the service takes.
 pub const MAX_PUT_PAGE: usize = 4 << 20;
@@ -16,6 +27,32 @@ const MAX_LIST_PAGES: u32 = 100_000;
 #[derive(Clone)]
 pub struct PageBlob {
     http: reqwest::Client,
+    entra: Arc<EntraAuth>,
+}
+
+/// The Entra token sent beside SAS URLs once a disk has asked for one.
+struct EntraAuth {
+    tokens: Arc<dyn TokenSource>,
+    current: Mutex<Option<Secret>>,
+}
+
+/// True when `r` is the challenge of a disk that wants an Entra token.
+fn wants_entra_token(r: &reqwest::Response) -> bool {
+    r.status() == reqwest::StatusCode::UNAUTHORIZED
+        && r.headers()
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(is_disk_challenge)
+}
+
+/// True for a `WWW-Authenticate` value naming the disks' audience, quoted
+/// or not (`Bearer authorization_uri=..., resource_id="https://disk.azure.com/"`).
+fn is_disk_challenge(v: &str) -> bool {
+    let v = v.trim_start();
+    v.get(..6).is_some_and(|b| b.eq_ignore_ascii_case("bearer"))
+        && (v.contains(&format!("resource_id=\"{DISK_RESOURCE}\""))
+            || v.contains(&format!("resource_id={DISK_RESOURCE}")))
 }
 
 /// `sas` with more query parameters.
@@ -41,11 +78,60 @@ async fn blob_error(what: &str, r: reqwest::Response) -> Error {
 }
 
 impl PageBlob {
-    /// Page blob calls with `settings`' timeouts.
-    pub fn new(settings: &super::Settings) -> Result<PageBlob, Error> {
+    /// Page blob calls with `settings`' timeouts; `disk_tokens` answers the
+    /// disks that want an Entra token (asked only then).
+    pub fn new(
+        settings: &super::Settings,
+        disk_tokens: Arc<dyn TokenSource>,
+    ) -> Result<PageBlob, Error> {
         Ok(PageBlob {
             http: super::http_client(settings)?,
+            entra: Arc::new(EntraAuth {
+                tokens: disk_tokens,
+                current: Mutex::new(None),
+            }),
         })
+    }
+
+    /// Sends the request `build` makes, with the Entra token once one is
+    /// held; a challenge for one gets a fresh token and one more try.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let held = self.entra.current.lock().ok().and_then(|t| t.clone());
+        let with = |t: &Option<Secret>| match t {
+            Some(t) => build().bearer_auth(t.expose()),
+            None => build(),
+        };
+        let r = with(&held).send().await.map_err(|e| transport(what, e))?;
+        if !wants_entra_token(&r) {
+            return Ok(r);
+        }
+        let token = self.entra.tokens.token().await.map_err(|e| {
+            let why = match e {
+                Error::Token(m) => m,
+                other => other.to_string(),
+            };
+            Error::Token(format!(
+                "{what}: the disk wants an Entra ID token beside its SAS (its dataAccessAuthMode is AzureActiveDirectory): {why}"
+            ))
+        })?;
+        if let Ok(mut t) = self.entra.current.lock() {
+            *t = Some(token.clone());
+        }
+        let r = with(&Some(token))
+            .send()
+            .await
+            .map_err(|e| transport(what, e))?;
+        if wants_entra_token(&r) {
+            return Err(Error::Token(format!(
+                "{what}: the disk refused the Entra ID token ({}); it must be for {DISK_RESOURCE} and its identity needs the role Data Operator for Managed Disks",
+                self.entra.tokens.describe()
+            )));
+        }
+        Ok(r)
     }
 
     /// Writes `data` (512-byte aligned, at most 4 MiB) at `offset`.
@@ -68,19 +154,19 @@ impl PageBlob {
             });
         }
         let r = self
-            .http
-            .put(url(sas, "comp=page"))
-            .header("x-ms-version", STORAGE_VERSION)
-            .header("x-ms-page-write", "update")
-            .header(
-                "x-ms-range",
-                format!("bytes={}-{}", offset, offset + len - 1),
-            )
-            .header("Content-Length", len)
-            .body(data)
-            .send()
-            .await
-            .map_err(|e| transport(&what, e))?;
+            .send(&what, || {
+                self.http
+                    .put(url(sas, "comp=page"))
+                    .header("x-ms-version", STORAGE_VERSION)
+                    .header("x-ms-page-write", "update")
+                    .header(
+                        "x-ms-range",
+                        format!("bytes={}-{}", offset, offset + len - 1),
+                    )
+                    .header("Content-Length", len)
+                    .body(data.clone())
+            })
+            .await?;
         if r.status().is_success() {
             return Ok(());
         }
@@ -99,18 +185,18 @@ impl PageBlob {
             });
         }
         let r = self
-            .http
-            .put(url(sas, "comp=page"))
-            .header("x-ms-version", STORAGE_VERSION)
-            .header("x-ms-page-write", "clear")
-            .header(
-                "x-ms-range",
-                format!("bytes={}-{}", offset, offset + len - 1),
-            )
-            .header("Content-Length", 0)
-            .send()
-            .await
-            .map_err(|e| transport(&what, e))?;
+            .send(&what, || {
+                self.http
+                    .put(url(sas, "comp=page"))
+                    .header("x-ms-version", STORAGE_VERSION)
+                    .header("x-ms-page-write", "clear")
+                    .header(
+                        "x-ms-range",
+                        format!("bytes={}-{}", offset, offset + len - 1),
+                    )
+                    .header("Content-Length", 0)
+            })
+            .await?;
         if r.status().is_success() {
             return Ok(());
         }
@@ -124,16 +210,16 @@ impl PageBlob {
             return Ok(Vec::new());
         }
         let r = self
-            .http
-            .get(sas.expose())
-            .header("x-ms-version", STORAGE_VERSION)
-            .header(
-                "x-ms-range",
-                format!("bytes={}-{}", offset, offset + len - 1),
-            )
-            .send()
-            .await
-            .map_err(|e| transport(&what, e))?;
+            .send(&what, || {
+                self.http
+                    .get(sas.expose())
+                    .header("x-ms-version", STORAGE_VERSION)
+                    .header(
+                        "x-ms-range",
+                        format!("bytes={}-{}", offset, offset + len - 1),
+                    )
+            })
+            .await?;
         if !r.status().is_success() {
             return Err(blob_error(&what, r).await);
         }
@@ -160,12 +246,12 @@ impl PageBlob {
                 q.push_str(&url::form_urlencoded::byte_serialize(m.as_bytes()).collect::<String>());
             }
             let r = self
-                .http
-                .get(url(sas, &q))
-                .header("x-ms-version", STORAGE_VERSION)
-                .send()
-                .await
-                .map_err(|e| transport(what, e))?;
+                .send(what, || {
+                    self.http
+                        .get(url(sas, &q))
+                        .header("x-ms-version", STORAGE_VERSION)
+                })
+                .await?;
             if !r.status().is_success() {
                 return Err(blob_error(what, r).await);
             }
@@ -279,6 +365,20 @@ mod tests {
             "<PageList><PageRange><Start>9</Start><End>1</End></PageRange></PageList>"
         )
         .is_none());
+    }
+
+    #[test]
+    fn only_a_challenge_for_the_disks_audience_asks_for_a_token() {
+        assert!(is_disk_challenge(
+            r#"Bearer authorization_uri="https://login.microsoftonline.com/t/oauth2/authorize", resource_id="https://disk.azure.com/""#
+        ));
+        assert!(is_disk_challenge(
+            "bearer authorization_uri=https://login.microsoftonline.com/t resource_id=https://disk.azure.com/"
+        ));
+        assert!(!is_disk_challenge(
+            r#"Bearer authorization_uri="https://login.microsoftonline.com/t", resource_id="https://storage.azure.com""#
+        ));
+        assert!(!is_disk_challenge(r#"Basic realm="x""#));
     }
 
     #[test]

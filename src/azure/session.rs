@@ -25,17 +25,27 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with tokens from `token_file`, else the environment, else
-    /// azure_identity's credentials.
-    pub fn new(settings: &Settings, token_file: Option<&Path>) -> Result<Session, Error> {
-        Session::with_tokens(settings, token::from_args(token_file)?)
+    /// A session with ARM tokens from `token_file`, else the environment,
+    /// else azure_identity's credentials; and tokens for disks that want one
+    /// beside their SAS from `disk_token_file`, else likewise.
+    pub fn new(
+        settings: &Settings,
+        token_file: Option<&Path>,
+        disk_token_file: Option<&Path>,
+    ) -> Result<Session, Error> {
+        Session::with_tokens(
+            settings,
+            token::from_args(token_file)?,
+            token::disk_from_args(disk_token_file)?,
+        )
     }
 
-    /// A session with the given token source (injected, as tests and
-    /// library users may).
+    /// A session with the given token sources, for Resource Manager and for
+    /// disks' upload and read URLs (injected, as tests and library users may).
     pub fn with_tokens(
         settings: &Settings,
         tokens: Arc<dyn TokenSource>,
+        disk_tokens: Arc<dyn TokenSource>,
     ) -> Result<Session, Error> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -46,7 +56,7 @@ impl Session {
         let budget = Arc::new(RetryBudget::new(settings.retry_budget));
         Ok(Session {
             arm: Arc::new(Arm::new(settings, tokens, budget.clone())?),
-            blob: PageBlob::new(settings)?,
+            blob: PageBlob::new(settings, disk_tokens)?,
             rt,
             budget,
             settings: settings.clone(),

@@ -1,7 +1,9 @@
-//! Where Resource Manager tokens come from: a token the user already holds
-//! (a file or an environment variable, as `az account get-access-token`
-//! prints it; also how the emulator is reached), or the azure_identity
-//! credentials in a fixed order, the first that yields a token winning.
+//! Where bearer tokens come from: a token the user already holds (a file or
+//! an environment variable, as `az account get-access-token` prints it; also
+//! how the emulator is reached), or the azure_identity credentials in a
+//! fixed order, the first that yields a token winning. Two audiences:
+//! Resource Manager for every run, and managed disks' data plane for the
+//! uploads and reads of disks that want an Entra token beside their SAS.
 
 use std::future::Future;
 use std::path::Path;
@@ -15,17 +17,20 @@ use azure_identity::{
     WorkloadIdentityCredential,
 };
 
-use super::{Error, Secret, ARM_SCOPE};
+use super::{Error, Secret, ARM_SCOPE, DISK_SCOPE};
 
 /// The environment variable holding a pre-obtained ARM bearer token.
 pub const TOKEN_ENV: &str = "EBS2AZURE_ARM_TOKEN";
+/// The environment variable holding a pre-obtained token for disks' upload
+/// and read URLs (`az account get-access-token --resource https://disk.azure.com/`).
+pub const DISK_TOKEN_ENV: &str = "EBS2AZURE_DISK_TOKEN";
 
 /// A future of a token, boxed so that sources can sit behind `dyn`.
 pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, Error>> + Send + 'a>>;
 
-/// Something that hands out ARM bearer tokens.
+/// Something that hands out bearer tokens for one audience.
 pub trait TokenSource: Send + Sync {
-    /// A token valid for Resource Manager now.
+    /// A token valid for its audience now.
     fn token(&self) -> TokenFuture<'_>;
 
     /// Which credential this is, for the run report (never the token).
@@ -69,10 +74,15 @@ impl StaticToken {
 
     /// The token in [`TOKEN_ENV`], if set.
     pub fn from_env() -> Option<StaticToken> {
-        let text = std::env::var(TOKEN_ENV).ok()?;
+        StaticToken::from_var(TOKEN_ENV)
+    }
+
+    /// The token in the environment variable `var`, if set.
+    fn from_var(var: &str) -> Option<StaticToken> {
+        let text = std::env::var(var).ok()?;
         Some(StaticToken {
             token: parse_token(&text)?,
-            origin: format!("environment variable {TOKEN_ENV}"),
+            origin: format!("environment variable {var}"),
         })
     }
 }
@@ -106,11 +116,18 @@ impl TokenSource for StaticToken {
 pub struct IdentityChain {
     candidates: Vec<(&'static str, Arc<dyn TokenCredential>)>,
     chosen: Mutex<Option<usize>>,
+    scope: &'static str,
 }
 
 impl IdentityChain {
-    /// The chain with every credential this environment can build.
+    /// The chain with every credential this environment can build, for
+    /// Resource Manager.
     pub fn new() -> IdentityChain {
+        IdentityChain::for_scope(ARM_SCOPE)
+    }
+
+    /// The same chain for tokens of `scope`.
+    pub fn for_scope(scope: &'static str) -> IdentityChain {
         let mut candidates: Vec<(&'static str, Arc<dyn TokenCredential>)> = Vec::new();
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let (Some(tenant), Some(client), Some(secret)) = (
@@ -136,6 +153,7 @@ impl IdentityChain {
         IdentityChain {
             candidates,
             chosen: Mutex::new(None),
+            scope,
         }
     }
 
@@ -150,7 +168,7 @@ impl IdentityChain {
             let (name, cred) = &self.candidates[i];
             // Managed identity on a machine without one can take long to say no.
             let got =
-                tokio::time::timeout(Duration::from_secs(30), cred.get_token(&[ARM_SCOPE], None))
+                tokio::time::timeout(Duration::from_secs(30), cred.get_token(&[self.scope], None))
                     .await;
             match got {
                 Ok(Ok(t)) => {
@@ -204,6 +222,19 @@ pub fn from_args(token_file: Option<&Path>) -> Result<Arc<dyn TokenSource>, Erro
         return Ok(Arc::new(t));
     }
     Ok(Arc::new(IdentityChain::new()))
+}
+
+/// The token source for disks' upload and read URLs, asked only when a disk
+/// wants one (`dataAccessAuthMode` AzureActiveDirectory): `token_file`, then
+/// [`DISK_TOKEN_ENV`], then the azure_identity chain for [`DISK_SCOPE`].
+pub fn disk_from_args(token_file: Option<&Path>) -> Result<Arc<dyn TokenSource>, Error> {
+    if let Some(p) = token_file {
+        return Ok(Arc::new(StaticToken::from_file(p)?));
+    }
+    if let Some(t) = StaticToken::from_var(DISK_TOKEN_ENV) {
+        return Ok(Arc::new(t));
+    }
+    Ok(Arc::new(IdentityChain::for_scope(DISK_SCOPE)))
 }
 
 #[cfg(test)]

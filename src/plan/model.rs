@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::schema::{line_of, Common, DiskEntry, PlanFile, PLAN_VERSION};
-use crate::azure::arm::DiskRef;
+use crate::azure::arm::{DataAccessAuthMode, DiskRef};
 use crate::azure::names;
 use crate::digest::hex;
 use crate::kinds::{HyperVGeneration, OsType};
@@ -123,6 +123,10 @@ pub struct PlannedDisk {
     /// Customer-managed keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Whether the disk's upload and read URLs also want an Entra token;
+    /// left out of the digest when not (the default), as `network_open`.
+    #[serde(default, skip_serializing_if = "DataAccessAuthMode::is_none")]
+    pub data_access: DataAccessAuthMode,
     /// Tags of the managed disk.
     pub tags: BTreeMap<String, String>,
     /// Line of the disk's table in the plan file.
@@ -166,6 +170,7 @@ impl PlannedDisk {
             zone: self.zone.clone(),
             tags: self.tags.clone().into_iter().collect(),
             encryption: self.encryption.clone(),
+            data_access: self.data_access,
         }
     }
 
@@ -760,6 +765,11 @@ impl Resolver<'_> {
                 })
             }
         };
+        let data_access = self.parsed(
+            line,
+            c.data_access_auth_mode.as_deref(),
+            DataAccessAuthMode::None,
+        );
         self.disks.push(PlannedDisk {
             name,
             machine: machine.map(str::to_owned),
@@ -779,6 +789,7 @@ impl Resolver<'_> {
             fixup: c.fixup.unwrap_or(true),
             network_open: !c.lock_network.unwrap_or(true),
             encryption,
+            data_access,
             tags: c.tags.clone(),
             line,
         });
@@ -949,5 +960,30 @@ mod tests {
         );
         assert_ne!(a.disks[0].digest(), c.disks[0].digest());
         assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn entra_uploads_are_asked_per_level_and_spelled_as_azure_does() {
+        let p = plan("[[machine]]\nname = \"m\"\ndata_access_auth_mode = \"AzureActiveDirectory\"\n  [[machine.disk]]\n  role = \"os\"\n  snapshot = \"snap-00000001\"\n  [[machine.disk]]\n  snapshot = \"snap-00000002\"\n  data_access_auth_mode = \"None\"\n").unwrap();
+        assert_eq!(
+            p.disks[0].data_access,
+            DataAccessAuthMode::AzureActiveDirectory
+        );
+        assert_eq!(
+            p.disks[0].target().data_access,
+            DataAccessAuthMode::AzureActiveDirectory
+        );
+        assert_eq!(p.disks[1].data_access, DataAccessAuthMode::None);
+        // The default leaves digests as they were before the key existed.
+        let plain = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\n").unwrap();
+        assert!(!serde_json::to_string(&plain.disks[0])
+            .unwrap()
+            .contains("data_access"));
+        let e = plan("[[disk]]\nname = \"d\"\nsnapshot = \"snap-00000001\"\ndata_access_auth_mode = \"Entra ID\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is not AzureActiveDirectory or None"),
+            "{e}"
+        );
     }
 }

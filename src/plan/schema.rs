@@ -48,6 +48,9 @@ macro_rules! common_keys {
             /// With a disk encryption set: `customer-key` (default) or
             /// `double` (platform and customer keys).
             pub encryption: Option<String>,
+            /// `AzureActiveDirectory`: the disk's upload and read URLs also
+            /// want an Entra token (`dataAccessAuthMode`); default `None`.
+            pub data_access_auth_mode: Option<String>,
             /// Tags, merged level by level (a lower level wins per key).
             #[serde(default)]
             pub tags: BTreeMap<String, String>,
@@ -69,6 +72,7 @@ macro_rules! common_keys {
                     lock_network: self.lock_network,
                     disk_encryption_set: self.disk_encryption_set.clone(),
                     encryption: self.encryption.clone(),
+                    data_access_auth_mode: self.data_access_auth_mode.clone(),
                     tags: self.tags.clone(),
                 }
             }
@@ -102,6 +106,7 @@ impl Common {
             lock_network: lower.lock_network.or(self.lock_network),
             disk_encryption_set: pick(&lower.disk_encryption_set, &self.disk_encryption_set),
             encryption: pick(&lower.encryption, &self.encryption),
+            data_access_auth_mode: pick(&lower.data_access_auth_mode, &self.data_access_auth_mode),
             tags,
         }
     }

@@ -386,6 +386,9 @@ pub fn no_secrets(out: &Output) {
 
 /// The ARM bearer token the Azure emulator expects; must never be printed.
 pub const ARM_TOKEN: &str = "arm-token-5e4d3c2b-never-print";
+/// The Entra token for disks' URLs the Azure emulator expects from disks
+/// created with dataAccessAuthMode AzureActiveDirectory; never printed either.
+pub const DISK_TOKEN: &str = "disk-token-9a8b7c6d-never-print";
 
 /// The ARM disks emulator (`scripts/arm-emulator`) with its own Azurite, on
 /// free loopback ports; stopped (Azurite too) on drop.
@@ -402,7 +405,15 @@ impl Azure {
     /// Starts the emulator (and Azurite) with extra `serve` flags.
     pub fn start(flags: &[&str]) -> Azure {
         let dir = tempfile::tempdir().unwrap();
-        let fixed = ["--azurite", "--retry-after", "0", "--token", ARM_TOKEN];
+        let fixed = [
+            "--azurite",
+            "--retry-after",
+            "0",
+            "--token",
+            ARM_TOKEN,
+            "--disk-token",
+            DISK_TOKEN,
+        ];
         let (child, port_file) = serve("arm-emulator", dir.path(), &fixed, flags);
         let info: serde_json::Value = serde_json::from_str(&port_file).unwrap();
         Azure {
@@ -613,7 +624,10 @@ pub fn no_azure_secrets(out: &Output) {
     for stream in [&out.stdout, &out.stderr] {
         let text = String::from_utf8_lossy(stream);
         assert!(
-            !text.contains(ARM_TOKEN) && !text.contains("sig=") && !text.contains("sig%3D"),
+            !text.contains(ARM_TOKEN)
+                && !text.contains(DISK_TOKEN)
+                && !text.contains("sig=")
+                && !text.contains("sig%3D"),
             "a secret was printed: {text}"
         );
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ebs2azure::azure::arm::{DiskRef, HyperVGeneration, OsType};
+use ebs2azure::azure::arm::{DataAccessAuthMode, DiskRef, HyperVGeneration, OsType};
 use ebs2azure::convert::Input;
 use ebs2azure::diskformats::Format;
 use ebs2azure::fixup::apply::FixOptions;
@@ -595,6 +595,12 @@ pub struct AzureConn {
     /// workload identity, managed identity, Azure CLI].
     #[arg(long, env = "EBS2AZURE_ARM_TOKEN_FILE")]
     pub arm_token_file: Option<PathBuf>,
+    /// A file with an Entra token for disks whose dataAccessAuthMode is
+    /// AzureActiveDirectory (`az account get-access-token --resource https://disk.azure.com/`),
+    /// asked for only when a disk wants one [otherwise EBS2AZURE_DISK_TOKEN, then the
+    /// credentials above].
+    #[arg(long, env = "EBS2AZURE_DISK_TOKEN_FILE")]
+    pub disk_token_file: Option<PathBuf>,
 }
 
 /// Which managed disk to create, and how (upload and migrate).
@@ -621,6 +627,11 @@ pub struct AzureArgs {
     /// A tag KEY=VALUE (repeatable).
     #[arg(long = "tag", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
+    /// AzureActiveDirectory: a new disk's upload and read URLs also want an Entra
+    /// token (see --disk-token-file); the identity needs the role Data Operator for
+    /// Managed Disks [default: None, the SAS alone].
+    #[arg(long, value_parser = parse_data_access)]
+    pub data_access_auth_mode: Option<DataAccessAuthMode>,
     /// Continue an interrupted upload into the existing disk.
     #[arg(long, conflicts_with = "cleanup")]
     pub resume: bool,
@@ -642,6 +653,10 @@ pub enum GenerationArg {
     V1,
     #[value(name = "V2", alias = "v2")]
     V2,
+}
+
+fn parse_data_access(s: &str) -> Result<DataAccessAuthMode, String> {
+    s.parse()
 }
 
 /// A count of at least one, in the command line's words.
@@ -689,6 +704,7 @@ impl AzureConn {
             zone: None,
             tags: Vec::new(),
             encryption: None,
+            data_access: DataAccessAuthMode::None,
         })
     }
 
@@ -706,6 +722,7 @@ impl AzureConn {
                 ..Default::default()
             },
             token_file: self.arm_token_file.clone(),
+            disk_token_file: self.disk_token_file.clone(),
             concurrency,
             ..Default::default()
         }
@@ -733,6 +750,7 @@ impl AzureArgs {
             zone: self.zone.clone(),
             tags: self.tags.clone(),
             encryption: None,
+            data_access: self.data_access_auth_mode.unwrap_or_default(),
         })
     }
 
@@ -745,6 +763,7 @@ impl AzureArgs {
             sku: self.sku.clone(),
             zone: self.zone.clone(),
             region: aws.region.clone(),
+            data_access_auth_mode: self.data_access_auth_mode.map(|m| m.to_string()),
             tags: self.tags.iter().cloned().collect(),
             ..Default::default()
         }

@@ -143,9 +143,14 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
                         resource_group: None,
                         arm_endpoint,
                         arm_token_file,
+                        disk_token_file: None,
                     };
                     let opts = conn.options(&limits, None);
-                    match Session::new(&opts.azure, opts.token_file.as_deref()) {
+                    match Session::new(
+                        &opts.azure,
+                        opts.token_file.as_deref(),
+                        opts.disk_token_file.as_deref(),
+                    ) {
                         Ok(session) => problems.extend(check::encryption_sets(p, &session)),
                         Err(e) => problems.push(plan::model::Problem {
                             line: 0,
@@ -278,8 +283,12 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         stop: Some(stop.clone()),
         ..r.azure.options(r.limits, None)
     };
-    let session =
-        Session::new(&upload_opts.azure, upload_opts.token_file.as_deref()).map_err(said)?;
+    let session = Session::new(
+        &upload_opts.azure,
+        upload_opts.token_file.as_deref(),
+        upload_opts.disk_token_file.as_deref(),
+    )
+    .map_err(said)?;
     let opts = plan::RunOptions {
         upload: upload_opts,
         staging: r.staging,
@@ -387,8 +396,12 @@ pub fn window(w: WindowArgs, kind: WindowRun, stop: Arc<AtomicBool>) -> Result<E
         stop: Some(stop.clone()),
         ..w.azure.options(&w.limits, None)
     };
-    let session =
-        Session::new(&upload_opts.azure, upload_opts.token_file.as_deref()).map_err(said)?;
+    let session = Session::new(
+        &upload_opts.azure,
+        upload_opts.token_file.as_deref(),
+        upload_opts.disk_token_file.as_deref(),
+    )
+    .map_err(said)?;
     let opts = ebs2azure::cutover::window::WindowOptions {
         sync: ebs2azure::cutover::SyncOptions {
             staging: Staging {

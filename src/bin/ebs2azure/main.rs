@@ -302,7 +302,12 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, Failed> {
 
 /// The run's one Azure session.
 fn session(opts: &upload::Options) -> Result<Session, Failed> {
-    Session::new(&opts.azure, opts.token_file.as_deref()).map_err(said)
+    Session::new(
+        &opts.azure,
+        opts.token_file.as_deref(),
+        opts.disk_token_file.as_deref(),
+    )
+    .map_err(said)
 }
 
 fn convert(c: Command, stop: Arc<AtomicBool>) -> Result<(), Failed> {

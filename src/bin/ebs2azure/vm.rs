@@ -37,7 +37,12 @@ fn open(
         })
         .collect();
     let opts = azure.options(limits, None);
-    let session = Session::new(&opts.azure, opts.token_file.as_deref()).map_err(said)?;
+    let session = Session::new(
+        &opts.azure,
+        opts.token_file.as_deref(),
+        opts.disk_token_file.as_deref(),
+    )
+    .map_err(said)?;
     Ok((p, chosen, session))
 }
 
