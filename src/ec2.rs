@@ -1,5 +1,5 @@
-//! The few EC2 calls a cutover makes: DescribeInstances, StopInstances,
-//! CreateSnapshots and DescribeSnapshots.
+//! The few EC2 calls a cutover and a discovery make: DescribeInstances,
+//! StopInstances, CreateSnapshots, DescribeSnapshots and DescribeVolumes.
 //!
 //! Interop decision: EC2 is a Query API (form-encoded POST, XML answers).
 //! The AWS SDK's EC2 crate covers all of EC2's hundreds of calls; alone it
@@ -14,6 +14,7 @@
 //! dropped connections are retried with backoff, at most [`MAX_ATTEMPTS`]
 //! times; anything else is permanent.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -29,6 +30,8 @@ const API_VERSION: &str = "2016-11-15";
 pub const MAX_ATTEMPTS: u32 = 8;
 /// Largest answer read (a page of instances or snapshots is far smaller).
 const MAX_ANSWER: usize = 16 << 20;
+/// Most pages of one listing followed (up to 1,000 items each).
+const MAX_PAGES: usize = 1000;
 
 /// Why an EC2 call failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,53 @@ pub struct Instance {
     pub state: String,
     /// Its EBS volumes: device name, volume id.
     pub volumes: Vec<(String, String)>,
+    /// Its type (`m5.large`).
+    pub instance_type: String,
+    /// Windows or not (EC2's `platform` says `windows` or nothing).
+    pub windows: bool,
+    /// `x86_64`, `arm64` or `i386`.
+    pub architecture: String,
+    /// How it boots now: `uefi` or `legacy-bios`; empty when EC2 does not say.
+    pub boot_mode: String,
+    /// `ebs`, or `instance-store` (no snapshot can hold its root).
+    pub root_device_type: String,
+    /// The root device's name (`/dev/xvda`).
+    pub root_device: String,
+    /// Its tags, in EC2's order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Instance {
+    /// The value of its `Name` tag, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == "Name")
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Which instances a discovery takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// These ids.
+    Ids(Vec<String>),
+    /// Those with every one of these tags (key, value).
+    Tags(Vec<(String, String)>),
+    /// Every instance of the region that is not terminated.
+    All,
+}
+
+/// A volume as DescribeVolumes tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// Its id.
+    pub id: String,
+    /// Its size in GiB.
+    pub size_gib: u64,
+    /// Encrypted with a KMS key (reading its snapshots needs kms:Decrypt).
+    pub encrypted: bool,
 }
 
 /// A snapshot as DescribeSnapshots or CreateSnapshots tells it.
@@ -87,6 +137,8 @@ pub struct Snapshot {
     pub state: String,
     /// Progress as EC2 prints it ("42%").
     pub progress: String,
+    /// When it was started (ISO 8601 as EC2 writes it: sorts as time).
+    pub start_time: String,
 }
 
 /// An EC2 client for one region.
@@ -156,26 +208,146 @@ impl Ec2 {
     pub fn instance(&self, id: &str) -> Result<Instance, Error> {
         let action = "DescribeInstances";
         let xml = self.call(action, &[("InstanceId.1", id)])?;
-        let doc = parse(action, &xml)?;
-        doc.descendants()
-            .filter(|n| n.has_tag_name("instancesSet"))
-            .flat_map(|s| s.children().filter(|n| n.has_tag_name("item")))
-            .map(|item| Instance {
-                id: text(item, &["instanceId"]),
-                state: text(item, &["instanceState", "name"]),
-                volumes: item
-                    .children()
-                    .filter(|n| n.has_tag_name("blockDeviceMapping"))
-                    .flat_map(|m| m.children().filter(|n| n.has_tag_name("item")))
-                    .map(|m| (text(m, &["deviceName"]), text(m, &["ebs", "volumeId"])))
-                    .filter(|(_, v)| !v.is_empty())
-                    .collect(),
-            })
+        instances(action, &xml)?
+            .0
+            .into_iter()
             .find(|i| i.id == id)
             .ok_or_else(|| Error::Answer {
                 action,
                 detail: format!("instance {id} is not in the answer"),
             })
+    }
+
+    /// DescribeInstances of a selection, every page followed; terminated
+    /// (and shutting-down) instances are left out.
+    pub fn instances(&self, select: &Selection) -> Result<Vec<Instance>, Error> {
+        let action = "DescribeInstances";
+        let mut fixed: Vec<(String, String)> =
+            vec![("Filter.1.Name".into(), "instance-state-name".into())];
+        for (k, state) in ["pending", "running", "stopping", "stopped"]
+            .iter()
+            .enumerate()
+        {
+            fixed.push((format!("Filter.1.Value.{}", k + 1), (*state).into()));
+        }
+        let mut paged = true;
+        match select {
+            Selection::Ids(ids) => {
+                // EC2 takes no MaxResults with ids: one answer per call.
+                paged = false;
+                for (k, id) in ids.iter().enumerate() {
+                    fixed.push((format!("InstanceId.{}", k + 1), id.clone()));
+                }
+            }
+            Selection::Tags(tags) => {
+                for (k, (key, value)) in tags.iter().enumerate() {
+                    fixed.push((format!("Filter.{}.Name", k + 2), format!("tag:{key}")));
+                    fixed.push((format!("Filter.{}.Value.1", k + 2), value.clone()));
+                }
+            }
+            Selection::All => {}
+        }
+        let mut out = Vec::new();
+        self.pages(action, &fixed, paged, |xml| {
+            let (mut got, next) = instances(action, xml)?;
+            out.append(&mut got);
+            Ok(next)
+        })?;
+        Ok(out)
+    }
+
+    /// DescribeVolumes of `ids`.
+    pub fn volumes(&self, ids: &[String]) -> Result<Vec<Volume>, Error> {
+        let action = "DescribeVolumes";
+        let mut out = Vec::new();
+        for chunk in ids.chunks(200) {
+            let params: Vec<(String, String)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(k, id)| (format!("VolumeId.{}", k + 1), id.clone()))
+                .collect();
+            self.pages(action, &params, false, |xml| {
+                let doc = parse(action, xml)?;
+                for item in items(&doc, "volumeSet") {
+                    out.push(Volume {
+                        id: text(item, &["volumeId"]),
+                        size_gib: text(item, &["size"]).parse().unwrap_or(0),
+                        encrypted: text(item, &["encrypted"]) == "true",
+                    });
+                }
+                Ok(next_token(&doc))
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The newest completed snapshot of each of `volumes` that has one,
+    /// among the caller's own (DescribeSnapshots, every page followed).
+    pub fn latest_snapshots(
+        &self,
+        volumes: &[String],
+    ) -> Result<BTreeMap<String, Snapshot>, Error> {
+        let action = "DescribeSnapshots";
+        let mut best: BTreeMap<String, Snapshot> = BTreeMap::new();
+        for chunk in volumes.chunks(200) {
+            let mut params: Vec<(String, String)> = vec![
+                ("Owner.1".into(), "self".into()),
+                ("Filter.1.Name".into(), "status".into()),
+                ("Filter.1.Value.1".into(), "completed".into()),
+                ("Filter.2.Name".into(), "volume-id".into()),
+            ];
+            for (k, v) in chunk.iter().enumerate() {
+                params.push((format!("Filter.2.Value.{}", k + 1), v.clone()));
+            }
+            self.pages(action, &params, true, |xml| {
+                let doc = parse(action, xml)?;
+                for s in snapshots(action, xml)? {
+                    if s.state != "completed" || !chunk.contains(&s.volume) {
+                        continue;
+                    }
+                    let key = |x: &Snapshot| (x.start_time.clone(), x.id.clone());
+                    if best.get(&s.volume).is_none_or(|b| key(&s) > key(b)) {
+                        best.insert(s.volume.clone(), s);
+                    }
+                }
+                Ok(next_token(&doc))
+            })?;
+        }
+        Ok(best)
+    }
+
+    /// Calls `action` with `params`, then again with each NextToken the
+    /// answer gives (MaxResults 1000 when `paged`), at most [`MAX_PAGES`]
+    /// times; `each` reads a page and returns its NextToken.
+    fn pages(
+        &self,
+        action: &'static str,
+        params: &[(String, String)],
+        paged: bool,
+        mut each: impl FnMut(&str) -> Result<Option<String>, Error>,
+    ) -> Result<(), Error> {
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut p: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if paged {
+                p.push(("MaxResults", "1000"));
+            }
+            if let Some(t) = &token {
+                p.push(("NextToken", t.as_str()));
+            }
+            let xml = self.call(action, &p)?;
+            token = each(&xml)?;
+            if token.is_none() {
+                return Ok(());
+            }
+        }
+        Err(Error::Answer {
+            action,
+            detail: format!("more than {MAX_PAGES} pages"),
+        })
     }
 
     /// StopInstances of `ids` (a stopped instance stays stopped).
@@ -388,13 +560,67 @@ fn text(node: roxmltree::Node<'_, '_>, path: &[&str]) -> String {
     text_of(node, path)
 }
 
+/// The `item`s of every `set` element.
+fn items<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+    set: &'static str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
+    doc.descendants()
+        .filter(move |n| n.has_tag_name(set))
+        .flat_map(|s| s.children().filter(|n| n.has_tag_name("item")))
+}
+
+/// The answer's top-level `nextToken`, if any.
+fn next_token(doc: &roxmltree::Document<'_>) -> Option<String> {
+    Some(text(doc.root_element(), &["nextToken"])).filter(|t| !t.is_empty())
+}
+
+/// The instances of a DescribeInstances answer, and its NextToken.
+fn instances(action: &'static str, xml: &str) -> Result<(Vec<Instance>, Option<String>), Error> {
+    let doc = parse(action, xml)?;
+    let list = items(&doc, "instancesSet")
+        .map(|item| Instance {
+            id: text(item, &["instanceId"]),
+            state: text(item, &["instanceState", "name"]),
+            volumes: children(item, "blockDeviceMapping")
+                .map(|m| (text(m, &["deviceName"]), text(m, &["ebs", "volumeId"])))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+            instance_type: text(item, &["instanceType"]),
+            windows: text(item, &["platform"]).eq_ignore_ascii_case("windows"),
+            architecture: text(item, &["architecture"]),
+            // The mode it boots in now; `bootMode` alone may say uefi-preferred,
+            // which depends on the type.
+            boot_mode: Some(text(item, &["currentInstanceBootMode"]))
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| match text(item, &["bootMode"]).as_str() {
+                    "uefi-preferred" => String::new(),
+                    m => m.to_owned(),
+                }),
+            root_device_type: text(item, &["rootDeviceType"]),
+            root_device: text(item, &["rootDeviceName"]),
+            tags: children(item, "tagSet")
+                .map(|t| (text(t, &["key"]), text(t, &["value"])))
+                .collect(),
+        })
+        .collect();
+    Ok((list, next_token(&doc)))
+}
+
+/// The `item`s of `node`'s child list `list`.
+fn children<'a, 'i>(
+    node: roxmltree::Node<'a, 'i>,
+    list: &'static str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
+    node.children()
+        .filter(move |n| n.has_tag_name(list))
+        .flat_map(|m| m.children().filter(|n| n.has_tag_name("item")))
+}
+
 /// The snapshots of a `snapshotSet`.
 fn snapshots(action: &'static str, xml: &str) -> Result<Vec<Snapshot>, Error> {
     let doc = parse(action, xml)?;
-    Ok(doc
-        .descendants()
-        .filter(|n| n.has_tag_name("snapshotSet"))
-        .flat_map(|s| s.children().filter(|n| n.has_tag_name("item")))
+    Ok(items(&doc, "snapshotSet")
         .map(|item| Snapshot {
             id: text(item, &["snapshotId"]),
             volume: text(item, &["volumeId"]),
@@ -403,6 +629,7 @@ fn snapshots(action: &'static str, xml: &str) -> Result<Vec<Snapshot>, Error> {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| text(item, &["state"])),
             progress: text(item, &["progress"]),
+            start_time: text(item, &["startTime"]),
         })
         .filter(|s| !s.id.is_empty())
         .collect())

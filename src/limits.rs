@@ -4,6 +4,9 @@
 pub const AZURE_MIN_DISK_SIZE: u64 = 20 << 20;
 /// Largest virtual size of a managed disk (32 TiB).
 pub const AZURE_MAX_DISK_SIZE: u64 = 32 << 40;
+/// Largest OS disk a VM boots from: 4,095 GiB, as Azure's disk documentation
+/// gives it for OS disks.
+pub const AZURE_MAX_OS_DISK_SIZE: u64 = 4095 << 30;
 
 /// Sentences saying why a fixed VHD of `virtual_size` bytes would be refused
 /// by Azure; empty when it would be taken.

@@ -109,31 +109,7 @@ pub fn rows_from_csv(text: &str) -> Result<Vec<Row>, String> {
 pub fn write(rows: &[Row], defaults: &Defaults) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# ebs2azure plan: check it with `ebs2azure plan validate`, run it with `ebs2azure migrate --plan`.");
-    let _ = writeln!(s, "version = {PLAN_VERSION}\n");
-    let _ = writeln!(
-        s,
-        "[defaults]                 # any key may be set per machine or per disk too"
-    );
-    let key = |s: &mut String, k: &str, v: &Option<String>, example: &str| {
-        let _ = match v {
-            Some(v) => writeln!(s, "{k} = {}", quote(v)),
-            None => writeln!(s, "# {k} = {}", quote(example)),
-        };
-    };
-    key(
-        &mut s,
-        "subscription",
-        &defaults.subscription,
-        "00000000-0000-0000-0000-000000000000",
-    );
-    key(&mut s, "resource_group", &defaults.resource_group, "rg");
-    key(&mut s, "location", &defaults.location, "westeurope");
-    let _ = writeln!(
-        s,
-        "sku = {}",
-        quote(defaults.sku.as_deref().unwrap_or(super::model::DEFAULT_SKU))
-    );
-    key(&mut s, "region", &defaults.region, "us-east-1");
+    header(&mut s, defaults);
     let mut machines: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     let mut order = Vec::new();
     let mut lone = Vec::new();
@@ -206,6 +182,35 @@ pub fn write(rows: &[Row], defaults: &Defaults) -> String {
     s
 }
 
+/// The plan's version and `[defaults]` table.
+pub(super) fn header(s: &mut String, defaults: &Defaults) {
+    let _ = writeln!(s, "version = {PLAN_VERSION}\n");
+    let _ = writeln!(
+        s,
+        "[defaults]                 # any key may be set per machine or per disk too"
+    );
+    let key = |s: &mut String, k: &str, v: &Option<String>, example: &str| {
+        let _ = match v {
+            Some(v) => writeln!(s, "{k} = {}", quote(v)),
+            None => writeln!(s, "# {k} = {}", quote(example)),
+        };
+    };
+    key(
+        s,
+        "subscription",
+        &defaults.subscription,
+        "00000000-0000-0000-0000-000000000000",
+    );
+    key(s, "resource_group", &defaults.resource_group, "rg");
+    key(s, "location", &defaults.location, "westeurope");
+    let _ = writeln!(
+        s,
+        "sku = {}",
+        quote(defaults.sku.as_deref().unwrap_or(super::model::DEFAULT_SKU))
+    );
+    key(s, "region", &defaults.region, "us-east-1");
+}
+
 fn disk_keys(s: &mut String, r: &Row, indent: &str) {
     if let Some(n) = &r.name {
         let _ = writeln!(s, "{indent}name = {}", quote(n));
@@ -222,7 +227,7 @@ fn disk_keys(s: &mut String, r: &Row, indent: &str) {
 }
 
 /// A TOML basic string.
-fn quote(v: &str) -> String {
+pub(super) fn quote(v: &str) -> String {
     toml::Value::String(v.to_owned()).to_string()
 }
 

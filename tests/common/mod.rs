@@ -282,6 +282,26 @@ impl Emulator {
         (v["InstanceId"].as_str().unwrap().to_owned(), vols)
     }
 
+    /// Registers an EC2 instance from a whole specification (see the
+    /// emulator's `instance --spec`); returns its id and its volumes' ids.
+    pub fn register(&self, spec: &serde_json::Value) -> (String, Vec<String>) {
+        let args = [
+            "instance".to_owned(),
+            "--endpoint".into(),
+            self.endpoint.clone(),
+            "--spec".into(),
+            spec.to_string(),
+        ];
+        let v: serde_json::Value = serde_json::from_str(&self.script(&args)).unwrap();
+        let vols = v["Volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["VolumeId"].as_str().unwrap().to_owned())
+            .collect();
+        (v["InstanceId"].as_str().unwrap().to_owned(), vols)
+    }
+
     /// Takes crash-consistent snapshots of `instance`'s volumes through the
     /// EC2 API and waits for them; returns volume id -> snapshot id.
     pub fn snapshot_instance(&self, instance: &str) -> std::collections::BTreeMap<String, String> {

@@ -271,6 +271,58 @@ class EbsEmulatorTest(unittest.TestCase):
         code, status, _ = error_of(lambda: self.ec2("AKIDOTHER").describe_snapshots(SnapshotIds=[first]))
         self.assertEqual((code, status), ("AuthFailure", 401))
 
+    def test_ec2_discovery_calls_parse_with_boto3_filters_and_pages(self):
+        d = Path(self.tmp.name)
+        imgs = []
+        for k in range(3):
+            img = d / f"disc{k}.raw"
+            with open(img, "wb") as f:
+                f.truncate(1 << 30)
+            imgs.append(img)
+
+        def register(spec):
+            req = urllib.request.Request(self.endpoint + "/__admin/instances", method="POST",
+                                         data=json.dumps(spec).encode())
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+
+        win = register({"volumes": [{"device": "/dev/sda1", "image": str(imgs[0])},
+                                    {"device": "/dev/xvdb", "image": str(imgs[1]), "encrypted": True,
+                                     "size_gib": 40000}],
+                        "name": "win01", "platform": "windows", "boot_mode": "uefi", "instance_type": "m5.xlarge",
+                        "tags": {"wave": "1"}})
+        arm = register({"volumes": [{"device": "/dev/xvda", "image": str(imgs[2])}], "name": "arm01",
+                        "architecture": "arm64", "instance_type": "m6g.large", "tags": {"wave": "2"}})
+        ec2 = self.ec2()
+        got = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:wave", "Values": ["1"]}])["Reservations"]
+               for i in r["Instances"]]
+        self.assertEqual([i["InstanceId"] for i in got], [win["InstanceId"]])
+        i = got[0]
+        self.assertEqual((i["Platform"], i["Architecture"], i["BootMode"], i["RootDeviceType"], i["InstanceType"]),
+                         ("windows", "x86_64", "uefi", "ebs", "m5.xlarge"))
+        a = ec2.describe_instances(InstanceIds=[arm["InstanceId"]])["Reservations"][0]["Instances"][0]
+        self.assertEqual(a["Architecture"], "arm64")
+        # Pages: boto3's paginator follows NextToken.
+        pages = list(ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 5}))
+        ids = [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+        self.assertIn(win["InstanceId"], ids)
+        self.assertEqual(len(ids), len(set(ids)))
+        code, _, _ = error_of(lambda: ec2.describe_instances(Filters=[{"Name": "colour", "Values": ["x"]}]))
+        self.assertEqual(code, "InvalidParameterValue")
+        code, _, _ = error_of(lambda: ec2.describe_instances(InstanceIds=[win["InstanceId"]], MaxResults=5))
+        self.assertEqual(code, "InvalidParameterCombination")
+        vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [win["InstanceId"]]}])
+        by_dev = {v["Attachments"][0]["Device"]: v for v in vols["Volumes"]}
+        self.assertEqual((by_dev["/dev/xvdb"]["Size"], by_dev["/dev/xvdb"]["Encrypted"]), (40000, True))
+        self.assertEqual(by_dev["/dev/sda1"]["Size"], 1)
+        # Snapshots of one volume, the caller's own, completed.
+        vol = win["Volumes"][0]["VolumeId"]
+        ec2.create_snapshots(InstanceSpecification={"InstanceId": win["InstanceId"]})
+        snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [vol]}])
+        self.assertEqual({s["VolumeId"] for s in snaps["Snapshots"]}, {vol})
+        self.assertEqual(ec2.describe_snapshots(OwnerIds=["999988887777"],
+                                                Filters=[{"Name": "volume-id", "Values": [vol]}])["Snapshots"], [])
+
     def test_only_loopback(self):
         out = subprocess.run([sys.executable, str(EMULATOR), "serve", "--host", "0.0.0.0"], capture_output=True, text=True)
         self.assertNotEqual(out.returncode, 0)

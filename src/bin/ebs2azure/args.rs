@@ -476,21 +476,57 @@ pub enum VmCommand {
 /// `ebs2azure plan ...`
 #[derive(Subcommand)]
 pub enum PlanCommand {
-    /// Write a plan from snapshot ids (arguments, standard input, or a CSV), to edit and run.
+    /// Write a plan from snapshot ids (arguments, standard input, or a CSV),
+    /// or from EC2's instances, to edit and run.
     ///
     /// Each id becomes a disk of no machine; a CSV with a header row names
     /// `snapshot` and optionally `machine`, `role` (os or data), `name`,
     /// `lun`, `device` and `sku`, and its rows of one machine become one
     /// [[machine]] whose first row is the OS disk unless a row says role=os.
+    ///
+    /// With --from-ec2 each instance (by id, by tag, or every one of the
+    /// region) becomes a machine: its Name tag, platform, type, boot mode and
+    /// tags, its root volume as the OS disk and the others as data disks in
+    /// device order, each with its newest completed snapshot (or new ones with
+    /// --snapshot). Instances Azure cannot run are left out and listed, with why.
     #[command(
-        after_help = "Examples:\n  ebs2azure plan new snap-0123456789abcdef0 snap-0fedcba9876543210 -g rg --location westeurope > plan.toml\n  aws ec2 describe-snapshots --owner-ids self --query 'Snapshots[].SnapshotId' --output text | tr '\\t' '\\n' | ebs2azure plan new -o plan.toml\n  ebs2azure plan new --csv fleet.csv -o plan.toml"
+        after_help = "Examples:\n  ebs2azure plan new snap-0123456789abcdef0 snap-0fedcba9876543210 -g rg --location westeurope > plan.toml\n  aws ec2 describe-snapshots --owner-ids self --query 'Snapshots[].SnapshotId' --output text | tr '\\t' '\\n' | ebs2azure plan new -o plan.toml\n  ebs2azure plan new --csv fleet.csv -o plan.toml\n  ebs2azure plan new --from-ec2 --region us-east-1 --tag migration=wave1 -g rg --location westeurope -o wave1.toml\n  ebs2azure plan new --from-ec2 --instance-ids i-0123456789abcdef0 i-0fedcba9876543210 --snapshot -o plan.toml"
     )]
     New {
         /// Snapshot ids; none: read them from standard input, one per line.
+        #[arg(conflicts_with = "from_ec2")]
         snapshots: Vec<String>,
         /// A CSV of snapshots with a header row.
-        #[arg(long, conflicts_with = "snapshots")]
+        #[arg(long, conflicts_with_all = ["snapshots", "from_ec2"])]
         csv: Option<PathBuf>,
+        /// Discover the machines from EC2 (DescribeInstances, DescribeVolumes,
+        /// DescribeSnapshots) [default: every instance of the region].
+        #[arg(long, help_heading = "From EC2")]
+        from_ec2: bool,
+        /// Only these instances.
+        #[arg(long, num_args = 1.., requires = "from_ec2", conflicts_with = "tag", help_heading = "From EC2")]
+        instance_ids: Vec<String>,
+        /// Only instances with this tag KEY=VALUE (repeatable: all of them).
+        #[arg(long, value_parser = parse_tag, requires = "from_ec2", help_heading = "From EC2")]
+        tag: Vec<(String, String)>,
+        /// Take new crash-consistent snapshots of each instance's volumes
+        /// (CreateSnapshots) and wait for them, instead of the newest completed ones.
+        #[arg(long, requires = "from_ec2", help_heading = "From EC2")]
+        snapshot: bool,
+        /// Longest wait for new snapshots, in minutes.
+        #[arg(
+            long,
+            default_value_t = 120,
+            requires = "snapshot",
+            help_heading = "From EC2"
+        )]
+        wait_minutes: u64,
+        /// Named AWS profile [default: AWS_PROFILE, or `default`].
+        #[arg(long, requires = "from_ec2", help_heading = "From EC2")]
+        profile: Option<String>,
+        /// EC2 (and EBS) endpoint, such as a local emulator (AWS_ENDPOINT_URL_EC2 works too).
+        #[arg(long, requires = "from_ec2", help_heading = "From EC2")]
+        endpoint_url: Option<String>,
         /// Write the plan here instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -506,7 +542,8 @@ pub enum PlanCommand {
         /// Azure region for [defaults].
         #[arg(long)]
         location: Option<String>,
-        /// AWS region of the snapshots for [defaults].
+        /// AWS region of the snapshots for [defaults] (with --from-ec2: the
+        /// region asked) [default there: AWS_REGION, or the profile's].
         #[arg(long)]
         region: Option<String>,
         /// Disk SKU for [defaults] [default: Premium_LRS].

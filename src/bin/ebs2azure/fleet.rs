@@ -8,8 +8,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ebs2azure::azure::Session;
+use ebs2azure::ec2;
 use ebs2azure::os_disk::Staging;
-use ebs2azure::plan::{self, check, new, Plan, RunReport, Shard, StateDir};
+use ebs2azure::plan::{self, check, discover, new, Plan, RunReport, Shard, StateDir};
 use ebs2azure::source::ebs::Quotas;
 use ebs2azure::upload;
 
@@ -32,11 +33,60 @@ pub enum Ended {
 const MAX_LIST_BYTES: u64 = 16 << 20;
 
 /// Runs a `plan` command; `Ok(Some(why))` when `plan validate` found problems.
+/// Prints a new plan, or writes it to `out` (not over a file unless `force`).
+fn write_plan(
+    text: &str,
+    out: Option<&Path>,
+    force: bool,
+    summary: &str,
+) -> Result<Option<String>, String> {
+    match out {
+        None => print::text(text),
+        Some(path) => {
+            if path.exists() && !force {
+                return Err(format!(
+                    "{} exists already; pass --force to replace it",
+                    path.display()
+                ));
+            }
+            plan::state::write_atomically(path, text.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            print::note_line(&format!(
+                "wrote {} ({summary}); edit it, then: ebs2azure plan validate {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// EBS/EC2 settings from `plan new --from-ec2`'s flags.
+fn ebsettings(
+    region: Option<String>,
+    profile: Option<String>,
+    endpoint_url: Option<String>,
+) -> ebs2azure::source::ebs::Settings {
+    ebs2azure::source::ebs::Settings {
+        region,
+        profile,
+        endpoint_url,
+        ..Default::default()
+    }
+}
+
 pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
     match c {
         PlanCommand::New {
             snapshots,
             csv,
+            from_ec2,
+            instance_ids,
+            tag,
+            snapshot,
+            wait_minutes,
+            profile,
+            endpoint_url,
             out,
             force,
             subscription,
@@ -45,6 +95,78 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
             region,
             sku,
         } => {
+            let defaults = new::Defaults {
+                subscription,
+                resource_group,
+                location,
+                region: region.clone(),
+                sku,
+            };
+            if from_ec2 {
+                if out.as_ref().is_some_and(|p| p.exists() && !force) {
+                    return Err(format!(
+                        "{} exists already; pass --force to replace it",
+                        out.as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ));
+                }
+                let settings = ebsettings(region, profile, endpoint_url);
+                let select = if !instance_ids.is_empty() {
+                    ec2::Selection::Ids(instance_ids)
+                } else if !tag.is_empty() {
+                    ec2::Selection::Tags(tag)
+                } else {
+                    ec2::Selection::All
+                };
+                let ec2 = ec2::Ec2::connect(&settings).map_err(said)?;
+                let stop = AtomicBool::new(false);
+                let snapshots = if snapshot {
+                    discover::Snapshots::Take {
+                        wait: std::time::Duration::from_secs(wait_minutes.max(1) * 60),
+                        stop: &stop,
+                    }
+                } else {
+                    discover::Snapshots::Latest
+                };
+                let found = discover::discover(&ec2, &select, &snapshots, &|m| {
+                    // Progress of the discovery: on a terminal only.
+                    if crate::progress::shown() {
+                        print::note_line(m)
+                    }
+                })
+                .map_err(said)?;
+                let left: Vec<String> = found
+                    .left_out
+                    .iter()
+                    .map(|l| {
+                        let name = l
+                            .name
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default();
+                        format!("{}{name}: {}", l.instance, l.why)
+                    })
+                    .collect();
+                if found.machines.is_empty() {
+                    return Err(format!(
+                        "none of the {} instances found can go to Azure as they are: {}",
+                        left.len(),
+                        left.join("; ")
+                    ));
+                }
+                for l in &left {
+                    print::note_line(&format!("left out {l}"));
+                }
+                let text = discover::write(&found, &defaults);
+                let summary = format!(
+                    "{} machines, {} disks; {} instances left out",
+                    found.machines.len(),
+                    found.machines.iter().map(|m| m.disks.len()).sum::<usize>(),
+                    found.left_out.len()
+                );
+                return write_plan(&text, out.as_deref(), force, &summary);
+            }
             let rows = if let Some(path) = csv {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -69,36 +191,13 @@ pub fn plan_command(c: PlanCommand) -> Result<Option<String>, String> {
             if rows.is_empty() {
                 return Err("the snapshot list is empty".into());
             }
-            let text = new::write(
-                &rows,
-                &new::Defaults {
-                    subscription,
-                    resource_group,
-                    location,
-                    region,
-                    sku,
-                },
-            );
-            match out {
-                None => print::text(&text),
-                Some(path) => {
-                    if path.exists() && !force {
-                        return Err(format!(
-                            "{} exists already; pass --force to replace it",
-                            path.display()
-                        ));
-                    }
-                    plan::state::write_atomically(&path, text.as_bytes())
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                    print::note_line(&format!(
-                        "wrote {} ({} disks); edit it, then: ebs2azure plan validate {}",
-                        path.display(),
-                        rows.len(),
-                        path.display()
-                    ));
-                }
-            }
-            Ok(None)
+            let text = new::write(&rows, &defaults);
+            write_plan(
+                &text,
+                out.as_deref(),
+                force,
+                &format!("{} disks", rows.len()),
+            )
         }
         PlanCommand::Validate {
             plan,
