@@ -10,7 +10,8 @@
 //! [`azure::Session`] per run; [`fixup`] inspects and fixes guests up, and
 //! [`plan`] runs fleets of machines and disks; [`cutover`] keeps pre-seeded
 //! disks open, brings them forward by delta syncs and runs the cutover
-//! window, with the few [`ec2`] calls it needs.
+//! window, with the few [`ec2`] calls it needs; [`assess`] inspects OS
+//! disks straight from their snapshots, before anything moves.
 //! `ARCHITECTURE.md` at the repository's root is the map.
 //!
 //! # Example
@@ -34,6 +35,7 @@
 
 #![deny(missing_docs)]
 
+pub mod assess;
 pub mod azure;
 pub mod convert;
 pub mod cutover;

@@ -1247,3 +1247,118 @@ fn a_pre_seeded_os_disk_is_fixed_up_again_after_a_delta_and_only_changes_are_sen
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 1);
     assert_eq!(loops_of(&back), "");
 }
+
+/// The findings of an `inspect --json` report as `assess` words them.
+fn findings_of(report: &serde_json::Value, class: &str) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["class"] == class)
+        .map(|f| {
+            format!(
+                "{}: {}",
+                f["subject"].as_str().unwrap(),
+                f["message"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn assess_reads_a_guest_from_its_snapshot_as_inspect_reads_the_copy() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    // A real Debian guest when the root tree is here, else the generated one;
+    // and a guest whose initramfs lacks the Hyper-V drivers (a blocker).
+    let real = debootstrap_cache().is_some();
+    let debian = match debootstrap_cache() {
+        Some(cache) => debian_guest(&cache, &dir.path().join("debian.raw"), &[]),
+        None => build_guest("gen-linux-guest", &dir.path().join("debian.raw"), &[]),
+    };
+    let blocked_guest = build_guest(
+        "gen-linux-guest",
+        &dir.path().join("nohv.raw"),
+        &["--flavor", "bare-initramfs"],
+    );
+    let ebs = Emulator::start(&[]);
+    let (s_deb, s_blk) = (ebs.seed(&debian, &[]), ebs.seed(&blocked_guest, &[]));
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[defaults]\nsubscription = \"00000000-0000-0000-0000-000000000001\"\nresource_group = \"rg1\"\nlocation = \"westeurope\"\n\n\
+             [[machine]]\nname = \"deb\"\ninstance_type = \"m5.large\"\n  [[machine.disk]]\n  role = \"os\"\n  snapshot = \"{s_deb}\"\n\n\
+             [[machine]]\nname = \"nohv\"\nvm_size = \"Standard_D2s_v5\"\n  [[machine.disk]]\n  role = \"os\"\n  snapshot = \"{s_blk}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = ebs
+        .command(AWS_KEY_ID)
+        .args([
+            "assess",
+            "--plan",
+            path_str(&plan),
+            "--json",
+            "--endpoint-url",
+            &ebs.endpoint,
+        ])
+        .output()
+        .unwrap();
+    no_secrets(&out);
+    // One machine is blocked: exit 3, one sentence.
+    assert!(
+        blocked(&out).contains("1 of 2 machines are not ready"),
+        "{out:?}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let machines = v["machines"].as_array().unwrap();
+    for (name, image, readiness) in [
+        ("deb", &debian, "ready_with_fixups"),
+        ("nohv", &blocked_guest, "blocked"),
+    ] {
+        let a = machines.iter().find(|m| m["machine"] == name).unwrap();
+        assert_eq!(a["readiness"], readiness, "{a}");
+        // The same findings as inspect of the whole copied image.
+        let copy = inspect(image);
+        for (class, key) in [
+            ("blocker", "blockers"),
+            ("fixup", "fixups"),
+            ("advice", "advice"),
+        ] {
+            let from_snapshot: Vec<String> = a[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(from_snapshot, findings_of(&copy, class), "{name} {class}");
+        }
+        assert_eq!(a["generation"], copy["hyper_v_generation"], "{name}");
+        // Only what the inspection touched was read: a small part of the data.
+        let r = &a["reads"];
+        let (read, written) = (
+            r["bytes_read"].as_u64().unwrap(),
+            r["written_blocks"].as_u64().unwrap() * r["block_size"].as_u64().unwrap(),
+        );
+        eprintln!(
+            "{name}: read {read} bytes of {written} written ({:.2}%)",
+            100.0 * read as f64 / written as f64
+        );
+        assert!(read > 0 && read <= written, "{name}: {r}");
+        if name == "deb" && real {
+            // A real system's root: the inspection reads a small part of it.
+            assert!(read * 10 < written, "{name}: {r}");
+        }
+    }
+    let deb = machines.iter().find(|m| m["machine"] == "deb").unwrap();
+    assert_eq!(
+        (deb["vm_size"].as_str(), deb["vm_size_proposed"].as_bool()),
+        (Some("Standard_D2s_v5"), Some(true))
+    );
+    // Nothing left mounted or attached.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains("ebs2azure:"), "{mounts}");
+    let loops = String::from_utf8_lossy(&tool("losetup", &["-a"]).stdout).into_owned();
+    assert!(!loops.contains("ebs2azure-snapshot-"), "{loops}");
+}

@@ -497,6 +497,31 @@ impl EbsSource {
         &self.inner.counters
     }
 
+    /// Lists the whole snapshot once, keeping every block's token, and
+    /// returns the written blocks' indexes: [`EbsSource::read_written_block`]
+    /// then reads any of them with one request.
+    pub fn index_blocks(&self) -> Result<std::collections::BTreeSet<u64>, Error> {
+        self.rt.block_on(async {
+            let mut pager = Pager::new(&self.inner, true);
+            let mut all = std::collections::BTreeSet::new();
+            while let Some(page) = pager.next_page().await? {
+                all.extend(page.fetch);
+            }
+            Ok(all)
+        })
+    }
+
+    /// Block `index`, which the listing named: fetched with its kept token
+    /// (renewed by a listing when it is gone or expired) and checked.
+    pub fn read_written_block(&self, index: u64) -> Result<Vec<u8>, Error> {
+        self.rt.block_on(async {
+            let data = self.inner.fetch(index).await?;
+            let bytes = data.data.to_vec();
+            self.inner.give_back(data);
+            Ok(bytes)
+        })
+    }
+
     /// Counts the snapshot's written blocks, or for a changed-blocks source
     /// the blocks that differ (a full listing, no data read).
     pub fn count_blocks(&self) -> Result<u64, Error> {

@@ -346,6 +346,37 @@ pub enum Command {
     /// Make Azure VMs from a plan's machines, once their disks are finished.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Say, for each machine of a plan, whether it is ready for Azure,
+    /// without copying its disks (needs root, loop devices and FUSE).
+    ///
+    /// Runs the same inspection as `inspect` on each OS disk straight from
+    /// its snapshot: the snapshot is mounted as a file through FUSE and only
+    /// the blocks the inspection touches are fetched (GetSnapshotBlock, a
+    /// bounded cache). Each machine is ready, ready with fix-ups (which
+    /// `migrate` makes), or blocked, with the blockers and what to do, its
+    /// generation, its VM size checked against it, and the bytes read.
+    /// Exits 3 when a machine is blocked or could not be assessed.
+    #[command(
+        after_help = "Examples:\n  sudo ebs2azure assess --plan fleet.toml\n  sudo ebs2azure assess --plan fleet.toml --machine web01 --json"
+    )]
+    Assess {
+        /// The plan.
+        #[arg(long)]
+        plan: PathBuf,
+        /// Only this machine (repeatable) [default: every machine not excluded].
+        #[arg(long)]
+        machine: Vec<String>,
+        /// Memory for each snapshot's block cache, in MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        cache_mib: u64,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print the assessments as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
     /// Delete what a test migration made, and nothing else.
     ///
     /// For each machine of the plan: the VM `MACHINE-test`, its NIC and
@@ -416,6 +447,7 @@ impl Command {
             Command::Convert { json, .. }
             | Command::Info { json, .. }
             | Command::Inspect { json, .. }
+            | Command::Assess { json, .. }
             | Command::Fixup { json, .. }
             | Command::Upload { json, .. }
             | Command::Migrate { json, .. }

@@ -4,6 +4,7 @@
 //! user would need lives here.
 
 mod args;
+mod assess;
 mod errors;
 mod fleet;
 mod print;
@@ -143,6 +144,14 @@ fn main() -> ExitCode {
         },
         Command::Report(c) => fleet::report_command(c),
         Command::Vm(c) => return vm::command(c),
+        Command::Assess {
+            plan,
+            machine,
+            cache_mib,
+            aws,
+            limits,
+            json,
+        } => return assess::command(&plan, &machine, cache_mib, &aws, &limits, json),
         c @ Command::Cleanup { .. } => return vm::cleanup(c),
         Command::Upload {
             vhd,
@@ -246,7 +255,7 @@ fn usage_error(command: &str, message: &str) -> ! {
 
 /// Exit code when the input has problems that stop a migration: `inspect`
 /// found blockers, `fixup` would not edit, `plan validate` found problems.
-const EXIT_BLOCKED: u8 = 3;
+pub(crate) const EXIT_BLOCKED: u8 = 3;
 
 /// Says why the input stops a migration, and exits with [`EXIT_BLOCKED`].
 fn blocked(message: &str) -> ExitCode {

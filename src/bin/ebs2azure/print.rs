@@ -663,3 +663,49 @@ pub fn print_digest_check(r: &verify::DigestCheck, name: &str, json: bool) -> Re
         ))
     }
 }
+
+/// The assessments of `assess`: a line per machine, then what each needs.
+pub fn print_assessments(all: &[ebs2azure::assess::Assessment], json: bool) -> Result<(), String> {
+    if json {
+        out!("{}", to_json(&serde_json::json!({ "machines": all }))?);
+        return Ok(());
+    }
+    for a in all {
+        let size = match (&a.vm_size, a.vm_size_proposed) {
+            (Some(s), true) => format!("{s} (proposed)"),
+            (Some(s), false) => s.clone(),
+            (None, _) => "no size".into(),
+        };
+        let read = a.reads.as_ref().map_or(String::new(), |r| {
+            format!(
+                "; read {} of {} written ({:.2}%)",
+                HumanBytes(r.bytes_read),
+                HumanBytes(r.written_bytes()),
+                100.0 * r.bytes_read as f64 / r.written_bytes().max(1) as f64
+            )
+        });
+        out!(
+            "{}: {} — {}, generation {}, {size}{read}",
+            a.machine,
+            a.readiness,
+            a.os.as_deref().unwrap_or("no OS found"),
+            a.generation.map_or("?".to_owned(), |g| g.to_string()),
+        );
+        if let Some(e) = &a.error {
+            out!("  error    {e}");
+        }
+        for b in &a.blockers {
+            out!("  blocker  {b}");
+        }
+        for p in &a.size_problems {
+            out!("  blocker  vm_size: {p}");
+        }
+        for f in &a.fixups {
+            out!("  fix-up   {f}");
+        }
+        for f in &a.advice {
+            out!("  advice   {f}");
+        }
+    }
+    Ok(())
+}
