@@ -402,6 +402,12 @@ pub fn write(d: &Discovered, defaults: &Defaults) -> String {
         let _ = writeln!(s, "\n[[machine]]\nname = {}", quote(&m.name));
         let _ = writeln!(s, "instance_id = {}", quote(&i.id));
         let _ = writeln!(s, "instance_type = {}", quote(&i.instance_type));
+        if i.architecture == "arm64" {
+            let _ = writeln!(
+                s,
+                "# architecture arm64: the VM size must be an Arm64 one (Dpsv5, Epsv5)"
+            );
+        }
         match sizes::propose(&i.instance_type) {
             Some(size) => {
                 let _ = writeln!(

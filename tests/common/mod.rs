@@ -262,24 +262,13 @@ impl Emulator {
     /// Registers an EC2 instance whose volumes are `volumes` (device, image
     /// file; the root first); returns its id and its volumes' ids.
     pub fn instance(&self, name: &str, volumes: &[(&str, &Path)]) -> (String, Vec<String>) {
-        let mut args = vec![
-            "instance".to_owned(),
-            "--endpoint".into(),
-            self.endpoint.clone(),
-        ];
-        args.extend(["--name".into(), name.into()]);
-        for (dev, img) in volumes {
-            args.push("--volume".into());
-            args.push(format!("{dev}={}", img.display()));
-        }
-        let v: serde_json::Value = serde_json::from_str(&self.script(&args)).unwrap();
-        let vols = v["Volumes"]
-            .as_array()
-            .unwrap()
+        let volumes: Vec<serde_json::Value> = volumes
             .iter()
-            .map(|x| x["VolumeId"].as_str().unwrap().to_owned())
+            .map(
+                |(dev, img)| serde_json::json!({"device": dev, "image": img.display().to_string()}),
+            )
             .collect();
-        (v["InstanceId"].as_str().unwrap().to_owned(), vols)
+        self.register(&serde_json::json!({"volumes": volumes, "name": name}))
     }
 
     /// Registers an EC2 instance from a whole specification (see the
