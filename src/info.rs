@@ -167,12 +167,7 @@ pub fn info(path: &Path, opts: &OpenOptions) -> Result<Info, Error> {
     };
     // The size comes from the descriptor the image is read through: no
     // second look at the path that could fail, or find another file.
-    let file = std::fs::File::open(path).map_err(|source| {
-        err(diskformats::Error::Io {
-            context: "opening the image".into(),
-            source,
-        })
-    })?;
+    let file = diskformats::open_input(path).map_err(err)?;
     let meta = file.metadata().map_err(|source| {
         err(diskformats::Error::Io {
             context: "reading the image's metadata".into(),

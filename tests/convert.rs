@@ -617,3 +617,27 @@ fn json_carries_its_schema_version_and_errors_are_json_too() {
         "{err}"
     );
 }
+
+#[test]
+fn a_fifo_given_as_the_input_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("input");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out_vhd = dir.path().join("out.vhd");
+    let f = path_str(&fifo);
+    for args in [
+        vec!["info", f],
+        vec!["convert", f, "--out", path_str(&out_vhd)],
+        vec!["inspect", f],
+    ] {
+        let out = bounded(&args);
+        let e = fails(&out);
+        assert!(
+            e.contains("not a regular file or a block device"),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(!out_vhd.exists(), "nothing is written");
+}

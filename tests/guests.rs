@@ -165,6 +165,42 @@ fn hostile_guests_fail_safely() {
     assert!(e.contains("mount failed"), "{e}");
     assert_eq!(loops_of(&raw), "");
 
+    // A FIFO where a guest file should be: inspect and fixup end at once,
+    // neither waits for a writer that never comes.
+    let raw = guest(dir.path(), &[]);
+    let root = root_partition(&raw);
+    let dev = tool_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--offset",
+            &root.start.to_string(),
+            "--sizelimit",
+            &root.size.to_string(),
+            path_str(&raw),
+        ],
+    );
+    let dev = dev.trim();
+    let mnt = tempfile::tempdir().unwrap();
+    tool_ok("mount", &[dev, path_str(mnt.path())]);
+    let cfg = mnt.path().join("etc/cloud/cloud.cfg.d/90_dpkg.cfg");
+    let _ = std::fs::remove_file(&cfg);
+    let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    let made = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    tool_ok("umount", &[path_str(mnt.path())]);
+    tool_ok("losetup", &["-d", dev]);
+    assert_eq!(made, 0);
+    let out = bounded(&["inspect", path_str(&raw), "--json"]);
+    assert!(
+        out.status.success() || out.status.code() == Some(3),
+        "{out:?}"
+    );
+    let out = bounded(&["fixup", path_str(&raw)]);
+    assert!(out.status.code().is_some(), "{out:?}");
+    assert_eq!(loops_of(&raw), "");
+
     // Not a disk at all.
     let junk = dir.path().join("junk.raw");
     sparse_file(&junk, 1 << 20, &[(0, noise(3, 4096))]);

@@ -49,6 +49,44 @@ pub struct OpenOptions {
     pub force_raw: bool,
 }
 
+/// Opens the image or block device at `path` for reading, refusing
+/// anything else (a FIFO, a socket, a character device, a directory)
+/// *before* reading: the open itself does not block, so a FIFO given by
+/// mistake is an error at once rather than a process waiting forever for a
+/// writer. Reads on the file returned block as usual.
+pub fn open_input(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| Error::io("opening the image", e))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| Error::io("reading the image's metadata", e))?
+        .file_type();
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(Error::invalid(
+            "image",
+            "it is not a regular file or a block device",
+        ));
+    }
+    // O_NONBLOCK was for the open only.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: fcntl on a descriptor this function owns, with flag arguments only.
+    let cleared = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) >= 0
+    };
+    if !cleared {
+        return Err(Error::io(
+            "opening the image",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(file)
+}
+
 /// An opened image of any supported format.
 ///
 /// ```no_run
@@ -71,7 +109,7 @@ impl Image {
     /// Opens the file at `path` and detects its format. It is read with
     /// plain positional reads.
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Image> {
-        let file = File::open(path.as_ref()).map_err(|e| Error::io("opening the image", e))?;
+        let file = open_input(path.as_ref())?;
         Image::detect(file, opts, false)
     }
 
@@ -83,7 +121,7 @@ impl Image {
     /// No process may write or truncate the file while the image is open
     /// (see [`RawImage::new_mapped`]).
     pub unsafe fn open_mapped(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Image> {
-        let file = File::open(path.as_ref()).map_err(|e| Error::io("opening the image", e))?;
+        let file = open_input(path.as_ref())?;
         Image::detect(file, opts, true)
     }
 

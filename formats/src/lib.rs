@@ -58,7 +58,7 @@ mod zero;
 
 pub use disk::{data_ranges, DataRanges, Disk};
 pub use error::{Error, Result};
-pub use image::{Format, Image, OpenOptions};
+pub use image::{open_input, Format, Image, OpenOptions};
 pub use part::{Partition, PartitionKind, PartitionTable, TableKind, TypeId};
 pub use raw::RawImage;
 pub use zero::{is_zero, nonzero_runs, NonZeroRuns};

@@ -256,7 +256,15 @@ impl Mounted {
         let c = CString::new(rel).map_err(|_| Error::Guest(format!("bad guest path {path:?}")))?;
         // SAFETY: open_how is plain data; all-zero is its "nothing asked" value.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        // Never waits: a FIFO (or a device) in the guest opens at once and
+        // is then refused for not being a regular file, instead of hanging
+        // the run until a writer shows up. (O_PATH takes no other flags.)
+        let nonblock = if flags & libc::O_PATH != 0 {
+            0
+        } else {
+            libc::O_NONBLOCK
+        };
+        how.flags = (flags | nonblock | libc::O_CLOEXEC) as u64;
         how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
         // A ".." (a relative guest symlink such as /etc/os-release) gives
         // EAGAIN when any mount or rename on the host races the lookup:
@@ -384,7 +392,13 @@ impl GuestFs for Mounted {
             libc::openat(
                 dir.as_raw_fd(),
                 name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                // O_NONBLOCK: a FIFO with no reader fails (ENXIO) instead of waiting.
+                libc::O_WRONLY
+                    | libc::O_CREAT
+                    | libc::O_TRUNC
+                    | libc::O_NOFOLLOW
+                    | libc::O_NONBLOCK
+                    | libc::O_CLOEXEC,
                 mode as libc::c_uint,
             )
         };

@@ -75,6 +75,26 @@ pub fn blocked(out: &Output) -> String {
     one_error(out)
 }
 
+/// Runs ebs2azure with `args`, waiting at most 20 s (then kills it and fails).
+pub fn bounded(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ebs2azure {args:?} did not end in 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// Asserts that the binary failed with one `error:` line (or, under
 /// `--json`, one JSON error object); returns it as `error: ...`.
 pub fn fails(out: &Output) -> String {
