@@ -69,7 +69,7 @@ fn upload_to(endpoint: &str, token: &str, file: &Path) -> std::process::Output {
         .env_clear()
         .env("EBS2AZURE_ARM_ENDPOINT", endpoint)
         .env("EBS2AZURE_ARM_TOKEN", token)
-        .args(["upload", path_str(file), "--subscription", "s", "-g", "rg"])
+        .args(["upload", path_str(file), "--subscription", SUB, "-g", "rg"])
         .args(["--disk-name", "d", "--location", "westeurope"])
         .output()
         .unwrap()
@@ -513,4 +513,45 @@ fn verify_proves_the_whole_disk_from_a_snapshot() {
     let out = az.with_ebs(&ebs, "snap-zeros", &["verify", &snap, "--json"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(differences(&out), [(20 * MIB, 512, "zeros".to_owned())]);
+}
+
+#[test]
+fn names_and_skus_azure_refuses_are_refused_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vhd) = disk(dir.path());
+    let az = Azure::start(&[]);
+    for (name, extra, said) in [
+        (
+            "bad.name?x=1",
+            &[][..],
+            "disk name \"bad.name?x=1\" may hold only",
+        ),
+        (
+            "ok",
+            &["--sku", "premium_lrs"][..],
+            "sku \"premium_lrs\" is not one",
+        ),
+    ] {
+        let e = fails(&upload(&az, &vhd, name, extra));
+        assert!(e.contains(said), "{e}");
+    }
+    let e = fails(&az.run(&[
+        "upload",
+        path_str(&vhd),
+        "-g",
+        "rg/../other",
+        "--disk-name",
+        "ok",
+        "--location",
+        "westeurope",
+    ]));
+    assert!(
+        e.contains("resource group \"rg/../other\" may hold only"),
+        "{e}"
+    );
+    assert_eq!(
+        az.requests(),
+        Vec::<serde_json::Value>::new(),
+        "no call reached Resource Manager"
+    );
 }

@@ -35,10 +35,34 @@ impl DiskRef {
     }
 
     fn path(&self) -> String {
+        use super::names::segment;
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/disks/{}",
-            self.subscription, self.resource_group, self.name
+            segment(&self.subscription),
+            segment(&self.resource_group),
+            segment(&self.name)
         )
+    }
+
+    /// A disk reference whose subscription, resource group and name follow
+    /// Azure's rules; the first problem otherwise.
+    pub fn checked(
+        subscription: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<DiskRef, String> {
+        use super::names;
+        let problem = names::subscription_problem(subscription)
+            .or_else(|| names::resource_group_problem(resource_group))
+            .or_else(|| names::disk_name_problem(name));
+        match problem {
+            Some(p) => Err(p),
+            None => Ok(DiskRef {
+                subscription: subscription.to_owned(),
+                resource_group: resource_group.to_owned(),
+                name: name.to_owned(),
+            }),
+        }
     }
 }
 

@@ -95,9 +95,34 @@ pub fn sku_problem(sku: &str) -> Option<String> {
     })
 }
 
+/// `s` as one URL path segment: every byte outside the unreserved set
+/// (letters, digits, `-._~`) and `()` percent-encoded. Checked names never
+/// need it; it keeps a name that slipped past the checks from becoming a
+/// query string or another path (`a?x=1`, `../b`).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_cannot_become_queries_or_paths() {
+        assert_eq!(segment("web01-os"), "web01-os");
+        assert_eq!(segment("rg(1)"), "rg(1)");
+        assert_eq!(segment("bad.name?x=1"), "bad.name%3Fx%3D1");
+        assert_eq!(segment("a/../b"), "a%2F..%2Fb");
+        assert_eq!(segment("wé"), "w%C3%A9");
+    }
 
     #[test]
     fn disk_names_follow_azure() {

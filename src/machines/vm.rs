@@ -10,6 +10,7 @@
 //! disk was created with; boot diagnostics use managed storage (no storage
 //! account to name).
 
+use crate::azure::names::segment;
 use serde_json::{json, Value};
 
 use super::sizes;
@@ -110,7 +111,8 @@ impl VmSpec {
     fn group(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers",
-            self.subscription, self.resource_group
+            segment(&self.subscription),
+            segment(&self.resource_group)
         )
     }
 
@@ -119,25 +121,25 @@ impl VmSpec {
         format!(
             "{}/Microsoft.Compute/virtualMachines/{}",
             self.group(),
-            self.name
+            segment(&self.name)
         )
     }
 
     /// The NIC's resource id.
     pub fn nic_id(&self) -> String {
         format!(
-            "{}/Microsoft.Network/networkInterfaces/{}-nic",
+            "{}/Microsoft.Network/networkInterfaces/{}",
             self.group(),
-            self.name
+            segment(&format!("{}-nic", self.name))
         )
     }
 
     /// The public IP's resource id.
     pub fn public_ip_id(&self) -> String {
         format!(
-            "{}/Microsoft.Network/publicIPAddresses/{}-ip",
+            "{}/Microsoft.Network/publicIPAddresses/{}",
             self.group(),
-            self.name
+            segment(&format!("{}-ip", self.name))
         )
     }
 

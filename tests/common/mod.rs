@@ -583,6 +583,14 @@ impl Azure {
         out
     }
 
+    /// The Resource Manager requests the emulator has served, oldest first.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.admin("GET", "/__admin/requests", "")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Copies disk `name`'s blob to `out` (through the storage SDK).
     pub fn download(&self, name: &str, out: &Path) {
         self.admin(

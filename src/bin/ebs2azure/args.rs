@@ -755,11 +755,7 @@ impl AzureConn {
             .resource_group
             .clone()
             .ok_or("no resource group is given: pass --resource-group (-g)")?;
-        Ok(DiskRef {
-            subscription,
-            resource_group,
-            name: disk_name.to_owned(),
-        })
+        DiskRef::checked(&subscription, &resource_group, disk_name)
     }
 
     /// An existing disk to read (nothing about creating it).
@@ -801,6 +797,18 @@ impl AzureConn {
 impl AzureArgs {
     /// The disk `disk_name` these flags describe.
     pub fn target(&self, disk_name: &str) -> Result<upload::Target, String> {
+        let problem = self
+            .sku
+            .as_deref()
+            .and_then(ebs2azure::azure::names::sku_problem)
+            .or_else(|| {
+                self.location
+                    .as_deref()
+                    .and_then(ebs2azure::azure::names::location_problem)
+            });
+        if let Some(p) = problem {
+            return Err(p);
+        }
         Ok(upload::Target {
             disk: self.conn.disk(disk_name)?,
             location: self.location.clone(),
