@@ -168,29 +168,14 @@ fn hostile_guests_fail_safely() {
     // A FIFO where a guest file should be: inspect and fixup end at once,
     // neither waits for a writer that never comes.
     let raw = guest(dir.path(), &[]);
-    let root = root_partition(&raw);
-    let dev = tool_ok(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--offset",
-            &root.start.to_string(),
-            "--sizelimit",
-            &root.size.to_string(),
-            path_str(&raw),
-        ],
-    );
-    let dev = dev.trim();
-    let mnt = tempfile::tempdir().unwrap();
-    tool_ok("mount", &[dev, path_str(mnt.path())]);
-    let cfg = mnt.path().join("etc/cloud/cloud.cfg.d/90_dpkg.cfg");
-    let _ = std::fs::remove_file(&cfg);
-    let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid NUL-terminated path.
-    let made = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
-    tool_ok("umount", &[path_str(mnt.path())]);
-    tool_ok("losetup", &["-d", dev]);
+    let mut made = -1;
+    with_root_mounted(&raw, |root| {
+        let cfg = root.join("etc/cloud/cloud.cfg.d/90_dpkg.cfg");
+        let _ = std::fs::remove_file(&cfg);
+        let c = std::ffi::CString::new(cfg.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        made = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    });
     assert_eq!(made, 0);
     let out = bounded(&["inspect", path_str(&raw), "--json"]);
     assert!(
@@ -206,6 +191,64 @@ fn hostile_guests_fail_safely() {
     sparse_file(&junk, 1 << 20, &[(0, noise(3, 4096))]);
     let r = inspect(&junk);
     assert!(has(&r, "blocker", "no partition holds a Linux root"), "{r}");
+}
+
+/// Runs `change` on the root filesystem of guest `raw`, mounted read-write
+/// at a temporary directory (a loop device over the root partition).
+fn with_root_mounted(raw: &Path, change: impl FnOnce(&Path)) {
+    let root = root_partition(raw);
+    let dev = tool_ok(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--offset",
+            &root.start.to_string(),
+            "--sizelimit",
+            &root.size.to_string(),
+            path_str(raw),
+        ],
+    );
+    let dev = dev.trim();
+    let mnt = tempfile::tempdir().unwrap();
+    tool_ok("mount", &[dev, path_str(mnt.path())]);
+    change(mnt.path());
+    tool_ok("umount", &[path_str(mnt.path())]);
+    tool_ok("losetup", &["-d", dev]);
+}
+
+#[test]
+fn guest_files_are_replaced_whole_and_hard_links_keep_the_old_content() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &[]);
+    let before = guest_file(&raw, "/etc/fstab").unwrap();
+    with_root_mounted(&raw, |root| {
+        std::fs::hard_link(root.join("etc/fstab"), root.join("etc/fstab.other-name")).unwrap();
+    });
+    ok(&ebs2azure(&["fixup", path_str(&raw)]));
+    let after = guest_file(&raw, "/etc/fstab").unwrap();
+    assert_ne!(after, before, "fstab was fixed up");
+    assert_eq!(guest_file(&raw, "/etc/fstab.other-name").unwrap(), before);
+    with_root_mounted(&raw, |root| {
+        let left: Vec<String> = std::fs::read_dir(root.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("ebs2azure-new"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let meta = std::fs::metadata(root.join("etc/fstab")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            0o644
+        );
+    });
+    assert!(checks_clean(
+        &raw,
+        root_partition(&raw).number,
+        &["e2fsck", "-fn"]
+    ));
+    assert_eq!(loops_of(&raw), "");
 }
 
 /// The root partition (3) of a generated guest, from the library's probe.

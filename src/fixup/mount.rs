@@ -383,33 +383,132 @@ impl GuestFs for Mounted {
         Ok(names)
     }
 
-    /// A symlink is not followed.
+    /// Replaces (or creates) a guest file atomically: the new content is
+    /// written beside it, synced, renamed over it and the directory synced,
+    /// so a crash leaves the old file or the new one, never half of either.
+    /// The old file's mode and owner are kept. A symlink is not followed
+    /// (refused). A file with other hard links is replaced under this name
+    /// only: its other names keep the old content, and the log says so.
     fn write(&self, path: &str, data: &[u8], mode: u32) -> Result<(), Error> {
         use std::io::Write;
         let (dir, name) = self.parent(path)?;
-        // SAFETY: valid dirfd and C string; the result is checked.
-        let fd = unsafe {
-            libc::openat(
+        let err = |e: std::io::Error| guest_io("write", path, e);
+        // SAFETY: stat is plain data; fstatat fills it or fails.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid dirfd, C string and stat buffer.
+        let found = unsafe {
+            libc::fstatat(
                 dir.as_raw_fd(),
                 name.as_ptr(),
-                // O_NONBLOCK: a FIFO with no reader fails (ENXIO) instead of waiting.
-                libc::O_WRONLY
-                    | libc::O_CREAT
-                    | libc::O_TRUNC
-                    | libc::O_NOFOLLOW
-                    | libc::O_NONBLOCK
-                    | libc::O_CLOEXEC,
-                mode as libc::c_uint,
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
             )
+        } == 0;
+        let old = if found {
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(Error::Guest(format!(
+                    "{path} is not a regular file in the guest; it is left alone"
+                )));
+            }
+            if st.st_nlink > 1 {
+                tracing::warn!(
+                    "{path} has {} hard links; it is replaced under this name, and its other names keep the old content",
+                    st.st_nlink
+                );
+            }
+            Some((st.st_mode & 0o7777, st.st_uid, st.st_gid))
+        } else {
+            None
         };
+        let tmp_name = format!(".{}.ebs2azure-new", name.to_string_lossy());
+        let tmp = CString::new(tmp_name.clone())
+            .map_err(|_| Error::Guest(format!("bad guest path {path:?}")))?;
+        let open_tmp = || {
+            // SAFETY: valid dirfd and C string; the result is checked.
+            unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    tmp.as_ptr(),
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600 as libc::c_uint,
+                )
+            }
+        };
+        let mut fd = open_tmp();
+        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+            // Left by a run that crashed before its rename: never anyone's file.
+            // SAFETY: valid dirfd and C string.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+            fd = open_tmp();
+        }
         if fd < 0 {
-            return Err(guest_io("write", path, std::io::Error::last_os_error()));
+            return Err(err(std::io::Error::last_os_error()));
         }
         // SAFETY: fd is a fresh descriptor we own.
         let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| guest_io("write", path, e))
+        let (want_mode, owner) = match old {
+            Some((m, uid, gid)) => (m, Some((uid, gid))),
+            None => (mode & 0o7777, None),
+        };
+        let written = (|| -> std::io::Result<()> {
+            f.write_all(data)?;
+            // ntfs-3g keeps no POSIX modes or owners: nothing to keep there.
+            if self.fstype != FsKind::Ntfs {
+                // SAFETY: fchmod/fchown on a descriptor we own.
+                if unsafe { libc::fchmod(f.as_raw_fd(), want_mode as libc::mode_t) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some((uid, gid)) = owner {
+                    // SAFETY: as above.
+                    if unsafe { libc::fchown(f.as_raw_fd(), uid, gid) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            f.sync_all()
+        })();
+        let renamed = written.and_then(|()| {
+            // SAFETY: valid dirfds and C strings; the result is checked.
+            let rc = unsafe {
+                libc::renameat(
+                    dir.as_raw_fd(),
+                    tmp.as_ptr(),
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        if let Err(e) = renamed {
+            // SAFETY: valid dirfd and C string.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+            return Err(err(e));
+        }
+        // The rename is durable once the directory is.
+        let dot = CString::new(".").map_err(|_| Error::Guest("bad path".into()))?;
+        // SAFETY: valid dirfd and C string; the result is checked.
+        let dfd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                dot.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if dfd < 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        // SAFETY: dfd is a fresh descriptor we own.
+        File::from(unsafe { OwnedFd::from_raw_fd(dfd) })
+            .sync_all()
+            .map_err(err)
     }
 
     /// Renames a guest file within its directory.
