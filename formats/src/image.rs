@@ -49,6 +49,21 @@ pub struct OpenOptions {
     pub force_raw: bool,
 }
 
+/// Refuses a file that is neither a regular file nor a block device.
+fn check_kind(file: &File) -> Result<()> {
+    let kind = file
+        .metadata()
+        .map_err(|e| Error::io("reading the image's metadata", e))?
+        .file_type();
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(Error::invalid(
+            "image",
+            "it is not a regular file or a block device",
+        ));
+    }
+    Ok(())
+}
+
 /// Opens the image or block device at `path` for reading, refusing
 /// anything else (a FIFO, a socket, a character device, a directory)
 /// *before* reading: the open itself does not block, so a FIFO given by
@@ -61,16 +76,7 @@ pub fn open_input(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| Error::io("opening the image", e))?;
-    let kind = file
-        .metadata()
-        .map_err(|e| Error::io("reading the image's metadata", e))?
-        .file_type();
-    if !kind.is_file() && !kind.is_block_device() {
-        return Err(Error::invalid(
-            "image",
-            "it is not a regular file or a block device",
-        ));
-    }
+    check_kind(&file)?;
     // O_NONBLOCK was for the open only.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     // SAFETY: fcntl on a descriptor this function owns, with flag arguments only.
@@ -132,16 +138,7 @@ impl Image {
     }
 
     fn detect(file: File, opts: &OpenOptions, map: bool) -> Result<Image> {
-        let kind = file
-            .metadata()
-            .map_err(|e| Error::io("reading the image's metadata", e))?
-            .file_type();
-        if !kind.is_file() && !kind.is_block_device() {
-            return Err(Error::invalid(
-                "image",
-                "it is not a regular file or a block device",
-            ));
-        }
+        check_kind(&file)?;
         // Mapped only once the format is known: a VHD's footer is not data.
         let raw = RawImage::new(file)?;
         let len = raw.size();
