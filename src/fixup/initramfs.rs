@@ -4,8 +4,12 @@
 
 use std::io::{Cursor, Read};
 
-/// Most bytes an initramfs may unpack to.
+/// Most bytes a compressed segment may unpack to (read as a stream, never
+/// held): past it the image is called a decompression bomb, with an error.
 const MAX_UNPACKED: u64 = 2 << 30;
+/// Most bytes an xz or lzma segment is held unpacked (lzma-rs unpacks only
+/// whole): real initramfs images unpack to tens or hundreds of MiB.
+const MAX_BUFFERED: u64 = 512 << 20;
 /// Most cpio members and segments read (bounds hostile images).
 const MAX_ENTRIES: usize = 1_000_000;
 
@@ -39,13 +43,17 @@ fn compression(b: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// A Vec that refuses to grow past [`MAX_UNPACKED`] (a decompression bomb stops there).
+/// A Vec that refuses to grow past [`MAX_BUFFERED`] (xz and lzma, which
+/// are unpacked whole here: a bomb stops there, with an error).
 struct Bounded(Vec<u8>);
 
 impl std::io::Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() as u64 + buf.len() as u64 > MAX_UNPACKED {
-            return Err(std::io::Error::other("it unpacks to more than 2 GiB"));
+        if self.0.len() as u64 + buf.len() as u64 > MAX_BUFFERED {
+            return Err(std::io::Error::other(format!(
+                "it unpacks to more than {} MiB",
+                MAX_BUFFERED >> 20
+            )));
         }
         self.0.extend_from_slice(buf);
         Ok(buf.len())
@@ -56,24 +64,86 @@ impl std::io::Write for Bounded {
     }
 }
 
-/// Decompresses one segment (bounded), or says why not.
-fn unpack(kind: &str, data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+/// A reader that ends in an error, not silently, after [`MAX_UNPACKED`]
+/// bytes: a decompression bomb is said to be one.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(format!(
+                    "it unpacks to more than {} MiB, as a decompression bomb does",
+                    self.cap >> 20
+                ))),
+            };
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// Legacy lz4 frames as a stream: the magic, then blocks of (LE u32 size,
+/// data), each unpacking to at most 8 MiB, until the data ends (a repeated
+/// magic starts a new frame). One block is held at a time.
+struct Lz4Legacy<'a> {
+    data: &'a [u8],
+    pos: usize,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Lz4Legacy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.block.len() {
+            let d = self.data;
+            if self.pos + 4 > d.len() {
+                return Ok(0);
+            }
+            let n = u32::from_le_bytes([
+                d[self.pos],
+                d[self.pos + 1],
+                d[self.pos + 2],
+                d[self.pos + 3],
+            ]) as usize;
+            if n == 0x184C_2102 {
+                self.pos += 4;
+                continue;
+            }
+            if n == 0 || self.pos + 4 + n > d.len() {
+                return Ok(0);
+            }
+            self.block =
+                lz4_flex::block::decompress(&d[self.pos + 4..self.pos + 4 + n], 8 << 20)
+                    .map_err(|e| std::io::Error::other(format!("the lz4 data is damaged: {e}")))?;
+            self.at = 0;
+            self.pos += 4 + n;
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A decompressed segment as a stream capped at [`MAX_UNPACKED`]: gzip,
+/// zstd and lz4 are read as they unpack (never held whole); xz and lzma,
+/// which lzma-rs unpacks only whole, are held up to [`MAX_BUFFERED`].
+fn unpacked<'a>(kind: &str, data: &'a [u8], cap: u64) -> Result<Box<dyn Read + 'a>, String> {
     let err = |e: std::io::Error| format!("the {kind} data is damaged: {e}");
-    match kind {
-        "gzip" => {
-            flate2::read::MultiGzDecoder::new(data)
-                .take(MAX_UNPACKED)
-                .read_to_end(&mut out)
-                .map_err(err)?;
-        }
-        "zstd" => {
-            zstd::stream::read::Decoder::new(data)
-                .map_err(err)?
-                .take(MAX_UNPACKED)
-                .read_to_end(&mut out)
-                .map_err(err)?;
-        }
+    let inner: Box<dyn Read + 'a> = match kind {
+        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(data).map_err(err)?),
         "xz" | "lzma" => {
             let mut bounded = Bounded(Vec::new());
             let result = if kind == "xz" {
@@ -82,31 +152,106 @@ fn unpack(kind: &str, data: &[u8]) -> Result<Vec<u8>, String> {
                 lzma_rs::lzma_decompress(&mut Cursor::new(data), &mut bounded)
             };
             result.map_err(|e| format!("the {kind} data is damaged or too large: {e:?}"))?;
-            out = bounded.0;
+            Box::new(Cursor::new(bounded.0))
         }
-        "lz4" => {
-            // Legacy frames: the magic, then blocks of (LE u32 size, data), each
-            // unpacking to at most 8 MiB, until the data or a new magic ends them.
-            let mut pos = 4;
-            while pos + 4 <= data.len() && out.len() as u64 <= MAX_UNPACKED {
-                let n = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-                    as usize;
-                if n == 0x184C_2102 {
-                    pos += 4;
-                    continue;
-                }
-                if n == 0 || pos + 4 + n > data.len() {
-                    break;
-                }
-                let block = lz4_flex::block::decompress(&data[pos + 4..pos + 4 + n], 8 << 20)
-                    .map_err(|e| format!("the lz4 data is damaged: {e}"))?;
-                out.extend_from_slice(&block);
-                pos += 4 + n;
+        "lz4" => Box::new(Lz4Legacy {
+            data,
+            pos: 4,
+            block: Vec::new(),
+            at: 0,
+        }),
+        other => return Err(format!("{other} is not read here")),
+    };
+    Ok(Box::new(Capped {
+        inner,
+        left: cap,
+        cap,
+    }))
+}
+
+/// A reader that can look ahead: what [`Peek::peek`] saw is read again.
+struct Peek<R> {
+    inner: R,
+    ahead: Vec<u8>,
+}
+
+impl<R: Read> Peek<R> {
+    /// At least `n` bytes ahead (fewer only at the end).
+    fn peek(&mut self, n: usize) -> std::io::Result<&[u8]> {
+        while self.ahead.len() < n {
+            let mut buf = [0u8; 8192];
+            let got = self.inner.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            self.ahead.extend_from_slice(&buf[..got]);
+        }
+        Ok(&self.ahead)
+    }
+
+    /// Skips zero bytes; false at the end of the stream.
+    fn skip_zeros(&mut self) -> std::io::Result<bool> {
+        loop {
+            let zeros = self.peek(1)?.iter().take_while(|&&b| b == 0).count();
+            if self.ahead.is_empty() {
+                return Ok(false);
+            }
+            if zeros < self.ahead.len() {
+                self.ahead.drain(..zeros);
+                return Ok(true);
+            }
+            self.ahead.clear();
+        }
+    }
+}
+
+impl<R: Read> Read for Peek<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ahead.is_empty() {
+            return self.inner.read(buf);
+        }
+        let n = buf.len().min(self.ahead.len());
+        buf[..n].copy_from_slice(&self.ahead[..n]);
+        self.ahead.drain(..n);
+        Ok(n)
+    }
+}
+
+/// Reads every cpio archive in the stream `r` (zero padding between them),
+/// adding their paths to `names`; the members' data is read past, never kept.
+fn archives_streamed(r: impl Read, names: &mut Vec<String>) -> Result<bool, String> {
+    let io = |e: std::io::Error| format!("the data cannot be read: {e}");
+    let mut src = Peek {
+        inner: r,
+        ahead: Vec::new(),
+    };
+    let mut any = false;
+    for _ in 0..MAX_ENTRIES {
+        if !src.skip_zeros().map_err(io)? {
+            return Ok(any);
+        }
+        if !src.peek(5).map_err(io)?.starts_with(b"07070") {
+            return Err("after its cpio archives the segment holds something else".into());
+        }
+        loop {
+            if names.len() >= MAX_ENTRIES {
+                return Err(format!("more than {MAX_ENTRIES} entries"));
+            }
+            let r = cpio::NewcReader::new(&mut src)
+                .map_err(|e| format!("a cpio header is damaged: {e}"))?;
+            let trailer = r.entry().is_trailer();
+            if !trailer {
+                names.push(r.entry().name().trim_start_matches("./").to_owned());
+            }
+            r.finish()
+                .map_err(|e| format!("a cpio member is cut off: {e}"))?;
+            if trailer {
+                break;
             }
         }
-        other => return Err(format!("{other} is not read here")),
+        any = true;
     }
-    Ok(out)
+    Err("too many cpio archives".into())
 }
 
 /// Reads the cpio archives at the start of `data`, adding their paths to
@@ -148,6 +293,11 @@ fn archives(data: &[u8], names: &mut Vec<String>) -> Result<usize, String> {
 
 /// Lists the files of the initramfs image `data`.
 pub fn list(data: &[u8]) -> Result<Contents, String> {
+    list_capped(data, MAX_UNPACKED)
+}
+
+/// [`list`], with compressed segments allowed to unpack to `cap` bytes.
+fn list_capped(data: &[u8], cap: u64) -> Result<Contents, String> {
     let mut names = Vec::new();
     let mut pos = 0;
     for _ in 0..MAX_ENTRIES {
@@ -172,10 +322,11 @@ pub fn list(data: &[u8]) -> Result<Contents, String> {
         if matches!(kind, "bzip2" | "lzo") {
             return Ok(Contents::Unsupported(kind.to_owned()));
         }
-        // A compressed segment runs to the end of the image.
-        let unpacked = unpack(kind, rest)?;
-        let took = archives(&unpacked, &mut names)?;
-        if took == 0 {
+        // A compressed segment runs to the end of the image; it is read as
+        // it unpacks.
+        if !archives_streamed(unpacked(kind, rest, cap)?, &mut names)
+            .map_err(|e| format!("the {kind} segment: {e}"))?
+        {
             return Err(format!("the {kind} segment holds no cpio archive"));
         }
         return Ok(Contents::Files(names));
@@ -257,6 +408,33 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_an_error_not_a_silent_cut() {
+        // 4 MiB of zeros after an archive, gzip- and zstd-compressed, against
+        // a 1 MiB cap: read as a stream, stopped at the cap, said so.
+        let mut main = cpio(&MODS);
+        main.extend_from_slice(&vec![0u8; 4 << 20]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&main).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&main[..], 1).unwrap();
+        for seg in [gz, zst] {
+            let e = list_capped(&seg, 1 << 20).unwrap_err();
+            assert!(e.contains("more than 1 MiB"), "{e}");
+            // Under a cap it fits, the same image reads whole.
+            let Contents::Files(files) = list_capped(&seg, 8 << 20).unwrap() else {
+                panic!("not read");
+            };
+            assert_eq!(files.len(), 2);
+        }
+        // Junk after the archives inside a compressed segment is an error,
+        // as the kernel's unpacker makes it one.
+        let mut junk = cpio(&MODS);
+        junk.extend_from_slice(b"not cpio");
+        let zst = zstd::encode_all(&junk[..], 1).unwrap();
+        assert!(list(&zst).unwrap_err().contains("something else"));
     }
 
     #[test]
