@@ -219,3 +219,19 @@ fn missing_snapshots_bad_ids_and_wrong_credentials_say_so() {
     assert!(err.contains("credentials"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn an_answer_the_sdk_cannot_read_is_not_retried() {
+    let s = setup(&[]);
+    s.emu.faults(r#"{"unreadable_lists": 50}"#);
+    let o = s.emu.run(&["info", &s.snap]);
+    no_secrets(&o);
+    let e = fails(&o);
+    assert!(
+        e.contains("cannot read") && e.contains("not retried"),
+        "{e}"
+    );
+    assert!(!e.contains("SdkBody"), "the raw answer is not dumped: {e}");
+    // One list request was answered so, not ten: a contract break is not retried.
+    assert_eq!(s.emu.fault_state()["unreadable_lists"], 49);
+}

@@ -887,6 +887,17 @@ impl Inner {
                 message: "no usable AWS credentials were found".into(),
             }),
             SdkError::TimeoutError(_) => Failure::Transient("the request timed out".into()),
+            // A whole, successful answer the SDK cannot read breaks the
+            // service's contract: asking again gets the same answer.
+            SdkError::ResponseError(r)
+                if r.raw().status().is_success()
+                    && r.raw().body().bytes().is_some_and(|b| !b.is_empty()) =>
+            {
+                Failure::Fatal(self.inconsistent(format!(
+                    "an answer this client cannot read ({}); not retried, as it would come back the same",
+                    innermost(&err)
+                )))
+            }
             SdkError::ResponseError(_) => Failure::Transient(format!(
                 "the answer was cut off: {}",
                 DisplayErrorContext(&err)
@@ -1350,6 +1361,16 @@ impl BlockSource for EbsSource {
         // Bounded: one entry per block between its read and its release.
         self.take_sha256(index);
     }
+}
+
+/// The innermost cause's message: what actually went wrong, without the
+/// layers (and the raw answer) around it.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
 }
 
 #[cfg(test)]

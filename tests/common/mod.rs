@@ -344,6 +344,11 @@ impl Emulator {
         admin(&self.endpoint, "POST", "/__admin/faults", json);
     }
 
+    /// The fault switches as they stand (counters count down as used).
+    pub fn fault_state(&self) -> serde_json::Value {
+        admin(&self.endpoint, "GET", "/__admin/faults", "")
+    }
+
     /// Runs `ebs2azure` against this emulator with the test credentials.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(AWS_KEY_ID)
