@@ -98,6 +98,8 @@ pub enum Blocker {
     },
     /// A volume with no completed snapshot (without `--snapshot`).
     NoSnapshot(String),
+    /// A volume DescribeVolumes did not return (deleted meanwhile?).
+    VolumeGone(String),
     /// No EBS volume at all.
     NoVolumes,
 }
@@ -126,6 +128,10 @@ impl fmt::Display for Blocker {
                 "volume {v} has no completed snapshot; take one (or discover with new snapshots)"
             ),
             Blocker::NoVolumes => f.write_str("it has no EBS volume"),
+            Blocker::VolumeGone(v) => write!(
+                f,
+                "volume {v} is attached but EC2 does not describe it (deleted meanwhile?); discover again"
+            ),
         }
     }
 }
@@ -203,16 +209,20 @@ pub fn discover(
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     let mut machines = Vec::new();
     for inst in kept {
-        let missing = inst
-            .volumes
-            .iter()
-            .find(|(_, v)| !snaps.contains_key(v))
-            .map(|(_, v)| v.clone());
-        if let Some(v) = missing {
+        let problem = inst.volumes.iter().find_map(|(_, v)| {
+            if !volumes.contains_key(v) {
+                Some(Blocker::VolumeGone(v.clone()))
+            } else if !snaps.contains_key(v) {
+                Some(Blocker::NoSnapshot(v.clone()))
+            } else {
+                None
+            }
+        });
+        if let Some(why) = problem {
             left_out.push(LeftOut {
                 instance: inst.id.clone(),
                 name: inst.name().map(str::to_owned),
-                why: Blocker::NoSnapshot(v),
+                why,
             });
             continue;
         }
