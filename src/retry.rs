@@ -1,23 +1,34 @@
 //! What every cloud client of a run shares about retrying: one budget of
-//! retries for the whole run, and exponential backoff with equal jitter.
+//! retries for the whole run, exponential backoff with equal jitter, and
+//! the stall rule that ends a run no request of which gets through.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Retries allowed for a whole run, all calls together.
+/// Retries allowed for a whole run, all calls together, and the run's
+/// stall rule for the service they go to.
 #[derive(Debug)]
 pub struct Budget {
     left: AtomicU64,
     total: u64,
+    stall: Stall,
 }
 
 impl Budget {
-    /// A budget of `total` retries.
-    pub fn new(total: u64) -> Budget {
+    /// A budget of `total` retries, stopping once the service has been
+    /// stalled for `stall`.
+    pub fn new(total: u64, stall: Duration) -> Budget {
         Budget {
             left: AtomicU64::new(total),
             total,
+            stall: Stall::new(stall),
         }
+    }
+
+    /// The stall rule of the service this budget retries.
+    pub fn stall(&self) -> &Stall {
+        &self.stall
     }
 
     /// Takes one retry; false when the budget is spent.
@@ -35,6 +46,66 @@ impl Budget {
     /// Retries used so far.
     pub fn used(&self) -> u64 {
         self.total - self.left.load(Ordering::Relaxed)
+    }
+}
+
+/// A service's stall rule: once every attempt to reach it has failed for
+/// `limit`, with no success in between, the run stops instead of retrying
+/// on. Counted from the start of the first failed attempt, so a request
+/// that hangs until its timeout counts from when it was sent; any success
+/// (a byte of progress) clears it.
+#[derive(Debug)]
+pub struct Stall {
+    limit: Duration,
+    /// When the failing began; `None`: no failure since the last success.
+    failing_since: Mutex<Option<Instant>>,
+}
+
+/// The default of the stall rule: a few minutes without a byte of progress.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(180);
+
+impl Stall {
+    /// A stall rule of `limit` (at least a second).
+    pub fn new(limit: Duration) -> Stall {
+        Stall {
+            limit: limit.max(Duration::from_secs(1)),
+            failing_since: Mutex::new(None),
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// An attempt succeeded: the service is moving.
+    pub fn succeeded(&self) {
+        *self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// An attempt sent at `started` failed.
+    pub fn failed(&self, started: Instant) {
+        let mut since = self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if since.is_none_or(|s| started < s) {
+            *since = Some(started);
+        }
+    }
+
+    /// How long every attempt has failed, once that is the limit or more.
+    pub fn stalled(&self) -> Option<Duration> {
+        let since = *self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        since
+            .map(|s| s.elapsed())
+            .filter(|&failing| failing >= self.limit)
     }
 }
 
@@ -77,8 +148,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stall_is_failing_without_a_success_for_the_limit() {
+        let s = Stall::new(Duration::from_secs(1));
+        assert_eq!(s.limit(), Duration::from_secs(1));
+        assert!(s.stalled().is_none());
+        let Some(long_ago) = Instant::now().checked_sub(Duration::from_secs(5)) else {
+            return;
+        };
+        s.failed(Instant::now());
+        assert!(s.stalled().is_none(), "a fresh failure is no stall");
+        s.failed(long_ago);
+        assert!(s.stalled().is_some_and(|d| d >= Duration::from_secs(4)));
+        s.succeeded();
+        assert!(s.stalled().is_none(), "a success clears it");
+    }
+
+    #[test]
     fn the_budget_runs_out() {
-        let b = Budget::new(2);
+        let b = Budget::new(2, DEFAULT_STALL);
         assert!(b.take() && b.take());
         assert!(!b.take());
         assert_eq!((b.used(), b.total()), (2, 2));

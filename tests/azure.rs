@@ -271,6 +271,36 @@ fn sas_expiry_and_503_storms_are_ridden_out() {
 }
 
 #[test]
+fn a_blob_endpoint_that_stops_answering_ends_the_upload_at_the_stall_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vhd) = disk(dir.path());
+    let az = Azure::start(&["--proxy", "1"]);
+    // Two blob requests get through, then every one hangs for a minute.
+    az.faults(r#"{"blob_stall_after": 2, "blob_stall_seconds": 60}"#);
+    let args = [
+        "upload",
+        path_str(&vhd),
+        "-g",
+        "rg1",
+        "--disk-name",
+        "stalled",
+        "--location",
+        "westeurope",
+        "--stall-timeout",
+        "2",
+    ];
+    let out = output_within(&mut az.command(&args), 60);
+    no_azure_secrets(&out);
+    let e = fails(&out);
+    let named = format!("no request to {} has got through for ", az.endpoint);
+    assert!(e.contains(&named), "{e}");
+    assert!(e.contains("--stall-timeout sets how long"), "{e}");
+    // What was written stays, and the run says how to go on.
+    assert!(e.contains("--resume"), "{e}");
+    assert_eq!(az.state("stalled").as_deref(), Some("ActiveUpload"));
+}
+
+#[test]
 fn a_wrong_token_or_endpoint_is_one_clear_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let (_, vhd) = disk(dir.path());

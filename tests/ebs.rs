@@ -148,6 +148,29 @@ fn stalled_requests_time_out_and_are_retried() {
 }
 
 #[test]
+fn an_endpoint_that_never_answers_ends_the_run_at_the_stall_limit() {
+    let s = setup(&[]);
+    // Every request hangs for a minute: without the stall rule the run
+    // would retry each block for minutes before giving up.
+    s.emu.faults(r#"{"stall_every": 1, "stall_seconds": 60}"#);
+    let out = s.dir.path().join("out.vhd");
+    let o = output_within(
+        s.emu
+            .command(AWS_KEY_ID)
+            .args(["convert", &s.snap, "--out", path_str(&out)])
+            .args(["--endpoint-url", &s.emu.endpoint, "--stall-timeout", "2"]),
+        40,
+    );
+    no_secrets(&o);
+    let e = fails(&o);
+    let named = format!("no request to {} has got through for ", s.emu.endpoint);
+    assert!(e.contains(&named), "{e}");
+    assert!(e.contains("the request timed out"), "{e}");
+    assert!(e.contains("--stall-timeout sets how long"), "{e}");
+    assert!(!out.exists() && !s.dir.path().join("out.vhd.partial").exists());
+}
+
+#[test]
 fn a_checksum_mismatch_is_retried_then_fails_with_the_block() {
     let s = setup(&[]);
     // Every 5th block index comes with a wrong checksum twice, then right: retried, identical.

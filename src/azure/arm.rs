@@ -312,6 +312,7 @@ impl Arm {
         let mut attempt = 0;
         loop {
             let token = self.token.token().await?;
+            let started = Instant::now();
             let mut req = self
                 .http
                 .request(method.clone(), url)
@@ -324,14 +325,23 @@ impl Arm {
                 req = req.header("Content-Length", "0");
             }
             let e = match req.send().await {
-                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) if r.status().is_success() => {
+                    self.budget.succeeded();
+                    return Ok(r);
+                }
                 Ok(r) => arm_error(what, r).await,
                 Err(e) => transport(what, e),
             };
             if !e.is_retryable() {
                 return Err(e);
             }
-            super::back_off(&self.budget, &self.settings, &mut attempt, e).await?;
+            let failed = super::Failed {
+                attempt: &mut attempt,
+                started,
+                url,
+                error: e,
+            };
+            super::back_off(&self.budget, &self.settings, failed).await?;
         }
     }
 

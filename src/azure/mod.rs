@@ -74,6 +74,10 @@ pub struct Settings {
     pub sas_duration: Duration,
     /// Most attempts of one call, whatever budget the run has left.
     pub attempts_per_call: u32,
+    /// The stall rule: once every call to an Azure endpoint has failed for
+    /// this long, none succeeding, the run stops and says so; no single
+    /// request waits longer either.
+    pub stall_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -88,6 +92,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(30),
             sas_duration: Duration::from_secs(24 * 3600),
             attempts_per_call: 8,
+            stall_timeout: crate::retry::DEFAULT_STALL,
         }
     }
 }
@@ -166,6 +171,17 @@ pub enum Error {
         last: String,
     },
 
+    /// Every call to an endpoint failed for the stall rule's limit.
+    #[error("no request to {endpoint} has got through for {seconds} s; stopped, as nothing moves (last error: {last})")]
+    Stalled {
+        /// The endpoint (its origin only: never a SAS).
+        endpoint: String,
+        /// How long every call failed.
+        seconds: u64,
+        /// The last failure.
+        last: Box<Error>,
+    },
+
     /// One call kept failing.
     #[error("{last} (gave up after {attempts} attempts)")]
     GaveUp {
@@ -210,9 +226,11 @@ impl Error {
 /// An HTTP client with the settings' timeouts (no redirects: a SAS is never
 /// sent anywhere but where it points).
 pub(crate) fn http_client(s: &Settings) -> Result<reqwest::Client, Error> {
+    // No request waits past the stall rule's limit: it would be a stall.
+    let timeout = s.request_timeout.min(s.stall_timeout);
     reqwest::Client::builder()
-        .connect_timeout(s.connect_timeout)
-        .timeout(s.request_timeout)
+        .connect_timeout(s.connect_timeout.min(timeout))
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .build()
@@ -250,16 +268,42 @@ pub(crate) fn backoff(s: &Settings, attempt: u32) -> Duration {
     crate::retry::backoff(s.backoff_base, s.backoff_max, attempt)
 }
 
-/// Takes retry `*attempt` of one call for `last` under `budget` (or says
-/// the run must stop), then waits out its backoff: the one retry step every
-/// Azure call shares.
+/// One failed attempt of a call, as the retry step needs it.
+pub(crate) struct Failed<'a> {
+    /// The attempt's number in its call (0-based), raised on each retry.
+    pub attempt: &'a mut u32,
+    /// When the attempt was sent.
+    pub started: std::time::Instant,
+    /// Where it went: a URL whose origin alone is named (a SAS URL is fine).
+    pub url: &'a str,
+    /// Why it failed.
+    pub error: Error,
+}
+
+/// Takes the retry after a failed attempt under `budget` (or says the run
+/// must stop: the call's attempts, the run's budget, or the stall rule),
+/// then waits out its backoff: the one retry step every Azure call shares.
 pub(crate) async fn back_off(
     budget: &RetryBudget,
     s: &Settings,
-    attempt: &mut u32,
-    last: Error,
+    failed: Failed<'_>,
 ) -> Result<(), Error> {
+    let Failed {
+        attempt,
+        started,
+        url,
+        error: last,
+    } = failed;
     tracing::debug!(attempt = *attempt + 1, "Azure call retried after: {last}");
+    let stall = budget.0.stall();
+    stall.failed(started);
+    if let Some(failing) = stall.stalled() {
+        return Err(Error::Stalled {
+            endpoint: origin(url),
+            seconds: failing.as_secs(),
+            last: Box::new(last),
+        });
+    }
     budget.retry(*attempt, s.attempts_per_call, last)?;
     tokio::time::sleep(backoff(s, *attempt)).await;
     *attempt += 1;
@@ -271,9 +315,14 @@ pub(crate) async fn back_off(
 pub struct RetryBudget(crate::retry::Budget);
 
 impl RetryBudget {
-    /// A budget of `total` retries.
-    pub fn new(total: u64) -> RetryBudget {
-        RetryBudget(crate::retry::Budget::new(total))
+    /// A budget of `total` retries, with the stall rule's limit `stall`.
+    pub fn new(total: u64, stall: Duration) -> RetryBudget {
+        RetryBudget(crate::retry::Budget::new(total, stall))
+    }
+
+    /// A call got through: the service is moving (the stall rule).
+    pub fn succeeded(&self) {
+        self.0.stall().succeeded();
     }
 
     /// Takes retry number `attempt` (0-based) of one call, or says the run
@@ -304,6 +353,15 @@ impl RetryBudget {
     pub fn used(&self) -> u64 {
         self.0.used()
     }
+}
+
+/// The scheme, host and port of `url`, nothing else: how an endpoint is
+/// named in messages, never with a SAS's path or query.
+pub(crate) fn origin(url: &str) -> String {
+    reqwest::Url::parse(url).map_or_else(
+        |_| "an Azure endpoint".to_owned(),
+        |u| u.origin().ascii_serialization(),
+    )
 }
 
 /// Checks that an endpoint is https, or plain http on loopback only (an emulator).
@@ -337,6 +395,19 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_are_named_by_their_origin_alone() {
+        assert_eq!(
+            origin("https://md-x.z1.blob.storage.azure.net/abc/abcd?sv=2021&sig=SECRET"),
+            "https://md-x.z1.blob.storage.azure.net"
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:10000/a?sig=s"),
+            "http://127.0.0.1:10000"
+        );
+        assert_eq!(origin("not a url"), "an Azure endpoint");
+    }
+
+    #[test]
     fn endpoints_need_https_off_loopback() {
         assert!(check_endpoint("https://management.azure.com").is_ok());
         assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
@@ -347,7 +418,7 @@ mod tests {
 
     #[test]
     fn the_budget_runs_out() {
-        let b = RetryBudget::new(2);
+        let b = RetryBudget::new(2, crate::retry::DEFAULT_STALL);
         let e = Error::Token("x".into());
         assert!(b.take(&e).is_ok());
         assert!(b.take(&e).is_ok());

@@ -53,7 +53,10 @@ impl Session {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        let budget = Arc::new(RetryBudget::new(settings.retry_budget));
+        let budget = Arc::new(RetryBudget::new(
+            settings.retry_budget,
+            settings.stall_timeout,
+        ));
         Ok(Session {
             arm: Arc::new(Arm::new(settings, tokens, budget.clone())?),
             blob: PageBlob::new(settings, disk_tokens)?,
@@ -100,7 +103,7 @@ impl Session {
 
     /// Reads `len` bytes at `offset` of the blob behind `sas`, retried.
     pub async fn read(&self, sas: &Secret, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
-        self.retried(|| self.blob.read(sas, offset, len)).await
+        self.retried(sas, || self.blob.read(sas, offset, len)).await
     }
 
     /// The written page ranges of `disk`'s blob (of `size` bytes) behind
@@ -111,7 +114,7 @@ impl Session {
         disk: &str,
         size: u64,
     ) -> Result<Vec<Range<u64>>, Error> {
-        let listed = self.retried(|| self.blob.page_ranges(sas)).await?;
+        let listed = self.retried(sas, || self.blob.page_ranges(sas)).await?;
         page_blob::check_listing(&listed, size).map_err(|detail| Error::Protocol {
             what: format!("listing the written page ranges of disk {disk}"),
             detail,
@@ -119,19 +122,29 @@ impl Session {
         Ok(page_blob::merge(listed))
     }
 
-    /// Runs `call` until it succeeds, fails for good, or the call's attempts
-    /// or the run's budget are spent.
-    pub async fn retried<T, F, Fut>(&self, mut call: F) -> Result<T, Error>
+    /// Runs `call` (a blob call through `sas`) until it succeeds, fails for
+    /// good, or the call's attempts, the run's budget or the stall rule end it.
+    async fn retried<T, F, Fut>(&self, sas: &Secret, mut call: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let mut attempt = 0;
         loop {
+            let started = std::time::Instant::now();
             match call().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.budget.succeeded();
+                    return Ok(v);
+                }
                 Err(e) if e.is_retryable() => {
-                    super::back_off(&self.budget, &self.settings, &mut attempt, e).await?
+                    let failed = super::Failed {
+                        attempt: &mut attempt,
+                        started,
+                        url: sas.expose(),
+                        error: e,
+                    };
+                    super::back_off(&self.budget, &self.settings, failed).await?
                 }
                 Err(e) => return Err(e),
             }

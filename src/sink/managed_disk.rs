@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{BlockSink, Error};
 use crate::azure::arm::{Access, Arm, DiskRef, DiskState};
 use crate::azure::page_blob::{PageBlob, MAX_PUT_PAGE, PAGE};
-use crate::azure::{back_off, RetryBudget, Secret, Session, Settings};
+use crate::azure::{back_off, Failed, RetryBudget, Secret, Session, Settings};
 
 /// Most SAS renewals in one run (each is an ARM call; a SAS refused right
 /// after renewal means something else is wrong).
@@ -142,11 +142,15 @@ impl ManagedDiskSink {
         let mut attempt = 0;
         loop {
             let (sas, generation) = self.current_sas();
+            let started = std::time::Instant::now();
             let sent = if clear > 0 {
                 self.blob.clear_pages(&sas, offset, clear).await
             } else {
                 self.blob.put_page(&sas, offset, data.clone()).await
             };
+            if sent.is_ok() {
+                self.budget.succeeded();
+            }
             match sent {
                 Ok(()) if clear > 0 => {
                     self.clear_requests.fetch_add(1, Ordering::Relaxed);
@@ -161,7 +165,13 @@ impl ManagedDiskSink {
                 }
                 Err(e) if e.is_sas_refused() => self.renew(generation).await?,
                 Err(e) if e.is_retryable() => {
-                    back_off(&self.budget, &self.settings, &mut attempt, e).await?
+                    let failed = Failed {
+                        attempt: &mut attempt,
+                        started,
+                        url: sas.expose(),
+                        error: e,
+                    };
+                    back_off(&self.budget, &self.settings, failed).await?
                 }
                 Err(e) => return Err(e),
             }

@@ -67,6 +67,10 @@ pub struct Settings {
     /// that disk up: an endpoint that stays unreachable ends the run in
     /// about a minute, not when the run's budget is spent hours later.
     pub attempts_per_call: u32,
+    /// The stall rule: once every request to EBS has failed for this long,
+    /// none succeeding, the run stops and says so; no single request waits
+    /// longer either.
+    pub stall_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -82,6 +86,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(20),
             retry_budget: 1000,
             attempts_per_call: 10,
+            stall_timeout: crate::retry::DEFAULT_STALL,
         }
     }
 }
@@ -134,13 +139,13 @@ impl Quotas {
     /// The published quotas, plus one bound on requests in flight and one
     /// retry budget for every snapshot read in the run: many disks share
     /// what one disk alone would have.
-    pub fn shared(in_flight: usize, retries: u64) -> Arc<Quotas> {
+    pub fn shared(in_flight: usize, retries: u64, stall: Duration) -> Arc<Quotas> {
         Arc::new(Quotas {
             get_per_snapshot: PUBLISHED_GET_PER_SNAPSHOT,
             list_per_account: PUBLISHED_LIST_PER_ACCOUNT,
             buckets: Mutex::new(HashMap::new()),
             run_in_flight: Some(Arc::new(Semaphore::new(in_flight.max(1)))),
-            run_retries: Some(Arc::new(crate::retry::Budget::new(retries))),
+            run_retries: Some(Arc::new(crate::retry::Budget::new(retries, stall))),
         })
     }
 
@@ -295,6 +300,8 @@ struct Inner {
     /// The base: only blocks that changed since it are listed (ListChangedBlocks).
     first: Option<String>,
     region: String,
+    /// Where the requests go, to name it when it stalls.
+    endpoint: String,
     client: Client,
     size: u64,
     block_size: u32,
@@ -404,8 +411,13 @@ impl EbsSource {
         let run_retries = quotas.run_retries.clone();
         let sdk = rt.block_on(load_config(settings));
         let region = sdk.region().map(|r| r.to_string()).ok_or(Error::NoRegion)?;
+        let endpoint = sdk.endpoint_url().map_or_else(
+            || format!("https://ebs.{region}.amazonaws.com"),
+            str::to_owned,
+        );
         let mut inner = Inner {
             snapshot: snapshot.to_owned(),
+            endpoint,
             first: first.map(str::to_owned),
             region,
             client: Client::new(&sdk),
@@ -414,9 +426,12 @@ impl EbsSource {
             settings: settings.clone(),
             quotas,
             in_flight: InFlight::new(settings.max_in_flight),
-            retries: run_retries
-                .clone()
-                .unwrap_or_else(|| Arc::new(crate::retry::Budget::new(settings.retry_budget))),
+            retries: run_retries.clone().unwrap_or_else(|| {
+                Arc::new(crate::retry::Budget::new(
+                    settings.retry_budget,
+                    settings.stall_timeout,
+                ))
+            }),
             skip: Arc::new(HashSet::new()),
             listing: Arc::default(),
             tokens: Mutex::new(HashMap::new()),
@@ -621,10 +636,14 @@ impl Inner {
         let mut attempt = 0;
         loop {
             self.quotas.wait("list", self.quotas.list_per_account).await;
+            let started = Instant::now();
             match once().await {
-                Ok(page) => return Ok(page),
+                Ok(page) => {
+                    self.retries.stall().succeeded();
+                    return Ok(page);
+                }
                 Err(Failure::TokenExpired) => return Err(Error::PageTokenExpired),
-                Err(f) => self.pause(f, &mut attempt, None).await?,
+                Err(f) => self.pause(f, &mut attempt, None, started).await?,
             }
         }
     }
@@ -786,7 +805,14 @@ impl Inner {
     }
 
     /// Waits before a retry, or says the run must stop.
-    async fn pause(&self, f: Failure, attempt: &mut u32, block: Option<u64>) -> Result<(), Error> {
+    /// `started` is when the failed attempt was sent (for the stall rule).
+    async fn pause(
+        &self,
+        f: Failure,
+        attempt: &mut u32,
+        block: Option<u64>,
+        started: Instant,
+    ) -> Result<(), Error> {
         let last = match f {
             Failure::Fatal(e) => return Err(e),
             Failure::TokenExpired => return Ok(()),
@@ -801,6 +827,15 @@ impl Inner {
                 m
             }
         };
+        let stall = self.retries.stall();
+        stall.failed(started);
+        if let Some(failing) = stall.stalled() {
+            return Err(Error::Stalled {
+                endpoint: self.endpoint.clone(),
+                seconds: failing.as_secs(),
+                last,
+            });
+        }
         if *attempt + 1 >= self.settings.attempts_per_call.max(1) {
             return Err(Error::Attempts {
                 snapshot: self.snapshot.clone(),
@@ -982,12 +1017,13 @@ impl Inner {
         };
         let (mut attempt, mut refreshes, mut mismatches) = (0u32, 0u32, 0u32);
         loop {
-            let result = {
+            let (started, result) = {
                 let _permit = self.in_flight.acquire().await;
                 self.quotas
                     .wait(&self.snapshot, self.quotas.get_per_snapshot)
                     .await;
-                self.get_once(index, &token).await
+                let started = Instant::now();
+                (started, self.get_once(index, &token).await)
             };
             let failure = match result {
                 Ok(f) if f.data.data.len() != self.block_size as usize => {
@@ -1016,6 +1052,7 @@ impl Inner {
                 }
                 Ok(f) => {
                     self.in_flight.succeeded();
+                    self.retries.stall().succeeded();
                     return Ok(f.data);
                 }
                 Err(f) => f,
@@ -1030,7 +1067,8 @@ impl Inner {
                 token = self.refresh_token(index).await?;
                 continue;
             }
-            self.pause(failure, &mut attempt, Some(index)).await?;
+            self.pause(failure, &mut attempt, Some(index), started)
+                .await?;
         }
     }
 }
@@ -1054,10 +1092,12 @@ struct Fetched {
 }
 
 pub(crate) async fn load_config(s: &Settings) -> aws_config::SdkConfig {
+    // No request waits past the stall rule's limit: it would be a stall.
+    let request_timeout = s.request_timeout.min(s.stall_timeout);
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(s.connect_timeout)
-        .read_timeout(s.request_timeout)
-        .operation_attempt_timeout(s.request_timeout)
+        .connect_timeout(s.connect_timeout.min(request_timeout))
+        .read_timeout(request_timeout)
+        .operation_attempt_timeout(request_timeout)
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())

@@ -156,6 +156,17 @@ pub enum Error {
         last: String,
     },
 
+    /// Every request to the service failed for the stall rule's limit.
+    #[error("no request to {endpoint} has got through for {seconds} s; stopped, as nothing moves (last error: {last})")]
+    Stalled {
+        /// The service's endpoint (no credentials in it).
+        endpoint: String,
+        /// How long every request failed.
+        seconds: u64,
+        /// The last failure.
+        last: String,
+    },
+
     /// A page token expired (handled inside the listing).
     #[error("the listing's page token expired")]
     PageTokenExpired,
@@ -214,7 +225,10 @@ impl Error {
                 diskformats::Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::Interrupted
             ),
-            Error::RetryBudget { .. } | Error::Attempts { .. } | Error::PageTokenExpired => true,
+            Error::RetryBudget { .. }
+            | Error::Attempts { .. }
+            | Error::Stalled { .. }
+            | Error::PageTokenExpired => true,
             _ => false,
         }
     }

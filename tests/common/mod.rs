@@ -77,18 +77,26 @@ pub fn blocked(out: &Output) -> String {
 
 /// Runs ebs2azure with `args`, waiting at most 20 s (then kills it and fails).
 pub fn bounded(args: &[&str]) -> std::process::Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
-        .args(args)
+    output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure")).args(args),
+        20,
+    )
+}
+
+/// Runs `c` to its end with its output captured, waiting at most `secs`
+/// (then kills it and fails the test).
+pub fn output_within(c: &mut Command, secs: u64) -> Output {
+    let mut child = c
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("ebs2azure {args:?} did not end in 20 s");
+            panic!("{c:?} did not end in {secs} s");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -635,11 +643,17 @@ impl Azure {
 
     /// `ebs2azure ARGS` in a clean environment that reaches this emulator.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// The command [`Azure::run`] runs.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ebs2azure"));
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", "/nonexistent");
-        self.env(&mut c).args(args).output().unwrap()
+        self.env(&mut c).args(args);
+        c
     }
 }
 

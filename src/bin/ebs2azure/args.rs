@@ -784,6 +784,7 @@ impl AzureConn {
                 arm_endpoint: self.arm_endpoint.clone(),
                 request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
                 retry_budget: limits.retry_budget,
+                stall_timeout: limits.stall(),
                 ..Default::default()
             },
             token_file: self.arm_token_file.clone(),
@@ -984,6 +985,18 @@ pub struct LimitArgs {
     /// Retries allowed for the whole run, all requests together.
     #[arg(long, default_value_t = 1000)]
     pub retry_budget: u64,
+    /// Seconds every request to an endpoint may fail, none getting through,
+    /// before the run stops and names it (no byte of progress); no request
+    /// waits longer either.
+    #[arg(long, default_value_t = ebs2azure::retry::DEFAULT_STALL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
+}
+
+impl LimitArgs {
+    /// The stall rule's limit.
+    pub fn stall(&self) -> Duration {
+        Duration::from_secs(self.stall_timeout)
+    }
 }
 
 impl AwsArgs {
@@ -995,6 +1008,7 @@ impl AwsArgs {
             endpoint_url: self.endpoint_url.clone(),
             request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
             retry_budget: limits.retry_budget,
+            stall_timeout: limits.stall(),
             max_in_flight: concurrency.map_or(defaults.max_in_flight, NonZeroUsize::get),
             ..defaults
         }

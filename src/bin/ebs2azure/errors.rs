@@ -98,6 +98,10 @@ fn inner<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'sta
     None
 }
 
+/// What to do about a stalled endpoint.
+const STALL_HINT: &str =
+    "check the network path to that endpoint; --stall-timeout sets how long a stall may last";
+
 /// Adds the hints for `e` itself.
 fn visit(e: &(dyn StdError + 'static), hints: &mut Vec<&'static str>) {
     let mut add = |h: &'static str| {
@@ -133,10 +137,13 @@ fn visit(e: &(dyn StdError + 'static), hints: &mut Vec<&'static str>) {
             add("pass the snapshot's region with --region")
         }
         Some(source::Error::NoRegion) => add("pass --region or set AWS_REGION"),
+        Some(source::Error::Stalled { .. }) => add(STALL_HINT),
         _ => {}
     }
-    if let Some(azure::Error::Token(_)) = e.downcast_ref::<azure::Error>() {
-        add("a token file can be given with --arm-token-file");
+    match e.downcast_ref::<azure::Error>() {
+        Some(azure::Error::Token(_)) => add("a token file can be given with --arm-token-file"),
+        Some(azure::Error::Stalled { .. }) => add(STALL_HINT),
+        _ => {}
     }
     if let Some(verify::Error::DiskNotFound { .. }) = e.downcast_ref::<verify::Error>() {
         add("check --disk-name and --resource-group");

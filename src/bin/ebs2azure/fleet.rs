@@ -378,7 +378,7 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
     let in_flight = r.concurrency.map_or(ebs.max_in_flight, |c| c.get());
     let upload_opts = upload::Options {
         ebs,
-        quotas: Quotas::shared(in_flight, r.limits.retry_budget),
+        quotas: Quotas::shared(in_flight, r.limits.retry_budget, r.limits.stall()),
         stop: Some(stop.clone()),
         ..r.azure.options(r.limits, None)
     };
@@ -491,7 +491,7 @@ pub fn window(w: WindowArgs, kind: WindowRun, stop: Arc<AtomicBool>) -> Result<E
     let in_flight = w.concurrency.map_or(ebs.max_in_flight, |c| c.get());
     let upload_opts = upload::Options {
         ebs,
-        quotas: Quotas::shared(in_flight, w.limits.retry_budget),
+        quotas: Quotas::shared(in_flight, w.limits.retry_budget, w.limits.stall()),
         stop: Some(stop.clone()),
         ..w.azure.options(&w.limits, None)
     };
