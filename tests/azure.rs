@@ -585,3 +585,141 @@ fn names_and_skus_azure_refuses_are_refused_before_any_call() {
         "no call reached Resource Manager"
     );
 }
+
+/// A disk PUT body Azure accepts, for the emulator's checks to break one field at a time.
+fn disk_body() -> serde_json::Value {
+    serde_json::json!({
+        "location": "westeurope",
+        "sku": {"name": "Premium_LRS"},
+        "tags": {"app": "web"},
+        "properties": {
+            "osType": "Linux",
+            "hyperVGeneration": "V2",
+            "creationData": {"createOption": "Upload", "uploadSizeBytes": 20 * MIB + 512}
+        }
+    })
+}
+
+#[test]
+fn the_arm_emulator_refuses_what_the_disks_spec_refuses() {
+    let az = Azure::start(&[]);
+    let disk = |name: &str| {
+        format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/{name}?api-version=2024-03-02")
+    };
+    let put = |name: &str, body: &serde_json::Value| az.arm("PUT", &disk(name), &body.to_string());
+    // The control: a valid body is taken, and its operation ends with the Disk.
+    let (status, created) = put("good", &disk_body());
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["properties"]["diskState"], "ReadyToUpload");
+
+    let broken: Vec<(&str, serde_json::Value, &str, &str)> = vec![
+        (
+            "/sku/name",
+            "premium_lrs".into(),
+            "InvalidParameter",
+            "sku.name",
+        ),
+        (
+            "/properties/encryption",
+            serde_json::json!({"type": "CustomerKey"}),
+            "InvalidParameter",
+            "properties.encryption.type",
+        ),
+        (
+            "/properties/networkAccessPolicy",
+            "Private".into(),
+            "InvalidParameter",
+            "properties.networkAccessPolicy",
+        ),
+        (
+            "/properties/diskState",
+            "Unattached".into(),
+            "InvalidParameter",
+            "properties.diskState",
+        ),
+        ("/tags/app", 7.into(), "InvalidRequestContent", "tags.app"),
+        ("/zones", "1".into(), "InvalidRequestContent", "zones"),
+        (
+            "/properties/diskSizeGB",
+            (1u64 << 31).into(),
+            "InvalidRequestContent",
+            "properties.diskSizeGB",
+        ),
+        (
+            "/properties/osType",
+            "linux".into(),
+            "InvalidParameter",
+            "properties.osType",
+        ),
+    ];
+    for (at, value, code, target) in broken {
+        let mut body = disk_body();
+        let (parent, key) = at.rsplit_once('/').unwrap();
+        body.pointer_mut(if parent.is_empty() { "" } else { parent })
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .insert(key.to_owned(), value);
+        let (status, answer) = put("bad", &body);
+        assert_eq!(status, 400, "{at}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{at}: {answer}");
+        assert_eq!(answer["error"]["target"], target, "{at}: {answer}");
+    }
+    let (status, answer) = put(&"d".repeat(81), &disk_body());
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("InvalidResourceName"))
+    );
+    assert_eq!(put(&"d".repeat(80), &disk_body()).0, 202);
+
+    let grant = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/good/beginGetAccess?api-version=2024-03-02");
+    let (status, answer) = az.arm(
+        "POST",
+        &grant,
+        r#"{"access": "Write", "durationInSeconds": 2147483648}"#,
+    );
+    assert_eq!(
+        (status, answer["error"]["target"].as_str()),
+        (400, Some("durationInSeconds")),
+        "{answer}"
+    );
+    assert_eq!(az.state("bad"), None, "no refused body made a disk");
+}
+
+#[test]
+fn failed_and_canceled_operations_and_wrapped_errors_end_in_their_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, vhd) = disk(dir.path());
+    let az = Azure::start(&[]);
+    az.faults(r#"{"lro_fail": 1}"#);
+    let e = fails(&upload(&az, &vhd, "failed", &[]));
+    assert!(
+        e.contains("creating disk failed: the operation ended Failed (InjectedFailure): The operation failed. The disk service could not complete the operation (injected)."),
+        "{e}"
+    );
+    az.faults(r#"{"lro_cancel": 1}"#);
+    let e = fails(&upload(&az, &vhd, "canceled", &[]));
+    assert!(e.contains("ended Canceled (Canceled)"), "{e}");
+    assert!(e.contains("A newer request canceled this operation"), "{e}");
+
+    // Without Azure-AsyncOperation the operations are followed through Location alone.
+    az.faults(r#"{"location_only": 1}"#);
+    let out = upload(&az, &vhd, "located", &[]);
+    ok(&out);
+    let back = dir.path().join("back.vhd");
+    az.download("located", &back);
+    assert!(same_bytes(&back, &vhd));
+    az.faults(r#"{"location_only": 1, "lro_fail": 1}"#);
+    let e = fails(&upload(&az, &vhd, "located-failed", &[]));
+    assert!(e.contains("InjectedFailure (HTTP 400)"), "{e}");
+    assert!(e.contains("could not complete the operation"), "{e}");
+
+    // The real cause, in details, is what is said.
+    az.faults(r#"{"location_only": 0, "error_details": 1}"#);
+    let out = upload_to(&az.endpoint, "wrong-token-never-print", &vhd);
+    let e = fails(&out);
+    assert!(
+        e.contains("InvalidAuthenticationToken (HTTP 401): The request failed; see details. The access token is missing or invalid."),
+        "{e}"
+    );
+}

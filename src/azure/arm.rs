@@ -384,16 +384,11 @@ impl Arm {
                             None => Ok(None),
                         };
                     }
-                    "Failed" | "Canceled" => {
-                        let code = v.pointer("/error/code").and_then(Value::as_str);
-                        let msg = v.pointer("/error/message").and_then(Value::as_str);
+                    ended @ ("Failed" | "Canceled") => {
+                        let (code, msg) = cloud_error(v.get("error").unwrap_or(&Value::Null));
                         return Err(Error::Operation {
                             what: what.into(),
-                            detail: format!(
-                                "{}: {}",
-                                code.unwrap_or("operation failed"),
-                                msg.unwrap_or("")
-                            ),
+                            detail: format!("the operation ended {ended} ({code}): {msg}"),
                         });
                     }
                     _ => continue,
@@ -669,20 +664,72 @@ async fn body_json(r: reqwest::Response) -> Option<Value> {
 async fn arm_error(what: &str, r: reqwest::Response) -> Error {
     let status = r.status().as_u16();
     let v = body_json(r).await.unwrap_or(Value::Null);
-    let code = v
-        .pointer("/error/code")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_owned();
-    let message = v
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+    let (code, message) = cloud_error(v.get("error").unwrap_or(&Value::Null));
     Error::Arm {
         what: what.into(),
         status,
         code,
         message,
+    }
+}
+
+/// Most levels of `details` followed into a CloudError.
+const MAX_DETAIL_DEPTH: usize = 8;
+
+/// The code and message of a CloudError's `error` (or an operation's):
+/// where it has `details`, the innermost first one, which is where Compute
+/// puts the real cause, after the outer message.
+fn cloud_error(e: &Value) -> (String, String) {
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut inner = e;
+    for _ in 0..MAX_DETAIL_DEPTH {
+        match inner
+            .get("details")
+            .and_then(Value::as_array)
+            .and_then(|d| d.first())
+        {
+            Some(d) if d.is_object() => inner = d,
+            _ => break,
+        }
+    }
+    let code = Some(text(inner, "code"))
+        .filter(|c| !c.is_empty())
+        .or_else(|| Some(text(e, "code")).filter(|c| !c.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let (outer, innermost) = (text(e, "message"), text(inner, "message"));
+    let message = if std::ptr::eq(inner, e) || outer.is_empty() || outer == innermost {
+        innermost
+    } else if innermost.is_empty() {
+        outer
+    } else {
+        format!("{outer} {innermost}")
+    };
+    (code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloud_errors_innermost_detail_is_its_cause() {
+        let plain = json!({"code": "InvalidParameter", "message": "bad sku", "target": "sku.name"});
+        assert_eq!(
+            cloud_error(&plain),
+            ("InvalidParameter".into(), "bad sku".into())
+        );
+        let wrapped = json!({"code": "BadRequest", "message": "The request failed; see details.",
+            "details": [{"code": "OperationNotAllowed", "message": "outer detail",
+                "details": [{"code": "QuotaExceeded", "message": "Disk quota reached in westeurope."}]}]});
+        assert_eq!(
+            cloud_error(&wrapped),
+            (
+                "QuotaExceeded".into(),
+                "The request failed; see details. Disk quota reached in westeurope.".into()
+            )
+        );
+        let odd = json!({"code": "X", "message": "m", "details": ["not an object"]});
+        assert_eq!(cloud_error(&odd), ("X".into(), "m".into()));
+        assert_eq!(cloud_error(&Value::Null), ("unknown".into(), String::new()));
     }
 }
