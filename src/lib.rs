@@ -43,6 +43,7 @@ pub mod digest;
 pub mod ec2;
 pub mod fixup;
 pub mod info;
+pub mod interrupt;
 pub mod kinds;
 pub mod limits;
 pub mod machines;

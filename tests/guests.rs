@@ -182,6 +182,12 @@ fn hostile_guests_fail_safely() {
         out.status.success() || out.status.code() == Some(3),
         "{out:?}"
     );
+    // ... and it is a finding, not a silence.
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        has(&r, "advice", "90_dpkg.cfg is a FIFO, not a regular file"),
+        "{r}"
+    );
     let out = bounded(&["fixup", path_str(&raw)]);
     assert!(out.status.code().is_some(), "{out:?}");
     assert_eq!(loops_of(&raw), "");
@@ -191,6 +197,72 @@ fn hostile_guests_fail_safely() {
     sparse_file(&junk, 1 << 20, &[(0, noise(3, 4096))]);
     let r = inspect(&junk);
     assert!(has(&r, "blocker", "no partition holds a Linux root"), "{r}");
+}
+
+#[test]
+fn an_interrupt_unmounts_the_guest_and_detaches_its_loop_devices() {
+    need_loop_devices!();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = guest(dir.path(), &[]);
+    // Caught with its guest mounted (stopped there), then asked to end:
+    // it unwinds, releasing what it holds, and says so. Tried a few
+    // times, as a fast run can end before it is caught.
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+            .args(["fixup", path_str(&raw), "--dry-run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut ended = false;
+        while loops_of(&raw).is_empty() && std::time::Instant::now() < deadline {
+            // Polled without reaping it: its pid stays ours to signal.
+            ended = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |st| st.contains(") Z "));
+            if ended {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if !ended {
+            // SAFETY: signals to our own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGSTOP);
+                libc::kill(pid, libc::SIGTERM);
+                libc::kill(pid, libc::SIGCONT);
+            }
+        }
+        let out = output_within_child(child, 30);
+        assert_eq!(loops_of(&raw), "", "a loop device was left: {out:?}");
+        seen.push(out.status.code());
+        if out.status.code() == Some(130) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.starts_with("error: interrupted:")
+                    && err.contains("was unmounted and its loop devices detached"),
+                "{err}"
+            );
+            return;
+        }
+    }
+    panic!("never caught mid-work: exit codes {seen:?}");
+}
+
+/// Waits at most `secs` for `child` to end (then kills it and fails).
+fn output_within_child(mut child: std::process::Child, secs: u64) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not end in {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Runs `change` on the root filesystem of guest `raw`, mounted read-write

@@ -77,6 +77,7 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
                 found.extend(linux::plan_esp(&esp)?.findings());
             }
             report.findings.extend(found);
+            report.findings.extend(m.odd_files());
             break;
         }
     }

@@ -106,6 +106,9 @@ pub enum Error {
         /// The system's error.
         source: std::io::Error,
     },
+    /// An interrupt stopped the work between two steps.
+    #[error("interrupted; the guest was left as it was before the step under way")]
+    Interrupted,
     /// A host tool could not be started.
     #[error("cannot run {tool}: {source}")]
     Spawn {

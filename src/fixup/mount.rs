@@ -115,6 +115,25 @@ pub struct Mounted {
     dir: Option<tempfile::TempDir>,
     mounted: bool,
     root: Option<OwnedFd>,
+    /// Guest paths a read found to be something other than a regular file
+    /// (a FIFO, socket or device), with what they are: read as absent.
+    odd: std::sync::Mutex<Vec<(String, &'static str)>>,
+}
+
+/// What a file type is called in findings.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// The backing file and offset the kernel reports for loop device `dev`.
@@ -196,6 +215,7 @@ impl Mounted {
             dir: None,
             mounted: false,
             root: None,
+            odd: std::sync::Mutex::new(Vec::new()),
         };
         let dir = tempfile::Builder::new()
             .prefix("ebs2azure-guest-")
@@ -247,6 +267,10 @@ impl Mounted {
     /// Opens `path` inside the guest (absolute guest paths; `..` and
     /// symlinks cannot leave the guest root); `None` when it does not exist.
     fn open(&self, path: &str, flags: i32) -> Result<Option<OwnedFd>, Error> {
+        // Every guest step starts here: an interrupt stops the work between two.
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted);
+        }
         let root = self
             .root
             .as_ref()
@@ -349,6 +373,24 @@ impl Mounted {
     }
 }
 
+impl Mounted {
+    /// Advice for each guest file a read found to be a FIFO, socket or
+    /// device: it was read as absent, never opened for data (which could
+    /// wait for ever), and never edited.
+    pub fn odd_files(&self) -> Vec<super::Finding> {
+        let odd = self.odd.lock().map(|o| o.clone()).unwrap_or_default();
+        odd.into_iter()
+            .map(|(path, kind)| super::Finding {
+                class: super::Class::Advice,
+                subject: path.clone(),
+                message: format!(
+                    "{path} is {kind}, not a regular file; it was read as absent and is left alone: make it a regular file if the guest needs its settings"
+                ),
+            })
+            .collect()
+    }
+}
+
 impl GuestFs for Mounted {
     /// The contents of a guest file, or `None` when it does not exist.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -358,6 +400,13 @@ impl GuestFs for Mounted {
         let f = File::from(fd);
         let meta = f.metadata().map_err(|e| guest_io("stat", path, e))?;
         if !meta.is_file() {
+            let kind = kind_of(meta.file_type());
+            let special = !meta.is_dir();
+            if let (true, Ok(mut odd)) = (special, self.odd.lock()) {
+                if !odd.iter().any(|(p, _)| p == path) && odd.len() < 64 {
+                    odd.push((path.to_owned(), kind));
+                }
+            }
             return Ok(None);
         }
         let mut buf = Vec::new();

@@ -88,7 +88,8 @@ fn main() -> ExitCode {
                     .and_then(|i| print::print_info(&i, json))
             }
         },
-        Command::Inspect { image, json } => match fixup::inspect::inspect(&image) {
+        Command::Inspect { image, json } => match guest_work(|| fixup::inspect::inspect(&image)) {
+            Err(fixup::Error::Interrupted) => return guest_interrupted(&image),
             Err(e) => Err(said(e)),
             Ok(r) => match print::print_inspect(&r, json) {
                 Err(e) => Err(e),
@@ -110,10 +111,12 @@ fn main() -> ExitCode {
             json,
         } => match disks
             .fix_options(dry_run, &aws.settings(&limits, None), &Quotas::published())
-            .and_then(|o| fixup::apply::fixup(&image, &o).map_err(said))
+            .map(|o| guest_work(|| fixup::apply::fixup(&image, &o)))
         {
             Err(e) => Err(e),
-            Ok(r) => match print::print_fixup(&r, json) {
+            Ok(Err(fixup::Error::Interrupted)) => return guest_interrupted(&image),
+            Ok(Err(e)) => Err(said(e)),
+            Ok(Ok(r)) => match print::print_fixup(&r, json) {
                 Err(e) => Err(e),
                 Ok(()) if fixup::windows::unsafe_to_edit(&r.inspection.findings) => {
                     return blocked("nothing was changed: Windows left this disk in a state that must not be edited (the blockers say why and what to do)")
@@ -293,8 +296,28 @@ fn interruptible(
     }
 }
 
-/// A flag set by the first SIGINT or SIGTERM; a second one ends the
-/// process at once.
+/// Runs guest work (inspect, fixup) with SIGINT and SIGTERM stopping it
+/// between two guest steps, so that it unwinds: filesystems unmounted, loop
+/// devices detached. Without the handlers (they could not be set) a signal
+/// ends the process as usual.
+fn guest_work<T>(work: impl FnOnce() -> Result<T, fixup::Error>) -> Result<T, fixup::Error> {
+    if let Err(e) = stop_on_signals() {
+        tracing::warn!("{e}");
+    }
+    work()
+}
+
+/// Says that guest work on `image` was interrupted, and exits 130.
+fn guest_interrupted(image: &std::path::Path) -> ExitCode {
+    print::error(&format!(
+        "interrupted: {} was unmounted and its loop devices detached; a file being replaced was left whole (old or new); run the command again",
+        image.display()
+    ));
+    ExitCode::from(EXIT_INTERRUPTED)
+}
+
+/// A flag set by the first SIGINT or SIGTERM (also the library's interrupt
+/// request); a second one ends the process at once.
 fn stop_on_signals() -> Result<Arc<AtomicBool>, Failed> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -306,6 +329,7 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>, Failed> {
         .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
         .map_err(|e| format!("cannot handle interrupts: {e}"))?;
     }
+    ebs2azure::interrupt::watch(stop.clone());
     Ok(stop)
 }
 
