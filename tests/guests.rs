@@ -209,7 +209,7 @@ fn an_interrupt_unmounts_the_guest_and_detaches_its_loop_devices() {
     // times, as a fast run can end before it is caught.
     let mut seen = Vec::new();
     for _ in 0..8 {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ebs2azure"))
             .args(["fixup", path_str(&raw), "--dry-run"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
