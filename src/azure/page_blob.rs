@@ -315,8 +315,9 @@ pub fn merge(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     out
 }
 
-/// The `PageRange` elements (as half-open ranges) and `NextMarker` of a page list.
-fn parse_page_list(xml: &str) -> Option<(Vec<Range<u64>>, Option<String>)> {
+/// The `PageRange` elements (as half-open ranges) and `NextMarker` of a
+/// page list; `None` when it is not one (public for the fuzz targets).
+pub fn parse_page_list(xml: &str) -> Option<(Vec<Range<u64>>, Option<String>)> {
     if !xml.contains("<PageList") {
         return None;
     }
@@ -328,10 +329,11 @@ fn parse_page_list(xml: &str) -> Option<(Vec<Range<u64>>, Option<String>)> {
         let item = &rest[..end];
         let start: u64 = element(item, "Start")?.parse().ok()?;
         let last: u64 = element(item, "End")?.parse().ok()?;
+        // An End at u64::MAX has no half-open end: not an answer Azure gives.
         if last < start {
             return None;
         }
-        ranges.push(start..last + 1);
+        ranges.push(start..last.checked_add(1)?);
         rest = &rest[end..];
     }
     let next = element(xml, "NextMarker")
@@ -350,6 +352,12 @@ fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_range_ending_at_the_last_byte_of_u64_is_refused_not_wrapped() {
+        let xml = "<PageList><PageRange><Start>0</Start><End>18446744073709551615</End></PageRange></PageList>";
+        assert_eq!(parse_page_list(xml), None);
+    }
 
     #[test]
     fn page_lists_parse_and_merge() {

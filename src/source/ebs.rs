@@ -605,25 +605,7 @@ impl Inner {
 
     /// Checks a listing's block and volume sizes; returns them.
     fn sizes(&self, block_size: i32, volume: i64) -> Result<(u32, u64), Error> {
-        let bs = u32::try_from(block_size).unwrap_or(0);
-        if !bs.is_power_of_two() || !(4096..=(16 << 20)).contains(&bs) {
-            return Err(self.inconsistent(format!(
-                "block size {block_size} is not a power of two from 4 KiB to 16 MiB"
-            )));
-        }
-        if self.block_size != 0 && bs != self.block_size {
-            return Err(self.inconsistent(format!(
-                "block size changed from {} to {bs} between pages",
-                self.block_size
-            )));
-        }
-        let volume = u64::try_from(volume)
-            .ok()
-            .filter(|&v| v > 0 && v <= 65536)
-            .ok_or_else(|| {
-                self.inconsistent(format!("volume size {volume} GiB is outside 1..=65536"))
-            })?;
-        Ok((bs, volume))
+        check_sizes(block_size, volume, self.block_size).map_err(|d| self.inconsistent(d))
     }
 
     /// One listing call (`once`), paced under the list quota and retried as
@@ -650,17 +632,7 @@ impl Inner {
 
     /// Checks that block `i` (as listed) is a valid index after `last`.
     fn listed_index(&self, i: Option<i32>, last: Option<u64>) -> Result<u64, Failure> {
-        let i = i.ok_or_else(|| {
-            Failure::Fatal(self.inconsistent("a listed block has no index".into()))
-        })?;
-        let i = u64::try_from(i)
-            .map_err(|_| Failure::Fatal(self.inconsistent(format!("negative block index {i}"))))?;
-        if last.is_some_and(|prev| prev >= i) {
-            return Err(Failure::Fatal(
-                self.inconsistent(format!("block {i} is listed out of order")),
-            ));
-        }
-        Ok(i)
+        check_index(i, last).map_err(|d| Failure::Fatal(self.inconsistent(d)))
     }
 
     /// One ListChangedBlocks page between `first` and the snapshot, retried.
@@ -1089,6 +1061,39 @@ struct Fetched {
     data: BlockBuf,
     /// The SHA-256 of the bytes matches the service's checksum.
     checksum_ok: bool,
+}
+
+/// Checks a listing's block size and volume size (GiB) against what EBS
+/// can answer and against the block size of earlier pages (`known`, 0 when
+/// none); returns them as this client uses them. Pure, for the fuzz targets.
+pub fn check_sizes(block_size: i32, volume: i64, known: u32) -> Result<(u32, u64), String> {
+    let bs = u32::try_from(block_size).unwrap_or(0);
+    if !bs.is_power_of_two() || !(4096..=(16 << 20)).contains(&bs) {
+        return Err(format!(
+            "block size {block_size} is not a power of two from 4 KiB to 16 MiB"
+        ));
+    }
+    if known != 0 && bs != known {
+        return Err(format!(
+            "block size changed from {known} to {bs} between pages"
+        ));
+    }
+    let volume = u64::try_from(volume)
+        .ok()
+        .filter(|&v| v > 0 && v <= 65536)
+        .ok_or_else(|| format!("volume size {volume} GiB is outside 1..=65536"))?;
+    Ok((bs, volume))
+}
+
+/// Checks that a listed block index `i` is there, not negative, and after
+/// the one listed before it (`last`). Pure, for the fuzz targets.
+pub fn check_index(i: Option<i32>, last: Option<u64>) -> Result<u64, String> {
+    let i = i.ok_or_else(|| "a listed block has no index".to_owned())?;
+    let i = u64::try_from(i).map_err(|_| format!("negative block index {i}"))?;
+    if last.is_some_and(|prev| prev >= i) {
+        return Err(format!("block {i} is listed out of order"));
+    }
+    Ok(i)
 }
 
 pub(crate) async fn load_config(s: &Settings) -> aws_config::SdkConfig {
