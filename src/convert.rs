@@ -186,6 +186,10 @@ pub struct EbsReport {
     pub tokens_refreshed: u64,
     /// Blocks that failed their checksum and were fetched again.
     pub checksum_mismatches: u64,
+    /// The GetSnapshotBlock round trip measured at the end (moving average), ms.
+    pub round_trip_ms: f64,
+    /// The limit on requests in flight at the end (quota x round trip, with headroom).
+    pub in_flight_limit: usize,
 }
 
 /// Why a conversion failed.
@@ -396,7 +400,10 @@ impl Conversion {
             Source::Image(s) => (InputFormat::Image(s.image().format()), None),
             Source::Ebs(s) => {
                 let c = s.counters();
+                let (rtt, limit) = s.flight();
                 let report = EbsReport {
+                    round_trip_ms: (rtt.as_secs_f64() * 1e4).round() / 10.0,
+                    in_flight_limit: limit,
                     region: s.region().to_owned(),
                     retries: c.retries.load(Ordering::Relaxed),
                     throttled: c.throttled.load(Ordering::Relaxed),

@@ -54,9 +54,11 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Limit on connecting.
     pub connect_timeout: Duration,
-    /// Most GetSnapshotBlock requests in flight (lowered while throttled);
-    /// about 100 reach the per-snapshot quota at a 100 ms round trip.
-    pub max_in_flight: usize,
+    /// GetSnapshotBlock requests in flight (lowered while throttled).
+    pub in_flight: InFlightPolicy,
+    /// GetSnapshotBlock requests per second per snapshot that requests are
+    /// paced to (the account's quota; AWS publishes 1,000).
+    pub ebs_quota: f64,
     /// First backoff delay; doubles per retry of a call, with jitter.
     pub backoff_base: Duration,
     /// Longest backoff delay.
@@ -81,7 +83,10 @@ impl Default for Settings {
             endpoint_url: None,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
-            max_in_flight: 96,
+            in_flight: InFlightPolicy::Adaptive {
+                cap: DEFAULT_IN_FLIGHT_CAP,
+            },
+            ebs_quota: PUBLISHED_GET_PER_SNAPSHOT,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(20),
             retry_budget: 1000,
@@ -92,7 +97,10 @@ impl Default for Settings {
 }
 
 /// GetSnapshotBlock requests per second per snapshot, as AWS publishes it.
-const PUBLISHED_GET_PER_SNAPSHOT: f64 = 1000.0;
+pub const PUBLISHED_GET_PER_SNAPSHOT: f64 = 1000.0;
+/// The most requests in flight an adaptive policy asks for by default:
+/// 1,000 requests/s at a 400 ms round trip, with headroom.
+pub const DEFAULT_IN_FLIGHT_CAP: usize = 512;
 /// List requests per second per account, as AWS publishes it.
 const PUBLISHED_LIST_PER_ACCOUNT: f64 = 50.0;
 
@@ -101,7 +109,6 @@ const PUBLISHED_LIST_PER_ACCOUNT: f64 = 50.0;
 /// process.
 #[derive(Debug)]
 pub struct Quotas {
-    get_per_snapshot: f64,
     list_per_account: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
     /// GetSnapshotBlock requests in flight for the whole run, all snapshots
@@ -119,16 +126,16 @@ struct Bucket {
 }
 
 impl Quotas {
-    /// Quotas with the service's published limits: 1,000 GetSnapshotBlock
-    /// requests per second per snapshot, 50 list requests per second per account.
+    /// Quotas with the service's published list limit: 50 list requests per
+    /// second per account (GetSnapshotBlock's, per snapshot, is each
+    /// source's [`Settings::ebs_quota`]).
     pub fn published() -> Arc<Quotas> {
-        Quotas::new(PUBLISHED_GET_PER_SNAPSHOT, PUBLISHED_LIST_PER_ACCOUNT)
+        Quotas::new(PUBLISHED_LIST_PER_ACCOUNT)
     }
 
-    /// Quotas with other rates (requests per second).
-    pub fn new(get_per_snapshot: f64, list_per_account: f64) -> Arc<Quotas> {
+    /// Quotas with another list rate (requests per second).
+    pub fn new(list_per_account: f64) -> Arc<Quotas> {
         Arc::new(Quotas {
-            get_per_snapshot,
             list_per_account,
             buckets: Mutex::new(HashMap::new()),
             run_in_flight: None,
@@ -141,7 +148,6 @@ impl Quotas {
     /// what one disk alone would have.
     pub fn shared(in_flight: usize, retries: u64, stall: Duration) -> Arc<Quotas> {
         Arc::new(Quotas {
-            get_per_snapshot: PUBLISHED_GET_PER_SNAPSHOT,
             list_per_account: PUBLISHED_LIST_PER_ACCOUNT,
             buckets: Mutex::new(HashMap::new()),
             run_in_flight: Some(Arc::new(Semaphore::new(in_flight.max(1)))),
@@ -189,24 +195,91 @@ impl Quotas {
     }
 }
 
-/// An in-flight limit that halves when throttled and grows by one per
-/// window of successes (AIMD), between 1 and the configured maximum.
+/// How many GetSnapshotBlock requests one snapshot keeps in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InFlightPolicy {
+    /// What the quota needs at the measured round trip (Little's law:
+    /// requests in flight = rate x round trip), a quarter more as headroom,
+    /// from [`MIN_ADAPTIVE`] to `cap`.
+    Adaptive {
+        /// The most, whatever the round trip.
+        cap: usize,
+    },
+    /// This many, whatever the round trip.
+    Fixed(usize),
+}
+
+impl InFlightPolicy {
+    /// The most requests in flight this policy can ask for.
+    pub fn cap(self) -> usize {
+        match self {
+            InFlightPolicy::Adaptive { cap } | InFlightPolicy::Fixed(cap) => cap.max(1),
+        }
+    }
+}
+
+/// The fewest requests an adaptive policy keeps in flight.
+pub const MIN_ADAPTIVE: usize = 8;
+/// The round trip assumed until one is measured: a client near its region.
+const FIRST_RTT: Duration = Duration::from_millis(100);
+/// Headroom over Little's law, for the round trip's spread.
+const HEADROOM: f64 = 1.25;
+/// Weight of a new round-trip sample in the moving average.
+const RTT_WEIGHT: f64 = 0.1;
+
+/// The limit on requests in flight: a ceiling (fixed, or from the quota and
+/// the measured round trip) times a factor that halves when throttled and
+/// grows back by one request per window of successes (AIMD).
 #[derive(Debug)]
 struct InFlight {
-    /// (current limit, requests in flight)
-    state: Mutex<(f64, usize)>,
+    state: Mutex<FlightState>,
     freed: Notify,
-    max: f64,
+    policy: InFlightPolicy,
+    /// GetSnapshotBlock requests per second the pacing allows.
+    rate: f64,
+}
+
+#[derive(Debug)]
+struct FlightState {
+    /// The limit before throttling: what the round trip needs, or the fixed count.
+    ceiling: f64,
+    /// The share of the ceiling allowed, (0, 1]: halved when throttled.
+    factor: f64,
+    /// Requests in flight.
+    busy: usize,
+    /// The moving average of the round trip, in seconds.
+    rtt: f64,
 }
 
 struct Permit<'a>(&'a InFlight);
 
 impl InFlight {
-    fn new(max: usize) -> InFlight {
-        InFlight {
-            state: Mutex::new((max.max(1) as f64, 0)),
+    fn new(policy: InFlightPolicy, rate: f64) -> InFlight {
+        let f = InFlight {
+            state: Mutex::new(FlightState {
+                ceiling: 1.0,
+                factor: 1.0,
+                busy: 0,
+                rtt: FIRST_RTT.as_secs_f64(),
+            }),
             freed: Notify::new(),
-            max: max.max(1) as f64,
+            policy,
+            rate,
+        };
+        {
+            let mut st = f.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.ceiling = f.ceiling(st.rtt);
+        }
+        f
+    }
+
+    /// The ceiling at round trip `rtt` (seconds).
+    fn ceiling(&self, rtt: f64) -> f64 {
+        match self.policy {
+            InFlightPolicy::Fixed(n) => n.max(1) as f64,
+            InFlightPolicy::Adaptive { cap } => (self.rate * rtt * HEADROOM)
+                .ceil()
+                .clamp(MIN_ADAPTIVE.min(cap.max(1)) as f64, cap.max(1) as f64),
         }
     }
 
@@ -220,8 +293,8 @@ impl InFlight {
             freed.as_mut().enable();
             {
                 let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                if (st.1 as f64) < st.0.floor().max(1.0) {
-                    st.1 += 1;
+                if (st.busy as f64) < (st.ceiling * st.factor).floor().max(1.0) {
+                    st.busy += 1;
                     return Permit(self);
                 }
             }
@@ -230,22 +303,30 @@ impl InFlight {
     }
 
     fn throttled(&self) {
-        {
-            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.0 = (st.0 / 2.0).max(1.0);
-        }
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.factor = (st.factor / 2.0).max(1.0 / st.ceiling);
     }
 
-    fn succeeded(&self) {
-        {
-            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.0 = (st.0 + 1.0 / st.0).min(self.max);
-        }
+    /// A request answered after `rtt`: the round trip is learned, and the
+    /// limit grows back by one request per window of them.
+    fn succeeded(&self, rtt: Duration) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.rtt += (rtt.as_secs_f64() - st.rtt) * RTT_WEIGHT;
+        st.ceiling = self.ceiling(st.rtt);
+        let limit = (st.ceiling * st.factor).max(1.0);
+        st.factor = ((limit + 1.0 / limit) / st.ceiling).min(1.0);
     }
 
     /// The current limit on requests in flight.
     fn limit(&self) -> usize {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).0 as usize
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (st.ceiling * st.factor).floor().max(1.0) as usize
+    }
+
+    /// The measured round trip (moving average).
+    fn rtt(&self) -> Duration {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Duration::from_secs_f64(st.rtt)
     }
 }
 
@@ -253,7 +334,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         {
             let mut st = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.1 = st.1.saturating_sub(1);
+            st.busy = st.busy.saturating_sub(1);
         }
         self.0.freed.notify_one();
     }
@@ -326,7 +407,7 @@ struct Inner {
 /// An EBS snapshot as a block source.
 ///
 /// [`BlockSource::blocks`] starts the fetching: the listing and up to
-/// [`Settings::max_in_flight`] GetSnapshotBlock requests run as tasks on a
+/// [`Settings::in_flight`] GetSnapshotBlock requests run as tasks on a
 /// small async runtime, and blocks are handed over as they arrive, so a few
 /// copy workers keep many requests in flight without a thread per request.
 pub struct EbsSource {
@@ -425,7 +506,7 @@ impl EbsSource {
             block_size: 0,
             settings: settings.clone(),
             quotas,
-            in_flight: InFlight::new(settings.max_in_flight),
+            in_flight: InFlight::new(settings.in_flight, settings.ebs_quota),
             retries: run_retries.clone().unwrap_or_else(|| {
                 Arc::new(crate::retry::Budget::new(
                     settings.retry_budget,
@@ -510,6 +591,12 @@ impl EbsSource {
     /// Retries, throttling and refreshes seen so far.
     pub fn counters(&self) -> &EbsCounters {
         &self.inner.counters
+    }
+
+    /// The GetSnapshotBlock round trip measured so far (moving average),
+    /// and the limit on requests in flight it gives now.
+    pub fn flight(&self) -> (Duration, usize) {
+        (self.inner.in_flight.rtt(), self.inner.in_flight.limit())
     }
 
     /// Lists the whole snapshot once, keeping every block's token, and
@@ -992,7 +1079,7 @@ impl Inner {
             let (started, result) = {
                 let _permit = self.in_flight.acquire().await;
                 self.quotas
-                    .wait(&self.snapshot, self.quotas.get_per_snapshot)
+                    .wait(&self.snapshot, self.settings.ebs_quota)
                     .await;
                 let started = Instant::now();
                 (started, self.get_once(index, &token).await)
@@ -1023,7 +1110,7 @@ impl Inner {
                     Failure::Transient(format!("block {index} failed its SHA-256 check"))
                 }
                 Ok(f) => {
-                    self.in_flight.succeeded();
+                    self.in_flight.succeeded(started.elapsed());
                     self.retries.stall().succeeded();
                     return Ok(f.data);
                 }
@@ -1246,10 +1333,10 @@ impl<'a> Pager<'a> {
 type Arrival = Result<(u64, BlockBuf), Error>;
 
 /// Lists the snapshot and fetches every listed block, at most
-/// `max_in_flight` at a time, sending each as it arrives; stops early when
+/// the in-flight policy's cap at a time, sending each as it arrives; stops early when
 /// the receiver is gone.
 async fn produce(inner: Arc<Inner>, tx: mpsc::Sender<Arrival>) {
-    let tasks = Arc::new(Semaphore::new(inner.settings.max_in_flight.max(1)));
+    let tasks = Arc::new(Semaphore::new(inner.settings.in_flight.cap()));
     let mut pager = Pager::new(&inner, true);
     loop {
         let Listed {
@@ -1445,14 +1532,15 @@ mod tests {
 
     #[test]
     fn aimd_halves_and_recovers_within_bounds() {
-        let f = InFlight::new(64);
+        let ms = Duration::from_millis;
+        let f = InFlight::new(InFlightPolicy::Fixed(64), 1000.0);
         f.throttled();
         f.throttled();
         assert_eq!(f.limit(), 16);
         for _ in 0..10_000 {
-            f.succeeded();
+            f.succeeded(ms(500));
         }
-        assert_eq!(f.limit(), 64);
+        assert_eq!(f.limit(), 64, "a fixed count ignores the round trip");
         for _ in 0..20 {
             f.throttled();
         }
@@ -1460,11 +1548,40 @@ mod tests {
     }
 
     #[test]
+    fn an_adaptive_limit_follows_littles_law_within_its_cap() {
+        let ms = Duration::from_millis;
+        // 1,000/s at the assumed 100 ms: 125 with headroom.
+        let f = InFlight::new(InFlightPolicy::Adaptive { cap: 512 }, 1000.0);
+        assert_eq!(f.limit(), 125);
+        for _ in 0..200 {
+            f.succeeded(ms(200));
+        }
+        assert!((240..=250).contains(&f.limit()), "{}", f.limit());
+        assert!((ms(195)..=ms(200)).contains(&f.rtt()), "{:?}", f.rtt());
+        for _ in 0..200 {
+            f.succeeded(ms(2000));
+        }
+        assert_eq!(f.limit(), 512, "capped");
+        // A low quota near its region: the floor.
+        let f = InFlight::new(InFlightPolicy::Adaptive { cap: 512 }, 20.0);
+        for _ in 0..200 {
+            f.succeeded(ms(5));
+        }
+        assert_eq!(f.limit(), MIN_ADAPTIVE);
+        // Throttled: halved under the ceiling, then back one per window.
+        let f = InFlight::new(InFlightPolicy::Adaptive { cap: 512 }, 1000.0);
+        f.throttled();
+        assert_eq!(f.limit(), 62);
+        for _ in 0..100_000 {
+            f.succeeded(ms(100));
+        }
+        assert_eq!(f.limit(), 125);
+    }
+
+    #[test]
     fn quotas_space_requests_out() {
-        let q = Quotas::new(100.0, 0.0);
-        let waits: Vec<Duration> = (0..150)
-            .map(|_| q.reserve("s", q.get_per_snapshot))
-            .collect();
+        let q = Quotas::new(0.0);
+        let waits: Vec<Duration> = (0..150).map(|_| q.reserve("s", 100.0)).collect();
         // A burst of 100 passes at once; the 50 after it queue at 100/s, so the
         // last waits about half a second (less the moments the loop took).
         assert!(waits[..100].iter().all(|w| w.is_zero()), "{waits:?}");
@@ -1472,7 +1589,7 @@ mod tests {
         assert!(waits[149] >= Duration::from_millis(400), "{:?}", waits[149]);
         assert!(waits[149] <= Duration::from_millis(500), "{:?}", waits[149]);
         // Another key has its own bucket; rate 0 never waits.
-        assert!(q.reserve("t", q.get_per_snapshot).is_zero());
+        assert!(q.reserve("t", 100.0).is_zero());
         assert!(q.reserve("list", q.list_per_account).is_zero());
     }
 
@@ -1483,7 +1600,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let f = InFlight::new(2);
+            let f = InFlight::new(InFlightPolicy::Fixed(2), 1000.0);
             let a = f.acquire().await;
             let _b = f.acquire().await;
             let third = tokio::time::timeout(Duration::from_millis(50), f.acquire()).await;

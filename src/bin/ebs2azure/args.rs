@@ -12,7 +12,7 @@ use ebs2azure::azure::arm::{DataAccessAuthMode, DiskRef, HyperVGeneration, OsTyp
 use ebs2azure::convert::Input;
 use ebs2azure::diskformats::Format;
 use ebs2azure::fixup::apply::FixOptions;
-use ebs2azure::source::ebs::{self, Quotas};
+use ebs2azure::source::ebs::{self, InFlightPolicy, Quotas};
 use ebs2azure::upload;
 use ebs2azure::{os_disk, plan};
 
@@ -69,7 +69,7 @@ pub enum Command {
         /// Open a VHD whose footer checksum is wrong (recovery only).
         #[arg(long)]
         accept_bad_checksum: bool,
-        /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots 96 requests in flight, lowered while throttled].
+        /// Blocks copied at once [default: for images one per CPU core, 4 to 16; for snapshots as many requests in flight as the quota needs at the measured round trip, up to 512, lowered while throttled].
         #[arg(long, value_parser = parse_count)]
         concurrency: Option<NonZeroUsize>,
         #[command(flatten)]
@@ -255,7 +255,7 @@ pub enum Command {
         aws: AwsArgs,
         #[command(flatten)]
         limits: LimitArgs,
-        /// GetSnapshotBlock requests in flight, for all disks together [default: 96, lowered while throttled].
+        /// GetSnapshotBlock requests in flight, a fixed count, for all disks together [default: as the quota needs at the measured round trip, up to 512 for the run, lowered while throttled].
         #[arg(long, value_parser = parse_count)]
         concurrency: Option<NonZeroUsize>,
         /// Upload an OS disk as it is, streamed, without fix-ups.
@@ -949,7 +949,7 @@ pub struct WindowArgs {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
-    /// GetSnapshotBlock requests in flight, for all disks together [default: 96].
+    /// GetSnapshotBlock requests in flight, a fixed count, for all disks together [default: as the quota needs at the measured round trip, up to 512 for the run].
     #[arg(long, value_parser = parse_count)]
     pub concurrency: Option<NonZeroUsize>,
     /// Send an OS disk even when, after the delta, inspection finds it will not boot on Azure.
@@ -973,6 +973,9 @@ pub struct AwsArgs {
     /// EBS endpoint, such as a local emulator (AWS_ENDPOINT_URL_EBS and AWS_ENDPOINT_URL work too).
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// GetSnapshotBlock requests per second per snapshot your account may make (AWS publishes 1,000; ask for yours in Service Quotas); requests are paced to it, and as many kept in flight as it needs at the measured round trip.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ebs_quota: u32,
 }
 
 /// Time limits and retries, for every cloud call of a run.
@@ -1009,7 +1012,8 @@ impl AwsArgs {
             request_timeout: Duration::from_secs(limits.request_timeout.max(1)),
             retry_budget: limits.retry_budget,
             stall_timeout: limits.stall(),
-            max_in_flight: concurrency.map_or(defaults.max_in_flight, NonZeroUsize::get),
+            in_flight: concurrency.map_or(defaults.in_flight, |c| InFlightPolicy::Fixed(c.get())),
+            ebs_quota: f64::from(self.ebs_quota),
             ..defaults
         }
     }

@@ -375,7 +375,7 @@ pub fn migrate_plan(r: PlanRun<'_>, stop: Arc<AtomicBool>) -> Result<Ended, Stri
         }
     })?;
     let ebs = r.aws.settings(r.limits, None);
-    let in_flight = r.concurrency.map_or(ebs.max_in_flight, |c| c.get());
+    let in_flight = r.concurrency.map_or(ebs.in_flight.cap(), |c| c.get());
     let upload_opts = upload::Options {
         ebs,
         quotas: Quotas::shared(in_flight, r.limits.retry_budget, r.limits.stall()),
@@ -488,7 +488,7 @@ pub fn window(w: WindowArgs, kind: WindowRun, stop: Arc<AtomicBool>) -> Result<E
     let state = StateDir::open_for_sync(&base, &plan).map_err(said)?;
     let selected: Vec<usize> = (0..plan.disks.len()).collect();
     let ebs = w.aws.settings(&w.limits, None);
-    let in_flight = w.concurrency.map_or(ebs.max_in_flight, |c| c.get());
+    let in_flight = w.concurrency.map_or(ebs.in_flight.cap(), |c| c.get());
     let upload_opts = upload::Options {
         ebs,
         quotas: Quotas::shared(in_flight, w.limits.retry_budget, w.limits.stall()),
