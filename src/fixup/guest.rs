@@ -29,3 +29,46 @@ pub trait GuestFs {
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 }
+
+/// A guest filesystem in memory, files by path and directories implied:
+/// what the unit tests and the fuzz targets run inspection and fix-ups on.
+#[derive(Default)]
+pub struct MemGuest(pub std::cell::RefCell<std::collections::BTreeMap<String, Vec<u8>>>);
+
+impl GuestFs for MemGuest {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.0.borrow().get(path).cloned())
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let dir = format!("{}/", path.trim_end_matches('/'));
+        let mut names: Vec<String> = self
+            .0
+            .borrow()
+            .keys()
+            .filter_map(|k| k.strip_prefix(&dir))
+            .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &str) -> Result<bool, Error> {
+        Ok(self.read(path)?.is_some() || !self.list(path)?.is_empty())
+    }
+
+    fn write(&self, path: &str, data: &[u8], _mode: u32) -> Result<(), Error> {
+        self.0.borrow_mut().insert(path.to_owned(), data.to_vec());
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to_name: &str) -> Result<(), Error> {
+        let dir = from.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut files = self.0.borrow_mut();
+        let data = files
+            .remove(from)
+            .ok_or_else(|| Error::Guest(format!("{from} does not exist in the guest")))?;
+        files.insert(format!("{dir}/{to_name}"), data);
+        Ok(())
+    }
+}

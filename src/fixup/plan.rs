@@ -154,43 +154,9 @@ impl Plan {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::collections::BTreeMap;
 
-    /// A guest filesystem in memory: files by path, directories implied.
-    #[derive(Default)]
-    pub(crate) struct MemFs(pub RefCell<BTreeMap<String, Vec<u8>>>);
-
-    impl GuestFs for MemFs {
-        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
-            Ok(self.0.borrow().get(path).cloned())
-        }
-        fn list(&self, path: &str) -> Result<Vec<String>, Error> {
-            let dir = format!("{path}/");
-            let mut names: Vec<String> = self
-                .0
-                .borrow()
-                .keys()
-                .filter_map(|k| k.strip_prefix(&dir))
-                .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
-                .collect();
-            names.dedup();
-            Ok(names)
-        }
-        fn exists(&self, path: &str) -> Result<bool, Error> {
-            Ok(self.read(path)?.is_some() || !self.list(path)?.is_empty())
-        }
-        fn write(&self, path: &str, data: &[u8], _mode: u32) -> Result<(), Error> {
-            self.0.borrow_mut().insert(path.to_owned(), data.to_vec());
-            Ok(())
-        }
-        fn rename(&self, from: &str, to_name: &str) -> Result<(), Error> {
-            let (dir, _) = from.rsplit_once('/').unwrap();
-            let data = self.0.borrow_mut().remove(from).unwrap();
-            self.0.borrow_mut().insert(format!("{dir}/{to_name}"), data);
-            Ok(())
-        }
-    }
+    /// The in-memory guest, as the tests here and in the fix-up modules name it.
+    pub(crate) use crate::fixup::guest::MemGuest as MemFs;
 
     #[test]
     fn originals_are_hidden_where_every_name_is_read() {
