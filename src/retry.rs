@@ -86,15 +86,19 @@ impl Stall {
             .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// An attempt sent at `started` failed.
-    pub fn failed(&self, started: Instant) {
-        let mut since = self
-            .failing_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if since.is_none_or(|s| started < s) {
-            *since = Some(started);
+    /// An attempt sent at `started` failed; returns how long every attempt
+    /// has failed once that is the limit or more (the run must stop).
+    pub fn failed(&self, started: Instant) -> Option<Duration> {
+        {
+            let mut since = self
+                .failing_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if since.is_none_or(|s| started < s) {
+                *since = Some(started);
+            }
         }
+        self.stalled()
     }
 
     /// How long every attempt has failed, once that is the limit or more.
@@ -155,9 +159,9 @@ mod tests {
         let Some(long_ago) = Instant::now().checked_sub(Duration::from_secs(5)) else {
             return;
         };
-        s.failed(Instant::now());
+        assert!(s.failed(Instant::now()).is_none());
         assert!(s.stalled().is_none(), "a fresh failure is no stall");
-        s.failed(long_ago);
+        assert!(s.failed(long_ago).is_some());
         assert!(s.stalled().is_some_and(|d| d >= Duration::from_secs(4)));
         s.succeeded();
         assert!(s.stalled().is_none(), "a success clears it");

@@ -295,9 +295,7 @@ pub(crate) async fn back_off(
         error: last,
     } = failed;
     tracing::debug!(attempt = *attempt + 1, "Azure call retried after: {last}");
-    let stall = budget.0.stall();
-    stall.failed(started);
-    if let Some(failing) = stall.stalled() {
+    if let Some(failing) = budget.0.stall().failed(started) {
         return Err(Error::Stalled {
             endpoint: origin(url),
             seconds: failing.as_secs(),

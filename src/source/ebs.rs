@@ -895,9 +895,7 @@ impl Inner {
                 m
             }
         };
-        let stall = self.retries.stall();
-        stall.failed(started);
-        if let Some(failing) = stall.stalled() {
+        if let Some(failing) = self.retries.stall().failed(started) {
             return Err(Error::Stalled {
                 endpoint: self.endpoint.clone(),
                 seconds: failing.as_secs(),
