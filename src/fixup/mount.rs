@@ -374,6 +374,18 @@ impl Mounted {
 }
 
 impl Mounted {
+    /// Remembers that `path` is `kind`, not a regular file (each path once,
+    /// at most 64 of them: a bounded list).
+    fn note_odd(&self, path: &str, kind: &'static str) {
+        let mut odd = self
+            .odd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if odd.len() < 64 && !odd.iter().any(|(p, _)| p == path) {
+            odd.push((path.to_owned(), kind));
+        }
+    }
+
     /// Advice for each guest file a read found to be a FIFO, socket or
     /// device: it was read as absent, never opened for data (which could
     /// wait for ever), and never edited.
@@ -400,12 +412,9 @@ impl GuestFs for Mounted {
         let f = File::from(fd);
         let meta = f.metadata().map_err(|e| guest_io("stat", path, e))?;
         if !meta.is_file() {
-            let kind = kind_of(meta.file_type());
-            let special = !meta.is_dir();
-            if let (true, Ok(mut odd)) = (special, self.odd.lock()) {
-                if !odd.iter().any(|(p, _)| p == path) && odd.len() < 64 {
-                    odd.push((path.to_owned(), kind));
-                }
+            // A directory read as a file is just absent; anything else is said.
+            if !meta.is_dir() {
+                self.note_odd(path, kind_of(meta.file_type()));
             }
             return Ok(None);
         }
