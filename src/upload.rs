@@ -20,6 +20,7 @@ use diskformats::{Disk, Format, Image, OpenOptions};
 use serde::Serialize;
 
 use crate::azure::arm::{Access, DiskRef, DiskSpec, DiskState, HyperVGeneration, OsType};
+use crate::azure::page_blob::MAX_PUT_PAGE;
 use crate::azure::{self, Session};
 use crate::limits;
 use crate::pipeline::{self, DoneBlock, Stats};
@@ -239,6 +240,9 @@ pub(crate) fn copy_options(opts: &Options) -> pipeline::Options {
         .unwrap_or(NonZeroUsize::new(UPLOAD_CONCURRENCY).unwrap_or(NonZeroUsize::MIN));
     pipeline::Options {
         concurrency: Some(workers),
+        // Adjacent blocks go out together, as large as a Put Page may be:
+        // an eighth of the requests for the same bytes.
+        max_write: MAX_PUT_PAGE,
         ..Default::default()
     }
 }

@@ -370,6 +370,58 @@ fn a_snapshot_streams_to_a_managed_disk_and_verifies() {
 }
 
 #[test]
+fn adjacent_snapshot_blocks_go_out_in_large_put_pages_and_a_capped_disk_is_held_to_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("vol.raw");
+    // 64 MiB of data in a row (128 EBS blocks of 512 KiB), and a lone page.
+    let run = 64 * MIB;
+    sparse_file(
+        &raw,
+        1 << 30,
+        &[
+            (100 * MIB, noise(21, run as usize)),
+            (700 * MIB, noise(22, 4096)),
+        ],
+    );
+    let ebs = Emulator::start(&[]);
+    let snap = ebs.seed(&raw, &[]);
+    // A disk that takes 32 MiB/s, 20 ms away.
+    let az = Azure::start(&[
+        "--proxy",
+        "1",
+        "--disk-mbps",
+        "32",
+        "--blob-latency-ms",
+        "20",
+    ]);
+    let started = std::time::Instant::now();
+    let out = az.with_ebs(
+        &ebs,
+        "vol02",
+        &["migrate", &snap, "--location", "westeurope", "--json"],
+    );
+    let took = started.elapsed();
+    no_azure_secrets(&out);
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["upload"]["bytes_sent"], run + 4096 + 512);
+    let stats = az.stats();
+    let (puts, bytes) = (
+        stats["put_page_requests"].as_u64().unwrap(),
+        stats["put_page_bytes"].as_u64().unwrap(),
+    );
+    assert_eq!(bytes, run + 4096 + 512);
+    // One Put Page per block would be 130; runs of up to 8 blocks (4 MiB)
+    // go out whole once blocks wait for the capped disk.
+    assert!(puts <= 64, "{puts} Put Page requests for {bytes} bytes");
+    assert_eq!(report["upload"]["put_requests"], puts);
+    // The cap holds (the emulator's own check): 64 MiB at 32 MiB/s.
+    assert!(took.as_secs_f64() >= 1.9, "{took:?}");
+    let out = az.with_ebs(&ebs, "vol02", &["verify", &snap]);
+    let text = ok(&out);
+    assert!(text.contains("0 differ; footer ok"), "{text}");
+}
+
+#[test]
 fn one_503_on_a_read_or_a_page_listing_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let (_, vhd) = disk(dir.path());

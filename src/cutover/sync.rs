@@ -73,6 +73,10 @@ impl BlockSink for Delta<'_> {
         self.inner.write_at(offset, data)
     }
 
+    fn write_bytes(&self, offset: u64, data: bytes::Bytes) -> Result<(), sinks::Error> {
+        self.inner.write_bytes(offset, data)
+    }
+
     fn clear_at(&self, offset: u64, len: u64) -> Result<(), sinks::Error> {
         let bs = u64::from(BLOCK_SIZE);
         let (first, last) = (offset / bs, (offset + len.max(1) - 1) / bs);

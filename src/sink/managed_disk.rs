@@ -227,6 +227,11 @@ impl ManagedDiskSink {
 
 impl BlockSink for ManagedDiskSink {
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        self.write_bytes(offset, bytes::Bytes::copy_from_slice(data))
+    }
+
+    /// Each chunk of at most 4 MiB goes out as a slice of `data`, not a copy.
+    fn write_bytes(&self, offset: u64, data: bytes::Bytes) -> Result<(), Error> {
         if !offset.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
             return Err(Error::Unaligned {
                 disk: self.disk.name.clone(),
@@ -234,17 +239,17 @@ impl BlockSink for ManagedDiskSink {
                 len: data.len(),
             });
         }
-        for (i, chunk) in data.chunks(MAX_PUT_PAGE).enumerate() {
-            let at = offset + (i * MAX_PUT_PAGE) as u64;
+        for start in (0..data.len()).step_by(MAX_PUT_PAGE) {
+            let chunk = data.slice(start..(start + MAX_PUT_PAGE).min(data.len()));
+            let at = offset + start as u64;
             let range = at..at + chunk.len() as u64;
             if self.already_written(&range) {
                 self.bytes_already_there
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 continue;
             }
-            let bytes = bytes::Bytes::copy_from_slice(chunk);
             self.rt
-                .block_on(self.put(at, bytes))
+                .block_on(self.put(at, chunk))
                 .map_err(|e| self.azure(e))?;
         }
         Ok(())

@@ -17,6 +17,12 @@ pub trait BlockSink: Send + Sync {
     /// Writes `data` at byte `offset` of the disk.
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), Error>;
 
+    /// [`BlockSink::write_at`] with the bytes shared: a sink that sends
+    /// owned bytes (an HTTP body) takes them as they are instead of copying.
+    fn write_bytes(&self, offset: u64, data: bytes::Bytes) -> Result<(), Error> {
+        self.write_at(offset, &data)
+    }
+
     /// Makes `len` bytes at `offset` read as zeros. The pipeline calls it
     /// only when told the target holds older data (a delta sync); a sink
     /// that starts as zeros (a new file, a new disk) has nothing to do.

@@ -326,6 +326,15 @@ impl InFlight {
         st.factor = ((limit + 1.0 / limit) / st.ceiling).min(1.0);
     }
 
+    /// Takes the first measured round trip as it is, in place of the
+    /// assumed one: far from the region, the first requests then start at
+    /// the count the quota needs instead of climbing to it.
+    fn first_sample(&self, rtt: Duration) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.rtt = rtt.as_secs_f64();
+        st.ceiling = self.ceiling(st.rtt);
+    }
+
     /// The current limit on requests in flight.
     fn limit(&self) -> usize {
         let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -530,7 +539,12 @@ impl EbsSource {
             buffers: Arc::new(Semaphore::new(RECEIVING_BLOCKS + READY_BLOCKS)),
             counters: EbsCounters::default(),
         };
+        let listed_at = Instant::now();
         let (page, volume_gib, block_size) = rt.block_on(inner.list(None, None, PAGE))?;
+        // The listing's round trip is the first sample of the service's. It
+        // over-states it when the listing was retried or slow to build, which
+        // errs safe: pacing, not this count, holds the rate to the quota.
+        inner.in_flight.first_sample(listed_at.elapsed());
         inner.block_size = block_size;
         inner.size = volume_gib << 30;
         if let Some(bad) = page
@@ -1499,6 +1513,16 @@ impl BlockSource for EbsSource {
     fn release_block(&self, index: u64) {
         // Bounded: one entry per block between its read and its release.
         self.take_sha256(index);
+        // A block fetched and never read (the copy stopped): its buffer goes
+        // back, so that the fetches waiting for one can end.
+        let unread = self
+            .ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
+        if let Some(data) = unread {
+            self.inner.give_back(data);
+        }
     }
 }
 
@@ -1569,6 +1593,10 @@ mod tests {
             f.succeeded(ms(2000));
         }
         assert_eq!(f.limit(), 512, "capped");
+        // The first sample replaces the assumption at once.
+        let f = InFlight::new(InFlightPolicy::Adaptive { cap: 512 }, 1000.0);
+        f.first_sample(ms(400));
+        assert_eq!(f.limit(), 500);
         // A low quota near its region: the floor.
         let f = InFlight::new(InFlightPolicy::Adaptive { cap: 512 }, 20.0);
         for _ in 0..200 {

@@ -43,11 +43,14 @@ pub trait BlockSource: Send + Sync {
 
     /// The bytes of block `index`: read into the front of `buf` (which holds
     /// at least a block), or borrowed from the source where it holds them in
-    /// memory already (a memory-mapped image), saving a copy.
+    /// memory already (a memory-mapped image), saving a copy. A source that
+    /// lends must answer a second read of the block before its release
+    /// with the same bytes (lent again, or read into `buf`).
     fn read_block<'a>(&'a self, index: u64, buf: &'a mut [u8]) -> Result<&'a [u8], Error>;
 
-    /// Called once the bytes of block `index` are written, so that a source
-    /// that lent them from memory can let them go (bounded memory).
+    /// Called once the bytes of block `index` are written, or once the copy
+    /// gives up on it, so that a source holding them in memory (lent, or
+    /// fetched ahead) can let them go (bounded memory).
     fn release_block(&self, _index: u64) {}
 
     /// The SHA-256 of block `index` as [`BlockSource::read_block`] last
