@@ -46,6 +46,7 @@ pub mod info;
 pub mod interrupt;
 pub mod kinds;
 pub mod limits;
+pub mod littles_law;
 pub mod machines;
 pub mod migrate;
 pub mod os_disk;

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diskformats::vhd::{DiskType, Footer};
 use diskformats::{Disk, Format, Image, OpenOptions};
@@ -33,6 +33,9 @@ use crate::source::{self, BlockSource, ImageSource};
 const UPLOAD_BLOCK: u32 = 4 << 20;
 /// Copy workers (each with one request in flight) when the caller does not say.
 const UPLOAD_CONCURRENCY: usize = 16;
+/// The most Put Page requests sized from a round trip keep in flight, for a
+/// run: each holds a run of up to 4 MiB, so buffers stay under 256 MiB.
+pub const MAX_WRITES: usize = 64;
 
 /// What a progress callback is told.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +98,9 @@ pub struct Options {
     /// disk stays in its upload state, open for a later delta sync (a
     /// pre-seed). [`finalize`] ends it.
     pub leave_open: bool,
+    /// The most Put Page requests in flight that sizing from a round trip
+    /// may choose (a run of many disks at once gives each a share).
+    pub max_writes: usize,
 }
 
 impl Default for Options {
@@ -110,6 +116,7 @@ impl Default for Options {
             quotas: Quotas::published(),
             stop: None,
             leave_open: false,
+            max_writes: MAX_WRITES,
         }
     }
 }
@@ -144,6 +151,12 @@ pub struct Report {
     /// access and ending the upload).
     #[serde(default)]
     pub copy_seconds: f64,
+    /// Put Page requests in flight (copy workers) the copy used.
+    #[serde(default)]
+    pub writes_in_flight: usize,
+    /// The blob endpoint's round trip measured before the copy, in ms.
+    #[serde(default)]
+    pub blob_round_trip_ms: f64,
     /// Bytes sent per second of the copy, in MiB/s.
     pub throughput_mib_s: f64,
     /// Final disk state.
@@ -231,6 +244,35 @@ pub enum Error {
         #[source]
         cause: Box<Error>,
     },
+}
+
+/// Put Page requests in flight for one copy, and why.
+#[derive(Clone, Copy, Debug)]
+struct Writes {
+    count: NonZeroUsize,
+    /// The blob endpoint's round trip it was sized to.
+    round_trip: Duration,
+}
+
+impl Writes {
+    /// The caller's count when given; otherwise, for a source held to a
+    /// pace (an EBS quota, in blocks per second), what that pace needs at
+    /// the measured round trip (Little's law, one Put Page per block at
+    /// worst), from the default up to [`Options::max_writes`]; else the default.
+    fn sized(opts: &Options, pace: Option<f64>, round_trip: Duration) -> Writes {
+        let count = opts.concurrency.unwrap_or_else(|| {
+            let n = pace.map_or(UPLOAD_CONCURRENCY, |rate| {
+                crate::littles_law::in_flight(
+                    rate,
+                    round_trip.as_secs_f64(),
+                    UPLOAD_CONCURRENCY,
+                    opts.max_writes,
+                )
+            });
+            NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+        });
+        Writes { count, round_trip }
+    }
 }
 
 /// Copy workers for page-blob traffic: each keeps one request in flight.
@@ -477,15 +519,16 @@ fn transfer(
         }
     }
     // From here on the disk exists: a failure leaves it to resume, or deletes it.
-    let result = (|| -> Result<(Stats, UploadStats, f64), Error> {
+    let result = (|| -> Result<(Stats, UploadStats, f64, Writes), Error> {
         tracing::info!(disk = %name, "granting write access");
         (hooks.progress)(Progress::Step("granting write access", None));
         let sas = session.block_on(arm.begin_access(&target.disk, Access::Write))?;
-        let written = if opts.resume {
-            session.block_on(session.page_ranges(&sas, &name, upload_size))?
-        } else {
-            Vec::new()
-        };
+        // The pages written so far (none on a new disk): what a resume skips,
+        // and the blob endpoint's round trip, which sizes the writes in flight.
+        let asked = Instant::now();
+        let listed = session.block_on(session.page_ranges(&sas, &name, upload_size))?;
+        let writes = Writes::sized(opts, source.pace(), asked.elapsed());
+        let written = if opts.resume { listed } else { Vec::new() };
         let sink = ManagedDiskSink::new(session, target.disk.clone(), sas, written);
         let block_done = |b: &DoneBlock<'_>| match hooks.checkpoints {
             Some(c) => c.block_done(b),
@@ -498,7 +541,10 @@ fn transfer(
         let copy = pipeline::copy_with(
             source,
             &sink,
-            &copy_options(opts),
+            &pipeline::Options {
+                concurrency: Some(writes.count),
+                ..copy_options(opts)
+            },
             pipeline::Hooks {
                 progress: &bytes,
                 block_done: hooks.checkpoints.is_some().then_some(&block_done as _),
@@ -517,9 +563,9 @@ fn transfer(
             (hooks.progress)(Progress::Step("ending the upload", None));
             sink.finish(size, footer)?
         };
-        Ok((copy, up, copy_seconds))
+        Ok((copy, up, copy_seconds, writes))
     })();
-    let (copy, up, copy_seconds) = match result {
+    let (copy, up, copy_seconds, writes) = match result {
         Ok(r) => r,
         Err(cause) if opts.cleanup => {
             return match session.block_on(arm.delete(&target.disk)) {
@@ -558,6 +604,8 @@ fn transfer(
         source_retries: 0,
         seconds,
         copy_seconds,
+        writes_in_flight: writes.count.get(),
+        blob_round_trip_ms: writes.round_trip.as_secs_f64() * 1000.0,
         throughput_mib_s: up.bytes_sent as f64 / (1 << 20) as f64 / copy_seconds.max(1e-9),
         state: info.map_or(DiskState::Other("gone".into()), |d| d.state),
     })

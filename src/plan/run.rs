@@ -32,6 +32,10 @@ use crate::os_disk::{self, Staging};
 use crate::pipeline::DoneBlock;
 use crate::upload::{self, BoxError, Checkpoints};
 
+/// The fewest Put Page requests in flight a disk of a run may size itself
+/// to when many move at once (each holds up to 4 MiB).
+const MIN_WRITES_SHARE: usize = 4;
+
 /// How to run a plan.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -492,6 +496,8 @@ impl Run<'_> {
             resume,
             cleanup: false,
             leave_open: opts.pre_seed,
+            // The disks moving at once share the run's bound on writes.
+            max_writes: (upload::MAX_WRITES / opts.disks_at_once.get()).max(MIN_WRITES_SHARE),
             ebs: crate::source::ebs::Settings {
                 region: disk
                     .region

@@ -3,6 +3,7 @@
 //! one block on demand; every block it does not list is zero.
 
 pub mod ebs;
+pub mod ebs_http;
 pub mod image;
 pub mod snapshot_disk;
 
@@ -63,6 +64,13 @@ pub trait BlockSource: Send + Sync {
     /// The bytes [`BlockSource::blocks`] will list, when the source knows
     /// them up front (a local image does; a snapshot lists as it goes).
     fn bytes_to_read(&self) -> Option<u64> {
+        None
+    }
+
+    /// Blocks per second the source is held to (a service quota it paces
+    /// itself to), so that a sink can size its writes in flight to keep up;
+    /// `None` for a source without one (a local image).
+    fn pace(&self) -> Option<f64> {
         None
     }
 
