@@ -385,20 +385,30 @@ fn adjacent_snapshot_blocks_go_out_in_large_put_pages_and_a_capped_disk_is_held_
     );
     let ebs = Emulator::start(&[]);
     let snap = ebs.seed(&raw, &[]);
-    // A disk that takes 32 MiB/s, 20 ms away.
+    // A disk that takes 12 MiB/s, 20 ms away.
     let az = Azure::start(&[
         "--proxy",
         "1",
         "--disk-mbps",
-        "32",
+        "12",
         "--blob-latency-ms",
         "20",
     ]);
     let started = std::time::Instant::now();
+    // Four writes in flight: blocks wait for the capped disk, as they do
+    // whenever Azure is the slower side, and go out in runs.
     let out = az.with_ebs(
         &ebs,
         "vol02",
-        &["migrate", &snap, "--location", "westeurope", "--json"],
+        &[
+            "migrate",
+            &snap,
+            "--location",
+            "westeurope",
+            "--concurrency",
+            "4",
+            "--json",
+        ],
     );
     let took = started.elapsed();
     no_azure_secrets(&out);
@@ -411,11 +421,12 @@ fn adjacent_snapshot_blocks_go_out_in_large_put_pages_and_a_capped_disk_is_held_
     );
     assert_eq!(bytes, run + 4096 + 512);
     // One Put Page per block would be 130; runs of up to 8 blocks (4 MiB)
-    // go out whole once blocks wait for the capped disk.
-    assert!(puts <= 64, "{puts} Put Page requests for {bytes} bytes");
+    // go out whole once blocks wait for the capped disk: 17 at best, about
+    // 24 here, and 52 on a machine so busy that the emulators lag the cap.
+    assert!(puts <= 65, "{puts} Put Page requests for {bytes} bytes");
     assert_eq!(report["upload"]["put_requests"], puts);
-    // The cap holds (the emulator's own check): 64 MiB at 32 MiB/s.
-    assert!(took.as_secs_f64() >= 1.9, "{took:?}");
+    // The cap holds (the emulator's own check): 64 MiB at 12 MiB/s.
+    assert!(took.as_secs_f64() >= 5.0, "{took:?}");
     let out = az.with_ebs(&ebs, "vol02", &["verify", &snap]);
     let text = ok(&out);
     assert!(text.contains("0 differ; footer ok"), "{text}");

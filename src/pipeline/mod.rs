@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::sink::{self, BlockSink};
 use crate::source::{self, BlockSource};
 
-mod adjacent;
+pub mod adjacent;
 mod buffers;
 
 use adjacent::Adjacent;
@@ -177,10 +177,10 @@ pub fn copy(
 
 /// [`copy`], with a hook per finished block and a stop switch.
 ///
-/// One feeder takes the blocks as the source hands them over and parks
-/// them; each worker takes the lowest run of adjacent parked blocks (up to
-/// [`Options::max_write`] bytes), reads them into one buffer and writes
-/// their non-zero runs, which then span block boundaries.
+/// Each worker takes the lowest run of adjacent blocks the source has
+/// handed over (up to [`Options::max_write`] bytes; see [`adjacent`]),
+/// pulling from the source itself when none is ready, reads the run into
+/// one buffer and writes its non-zero runs, which then span block boundaries.
 pub fn copy_with(
     source: &dyn BlockSource,
     sink: &dyn BlockSink,
@@ -190,18 +190,17 @@ pub fn copy_with(
     let threads = opts.concurrency.unwrap_or_else(default_concurrency).get();
     let bs = source.block_size() as usize;
     let run = (opts.max_write / bs.max(1)).max(1);
-    // The feeder blocks in the source's iterator: a thread of its own.
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads + 1)
+        .num_threads(threads)
         .thread_name(|i| format!("copy-{i}"))
         .build()
         .map_err(|e| Error::Pool {
-            threads: threads + 1,
+            threads,
             detail: e.to_string(),
         })?;
-    // Parked blocks: enough for every worker's next run twice over. A
-    // network source bounds what it holds itself, and its iterator waits.
-    let queue = Adjacent::new(run, 2 * threads * run);
+    // Short runs stop waiting for neighbours once two whole runs' worth
+    // wait: a network source holds what waits here in its bounded memory.
+    let queue = Adjacent::new(source.blocks(), run, 2 * run, adjacent::LINGER);
     let buffers = buffers::Pool::new(run * bs, threads);
     let counters = Counters::default();
     let failed = AtomicBool::new(false);
@@ -220,19 +219,6 @@ pub fn copy_with(
         }
     };
     pool.scope(|scope| {
-        scope.spawn(|_| {
-            for next in source.blocks() {
-                match next {
-                    Ok(index) if queue.push(index) => {}
-                    Ok(index) => source.release_block(index),
-                    Err(e) => fail(e.into()),
-                }
-                if failed.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            queue.end();
-        });
         for _ in 0..threads {
             scope.spawn(|_| {
                 let mut ctx = Worker {
@@ -248,7 +234,14 @@ pub fn copy_with(
                         fail(Error::Interrupted);
                         break;
                     }
-                    let Some(blocks) = queue.take() else { break };
+                    let blocks = match queue.take() {
+                        Ok(Some(blocks)) => blocks,
+                        Ok(None) => break,
+                        Err(e) => {
+                            fail(e.into());
+                            break;
+                        }
+                    };
                     if let Err(e) = ctx.copy_run(&blocks, buffers.take()) {
                         fail(e);
                         break;
@@ -257,6 +250,10 @@ pub fn copy_with(
             });
         }
     });
+    // What a worker pulled as the copy stopped.
+    for index in queue.stop() {
+        source.release_block(index);
+    }
     if let Some(e) = first_error
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
