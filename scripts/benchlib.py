@@ -15,10 +15,13 @@ CHUNK = 4 * MIB
 # The bearer token the benchmarks' ARM emulator wants (not a secret).
 TOKEN = "bench-arm-token"
 STORAGE_VERSION = "2025-11-05"
+# The subscription the benchmarks' disks live in (a GUID, as Azure's are).
+SUBSCRIPTION = "00000000-0000-0000-0000-00000000beec"
 
 
-def run(cmd, after=None, env=None):
-    """Runs cmd; returns (wall seconds, cpu seconds, peak RSS in KiB). Exits on failure."""
+def run(cmd, after=None, env=None, user=None):
+    """Runs cmd; returns (wall seconds, cpu seconds, peak RSS in KiB). Exits on failure.
+    `user`, a list, gets the run's user CPU seconds appended (the rest is the kernel's)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -28,6 +31,8 @@ def run(cmd, after=None, env=None):
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"error: {' '.join(map(str, cmd))} failed: {err.strip()}")
+    if user is not None:
+        user.append(usage.ru_utime)
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
@@ -99,7 +104,7 @@ class Arm:
         raise RuntimeError("operation did not finish")
 
     def disk(self, name):
-        return f"{self.endpoint}/subscriptions/s/resourceGroups/bench/providers/Microsoft.Compute/disks/{name}"
+        return f"{self.endpoint}/subscriptions/{SUBSCRIPTION}/resourceGroups/bench/providers/Microsoft.Compute/disks/{name}"
 
     def create_and_grant(self, name, upload_size):
         _, h, _ = self.call("PUT", self.disk(name) + "?api-version=2024-03-02", {
