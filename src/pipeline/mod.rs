@@ -342,8 +342,13 @@ impl Worker<'_> {
             }
             len = j * bs + got;
             if got < bs {
-                // A short block ends the disk: nothing can follow it.
-                break;
+                // A short block ends the disk: a block after it lies past the end.
+                if let Some(&next) = blocks.get(j + 1) {
+                    return Err(Error::BlockOutOfRange {
+                        block: next,
+                        size: self.source.size(),
+                    });
+                }
             }
         }
         let shared = buf.share(len);
@@ -655,6 +660,49 @@ mod tests {
         assert_eq!(stats.blocks_read, 6);
         assert_eq!(stats.bytes_written, 5 * b64);
         assert_eq!(stats.bytes_zero, b64);
+    }
+
+    /// A source that lends its blocks from its own memory, as a mapped image does.
+    struct Lending(MemSource);
+    impl BlockSource for Lending {
+        fn size(&self) -> u64 {
+            self.0.size
+        }
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn blocks(&self) -> Box<dyn Iterator<Item = Result<u64, source::Error>> + Send + '_> {
+            self.0.blocks()
+        }
+        fn read_block<'a>(
+            &'a self,
+            index: u64,
+            _buf: &'a mut [u8],
+        ) -> Result<&'a [u8], source::Error> {
+            Ok(&self.0.blocks[&index])
+        }
+    }
+
+    #[test]
+    fn lent_blocks_are_written_from_where_they_lie_or_copied_into_a_run() {
+        let src = Lending(source(None));
+        for max_write in [0, 8 * 16384] {
+            let sink = MemSink::default();
+            let opts = Options {
+                max_write,
+                ..Options::default()
+            };
+            copy(&src, &sink, &opts, &|_| {}).unwrap();
+            let mut writes = sink.0.into_inner().unwrap();
+            writes.sort();
+            // Blocks 0 and 1 are adjacent: one run when runs are allowed;
+            // only block 1's page of data and block 7 are written either way.
+            assert_eq!(writes.len(), 2, "{max_write}");
+            assert_eq!(writes[0].0, 16384 + 4096);
+            assert_eq!(writes[0].1.len(), 4096);
+            assert_eq!(writes[0].1[5000 - 4096], 1);
+            assert_eq!(writes[1], (7 * 16384, vec![9u8; 16384]));
+        }
     }
 
     #[test]

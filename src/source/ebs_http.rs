@@ -3,10 +3,11 @@
 //! [`READ_BUFFER`]. Hyper lets it grow to about 400 KiB, and an answer that
 //! waits for a block buffer (the copy is slower than EBS) sits in it; with
 //! hundreds of requests in flight far from the region, that was most of
-//! the memory. Measured on `scripts/bench-ebs`'s snapshot at 400 ms and
-//! 420 blocks/s: 131 MiB with hyper's default, 55 MiB at 64 KiB, at the
-//! same CPU; 16 KiB cost 28% more CPU in reads. The SDK's builder does not
-//! expose the setting, hence this client.
+//! the memory. Measured with `scripts/bench-ebs`'s snapshot at 400 ms: at
+//! 420 blocks/s, 131 MiB with hyper's default and 55 MiB at 64 KiB; at
+//! 1,000/s (507 in flight), 93 MiB at 64 KiB and 80 MiB at 32 KiB, CPU
+//! within the noise; 16 KiB cost 28% more CPU in reads. The SDK's builder
+//! does not expose the setting, hence this client.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -27,7 +28,7 @@ use hyper_util::client::legacy::connect::{
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// The most a connection's read buffer holds (hyper's floor is 8 KiB).
-pub const READ_BUFFER: usize = 64 * 1024;
+pub const READ_BUFFER: usize = 32 * 1024;
 
 type Hyper =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<TcpConnector>, SdkBody>;
