@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::sink::{self, BlockSink};
 use crate::source::{self, BlockSource};
 
-pub mod adjacent;
+mod adjacent;
 mod buffers;
 
 use adjacent::Adjacent;
@@ -178,7 +178,7 @@ pub fn copy(
 /// [`copy`], with a hook per finished block and a stop switch.
 ///
 /// Each worker takes the lowest run of adjacent blocks the source has
-/// handed over (up to [`Options::max_write`] bytes; see [`adjacent`]),
+/// handed over (up to [`Options::max_write`] bytes; see the `adjacent` module),
 /// pulling from the source itself when none is ready, reads the run into
 /// one buffer and writes its non-zero runs, which then span block boundaries.
 pub fn copy_with(
