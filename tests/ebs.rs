@@ -277,3 +277,137 @@ fn an_answer_the_sdk_cannot_read_is_not_retried() {
     // One list request was answered so, not ten: a contract break is not retried.
     assert_eq!(s.emu.fault_state()["unreadable_lists"], 49);
 }
+
+/// Runs openssl in `dir`; panics with its message when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn snapshots_read_over_https_and_an_untrusted_certificate_is_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    // A CA, and a certificate for 127.0.0.1 it signed (TLS clients refuse a CA
+    // certificate as a server's own); another CA that signed nothing here.
+    for ca in ["ca", "other"] {
+        let subject = format!("/CN=ebs2azure test {ca}");
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-subj",
+                &subject,
+            ],
+        );
+    }
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        at("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "cert.pem",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let raw = at("vol.raw");
+    sparse_file(&raw, 1 << 30, &[(5 << 20, noise(31, 3_000_000))]);
+    let ebs = Emulator::start(&[
+        "--tls-cert",
+        path_str(&at("cert.pem")),
+        "--tls-key",
+        path_str(&at("key.pem")),
+    ]);
+    let https = ebs.endpoint.replacen("http://", "https://", 1);
+    // The seeding script trusts the CA the same way (Python's ssl reads SSL_CERT_FILE).
+    let seeded = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ebs-emulator"))
+        .args(["seed", "--endpoint", &https, path_str(&raw)])
+        .env("SSL_CERT_FILE", at("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(seeded.status.success(), "{seeded:?}");
+    let snap = String::from_utf8_lossy(&seeded.stdout).trim().to_owned();
+    let out = at("out.raw");
+    let convert = |roots: &str| {
+        ebs.command(AWS_KEY_ID)
+            .args([
+                "convert",
+                &snap,
+                "--out",
+                path_str(&out),
+                "--output-format",
+                "raw",
+            ])
+            .args(["--force", "--endpoint-url", &https])
+            .env("SSL_CERT_FILE", at(roots))
+            .output()
+            .unwrap()
+    };
+    // Trusting the CA, the snapshot comes over TLS whole.
+    ok(&convert("ca.pem"));
+    assert!(qemu_same(&raw, "raw", &out, "raw"));
+    // Trusting another: one sentence, at once (a certificate is not retried).
+    std::fs::remove_file(&out).unwrap();
+    let started = std::time::Instant::now();
+    let refused = convert("other.pem");
+    let line = fails(&refused);
+    assert!(
+        line.contains(&format!(
+            "{https} presented a certificate this machine does not trust"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!out.exists());
+}

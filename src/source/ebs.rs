@@ -1020,6 +1020,15 @@ impl Inner {
                 "the answer was cut off: {}",
                 DisplayErrorContext(&err)
             )),
+            // The HTTP client marks a refused certificate as the caller's to mend.
+            SdkError::DispatchFailure(d)
+                if d.is_user() && super::ebs_http::certificate_refused(&err) =>
+            {
+                Failure::Fatal(Error::Certificate {
+                    endpoint: self.endpoint.clone(),
+                    detail: innermost(&err),
+                })
+            }
             // Refused, reset or dropped connections: anything but a mistake of ours.
             SdkError::DispatchFailure(d) if !d.is_user() => {
                 Failure::Transient(format!("connection failed: {}", DisplayErrorContext(&err)))

@@ -179,6 +179,10 @@ fn connection_metadata(captured: &CaptureConnection) -> Option<ConnectionMetadat
 /// What the SDK's retry and our classification need to know of a failure:
 /// a mistake of ours (never retried), a timeout, or a transport failure.
 fn connector_error(err: hyper_util::client::legacy::Error) -> ConnectorError {
+    if certificate_refused(&err) {
+        // Asking again gets the same certificate: not a transport failure.
+        return ConnectorError::user(err.into());
+    }
     if err.is_connect() {
         return ConnectorError::io(err.into());
     }
@@ -191,5 +195,43 @@ fn connector_error(err: hyper_util::client::legacy::Error) -> ConnectorError {
         }
         // Closed, reset or refused connections, and I/O errors.
         _ => ConnectorError::io(err.into()),
+    }
+}
+
+/// True when the TLS handshake refused the server's certificate (unknown
+/// issuer, wrong name, expired), somewhere in `err`'s chain of causes.
+pub(crate) fn certificate_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    // A chain of causes is short; the bound keeps a cyclic one from looping.
+    for _ in 0..32 {
+        let Some(e) = next else { return false };
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        // An I/O error's source skips its payload: look at the payload itself.
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_found_under_io_errors_and_nothing_else_is() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
+        assert!(certificate_refused(&wrapped));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!certificate_refused(&reset));
+        let other =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert!(!certificate_refused(&other));
     }
 }

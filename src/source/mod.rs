@@ -130,6 +130,16 @@ pub enum Error {
     #[error("AWS client setup failed: {0}")]
     Config(String),
 
+    /// The endpoint's TLS certificate was refused: asking again would get
+    /// the same certificate.
+    #[error("{endpoint} presented a certificate this machine does not trust ({detail}); add its issuer to the trusted roots (SSL_CERT_FILE may name a PEM bundle) or check the endpoint")]
+    Certificate {
+        /// The endpoint, by its origin.
+        endpoint: String,
+        /// What the TLS handshake said.
+        detail: String,
+    },
+
     /// A block kept failing its SHA-256 check.
     #[error("snapshot {snapshot}: block {block} failed its SHA-256 check {attempts} times; the data is corrupt on the way or at the source")]
     Checksum {
