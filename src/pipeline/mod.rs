@@ -312,27 +312,18 @@ impl Worker<'_> {
             self.offset(index)?;
         }
         let bs = self.source.block_size() as usize;
-        if let [index] = blocks {
-            let slot = &mut buf.as_mut()[..bs];
-            let at = slot.as_ptr();
-            let data = self.source.read_block(*index, slot)?;
-            if data.as_ptr() != at {
-                // Lent from the source's memory: written from there, no copy.
-                let written = self.write(first, offset, data, None)?;
-                return self.done(blocks, offset, data, written);
-            }
-            let len = data.len();
-            let shared = buf.share(len);
-            let written = self.write(first, offset, &shared, Some(&shared))?;
-            return self.done(blocks, offset, &shared, written);
-        }
         let mut len = 0;
         for (j, &index) in blocks.iter().enumerate() {
             let slot = &mut buf.as_mut()[j * bs..(j + 1) * bs];
             let at = slot.as_ptr();
             let data = self.source.read_block(index, slot)?;
-            let (mut got, lent) = (data.len(), data.as_ptr() != at);
-            if lent {
+            let mut got = data.len();
+            if data.as_ptr() != at {
+                if blocks.len() == 1 {
+                    // Lent from the source's memory, alone: written from there, no copy.
+                    let written = self.write(first, offset, data, None)?;
+                    return self.done(blocks, offset, data, written);
+                }
                 // Asked again into scratch, so that the slot is free to take
                 // the bytes (a source lends the same bytes again, or reads them).
                 self.scratch.resize(bs, 0);
